@@ -1,0 +1,35 @@
+"""ftm: cross-firm investment themes from earnings calls, as a firm x theme panel.
+
+The library's entry points; the `ftm` command (`ftm.cli`) is a thin layer over them.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("ftm")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+from ftm.errors import DataError, FtmError, PartialFailure, SchemaError, SettingsError, UsageError
+from ftm.prefetch import PrefetchProgress, PrefetchResult, prefetch, read_manifest
+from ftm.quarters import Quarter
+from ftm.settings import FtmSettings, load_settings
+from ftm.storage import Store
+
+__all__ = [
+    "DataError",
+    "FtmError",
+    "FtmSettings",
+    "PartialFailure",
+    "PrefetchProgress",
+    "PrefetchResult",
+    "Quarter",
+    "SchemaError",
+    "SettingsError",
+    "Store",
+    "UsageError",
+    "__version__",
+    "load_settings",
+    "prefetch",
+    "read_manifest",
+]

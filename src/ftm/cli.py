@@ -1,0 +1,85 @@
+"""The `ftm` command: global options, the commands, and the one place errors become exit codes.
+
+Exit codes (DESIGN §5): 0 ok, 1 error, 2 usage, 3 some batches or firms failed, 4 settings or
+credentials, 130 interrupted. Human output goes to stderr, `--json` output to stdout.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+
+from ftm import __version__
+from ftm.commands import CliContext, config, prefetch, stderr
+from ftm.errors import FtmError
+
+app = typer.Typer(
+    name="ftm",
+    help=(
+        "Find the investment themes that many firms talk about at once, from every earnings "
+        "call of a quarter, as a firm x theme panel keyed by PERMNO and GVKEY.\n\n"
+        "Start with: ftm prefetch 2016Q4 --source files --input transcripts.jsonl.gz"
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,  # tracebacks are for bugs, never for users' mistakes
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"ftm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            envvar="FTM_CONFIG",
+            help="Settings file (TOML). Default: ./ftm.toml when it exists.",
+            show_default=False,
+        ),
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    ctx.obj = CliContext(config=config_file)
+
+
+app.command("prefetch", epilog=prefetch.EXAMPLES)(prefetch.prefetch)
+app.command("config", epilog=config.EXAMPLES)(config.show_config)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the CLI and returns its exit code; every error ends here, as a message."""
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="ftm", standalone_mode=False)
+    except click.exceptions.Abort:
+        stderr.print("interrupted: everything written so far is kept; run the same command to go on")
+        return 130
+    except click.ClickException as error:
+        error.show()
+        return error.exit_code
+    except FtmError as error:
+        stderr.print(f"[bold red]error:[/] {error}", highlight=False)
+        return error.exit_code
+    except KeyboardInterrupt:
+        stderr.print("interrupted: everything written so far is kept; run the same command to go on")
+        return 130
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

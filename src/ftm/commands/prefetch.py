@@ -1,0 +1,202 @@
+"""`ftm prefetch`: one quarter of transcripts into cleaned, chunked sentences."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from ftm import layout
+from ftm.commands import print_json, settings_from, stderr
+from ftm.prefetch import PrefetchProgress, PrefetchResult, prefetch as run_prefetch
+from ftm.quarters import Quarter
+from ftm.storage import Store
+
+EXAMPLES = """\
+Examples:
+
+  ftm prefetch 2016Q4 --source files --input transcripts.jsonl.gz
+
+  ftm prefetch 2016Q4 --source files --input calls.csv --root s3://my-bucket/ftm
+
+  ftm prefetch 2016Q4 --source files --input transcripts.jsonl.gz --firms AAPL,MSFT --json
+
+An interrupted prefetch resumes where it stopped when the same command runs again;
+--overwrite starts the quarter over.
+"""
+
+
+def prefetch(
+    ctx: typer.Context,
+    quarter: Annotated[str, typer.Argument(help="Calendar quarter, as 2023Q1.", show_default=False)],
+    source: Annotated[
+        str | None, typer.Option("--source", help="Where transcripts come from: files or wrds.")
+    ] = None,
+    input_path: Annotated[
+        Path | None,
+        typer.Option("--input", help="Files source: a .jsonl(.gz) or .csv(.gz) file.", show_default=False),
+    ] = None,
+    input_format: Annotated[
+        str | None, typer.Option("--format", help="Files source: auto, jsonl or csv.")
+    ] = None,
+    root: Annotated[
+        str | None,
+        typer.Option("--root", help="Storage root: a folder or s3://bucket/prefix.", show_default=False),
+    ] = None,
+    firms: Annotated[
+        list[str] | None,
+        typer.Option("--firms", help="Only these firm ids (comma-separated, or repeat the option)."),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="spaCy processes (0: one per CPU core).")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Delete what exists for the quarter and start over.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest summary as JSON to stdout.")] = False,
+) -> None:
+    """Turn one quarter's earnings calls into cleaned sentence chunks and a manifest.
+
+    Each call belongs to the calendar quarter of its date (files without dates: their
+    fiscal_quarter label). Firms are written in chunks of prefetch.firms_per_chunk with a
+    checkpoint every prefetch.checkpoint_every firms, so a killed run loses nothing.
+    """
+    the_quarter = Quarter.parse(quarter)
+    settings = settings_from(
+        ctx,
+        source__kind=source,
+        source__path=str(input_path) if input_path else None,
+        source__format=input_format,
+        storage__root=root,
+        preprocess__workers=workers,
+    )
+    wanted = [firm.strip() for item in firms or [] for firm in item.split(",") if firm.strip()]
+    store = Store.from_settings(settings.storage)
+    with _ProgressDisplay(str(the_quarter)) as display:
+        result = run_prefetch(
+            settings, the_quarter, firms=wanted or None, overwrite=overwrite, on_progress=display.update
+        )
+    folder = store.uri(layout.prefetch_folder(the_quarter))
+    if as_json:
+        print_json(_summary(result, folder))
+    _report(result, folder)
+
+
+def _summary(result: PrefetchResult, folder: str) -> dict:
+    manifest = result.manifest
+    return {
+        "quarter": manifest.quarter,
+        "already_done": result.already_done,
+        "resumed_at_firm": result.resumed_at,
+        "n_firms": manifest.n_firms,
+        "n_calls": manifest.n_calls,
+        "n_chunks": manifest.n_chunks,
+        "n_sentences": manifest.n_sentences,
+        "skipped_firms": [skip.to_json() for skip in manifest.skipped_firms],
+        "n_input_problems": manifest.n_input_problems,
+        "location": folder,
+    }
+
+
+def _report(result: PrefetchResult, folder: str) -> None:
+    manifest = result.manifest
+    if result.already_done:
+        stderr.print(
+            f"{manifest.quarter} is already prefetched in {folder} ({manifest.n_firms:,} firms, "
+            f"{manifest.n_sentences:,} sentences); nothing changed. Use --overwrite to redo it."
+        )
+        return
+    resumed = f", resumed at firm {result.resumed_at:,}" if result.resumed_at else ""
+    stderr.print(
+        f"[green]prefetched {manifest.quarter}[/]: {manifest.n_firms:,} firms, {manifest.n_calls:,} calls, "
+        f"{manifest.n_sentences:,} sentences in {manifest.n_chunks} chunk(s){resumed}\n"
+        f"  → {folder}/ (manifest.json, chunk_*.parquet)",
+        highlight=False,
+    )
+    if manifest.skipped_firms:
+        shown = ", ".join(f"{s.firm_id} ({s.reason})" for s in manifest.skipped_firms[:5])
+        more = f" and {len(manifest.skipped_firms) - 5} more" if len(manifest.skipped_firms) > 5 else ""
+        stderr.print(f"[yellow]skipped {len(manifest.skipped_firms)} firm(s)[/]: {shown}{more}")
+    if manifest.n_input_problems:
+        shown = "; ".join(f"{p.where}: {p.reason}" for p in manifest.input_problems[:3])
+        stderr.print(
+            f"[yellow]{manifest.n_input_problems} input record(s) could not be used[/] "
+            f"(listed in manifest.json under input_problems): {shown}",
+            highlight=False,
+        )
+    stderr.print(
+        "  look at it: python -c \"import pyarrow.parquet as pq; "
+        f"print(pq.read_table('{folder}/chunk_0000.parquet').to_pandas().head())\"",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+class _ProgressDisplay:
+    """A rich progress bar on a terminal; a count line every few seconds otherwise (logs, CI)."""
+
+    PLAIN_EVERY_S = 10.0
+
+    def __init__(self, quarter: str):
+        self.quarter = quarter
+        self.live = stderr.is_terminal
+        self.progress = Progress(
+            TextColumn("[bold]prefetch {task.fields[quarter]}[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("firms · {task.fields[sentences]:,} sentences · {task.fields[rate]:.1f} firms/s"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=stderr,
+            transient=True,
+        )
+        self.task = None
+        self.started = time.monotonic()
+        self.last_line = 0.0
+        self.first_done: int | None = None
+
+    def __enter__(self) -> _ProgressDisplay:
+        if self.live:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.live:
+            self.progress.stop()
+
+    def update(self, state: PrefetchProgress) -> None:
+        now = time.monotonic()
+        if state.phase == "scanning":
+            if not self.live:
+                stderr.print(f"prefetch {self.quarter}: reading the input", highlight=False)
+            return
+        if self.first_done is None:
+            self.first_done, self.started = state.firms_done, now
+        elapsed = max(now - self.started, 1e-6)
+        rate = (state.firms_done - self.first_done) / elapsed
+        if self.live:
+            if self.task is None:
+                self.task = self.progress.add_task(
+                    "prefetch", total=state.firms_total, quarter=self.quarter, sentences=0, rate=0.0
+                )
+            self.progress.update(
+                self.task, completed=state.firms_done, sentences=state.sentences, rate=rate
+            )
+        elif state.phase == "done" or now - self.last_line >= self.PLAIN_EVERY_S:
+            self.last_line = now
+            stderr.print(
+                f"prefetch {self.quarter}: {state.firms_done:,}/{state.firms_total:,} firms, "
+                f"{state.sentences:,} sentences, {rate:.1f} firms/s",
+                highlight=False,
+            )

@@ -1,0 +1,119 @@
+"""Every artifact's path, relative to the storage root (DESIGN §4); nothing else spells a path.
+
+The layout matches what the earlier AWS pipeline wrote, so its prefetched quarters stay readable.
+Names that start with an underscore are ftm's own bookkeeping, which dataset readers skip.
+"""
+
+from __future__ import annotations
+
+from ftm.quarters import Quarter
+
+
+def batch_id(index: int) -> str:
+    return f"batch_{index:03d}"
+
+
+# --- prefetch ---------------------------------------------------------------------------------
+
+def prefetch_folder(quarter: Quarter) -> str:
+    return f"prefetch/transcripts/quarter={quarter}"
+
+
+def prefetch_chunk(quarter: Quarter, index: int) -> str:
+    return f"{prefetch_folder(quarter)}/{chunk_name(index)}"
+
+
+def chunk_name(index: int) -> str:
+    return f"chunk_{index:04d}.parquet"
+
+
+def prefetch_manifest(quarter: Quarter) -> str:
+    return f"{prefetch_folder(quarter)}/manifest.json"
+
+
+def prefetch_checkpoint(quarter: Quarter) -> str:
+    return f"{prefetch_folder(quarter)}/_checkpoint.json"
+
+
+def prefetch_staging(quarter: Quarter) -> str:
+    """Parts of the chunk being built, kept between checkpoints and removed once it is written."""
+    return f"{prefetch_folder(quarter)}/_staging"
+
+
+def prefetch_staged_part(quarter: Quarter, index: int) -> str:
+    return f"{prefetch_staging(quarter)}/part_{index:04d}.parquet"
+
+
+# --- plan and runs ----------------------------------------------------------------------------
+
+def batch_plan(quarter: Quarter) -> str:
+    return f"manifests/quarter={quarter}/batches.jsonl"
+
+
+def run_record(run_id: str) -> str:
+    return f"runs/{run_id}.json"
+
+
+def code_package(sha256: str) -> str:
+    return f"code/{sha256}.whl"
+
+
+# --- map --------------------------------------------------------------------------------------
+
+def firm_topics_folder(quarter: Quarter) -> str:
+    return f"intermediate/firm-topics/quarter={quarter}"
+
+
+def firm_topics_part(quarter: Quarter, batch: str, part: int) -> str:
+    return f"{firm_topics_folder(quarter)}/{batch}_part_{part:04d}.parquet"
+
+
+def progress_folder(quarter: Quarter) -> str:
+    return f"progress/quarter={quarter}"
+
+
+def batch_checkpoint(quarter: Quarter, batch: str) -> str:
+    return f"{progress_folder(quarter)}/{batch}_checkpoint.json"
+
+
+def batch_failures(quarter: Quarter, batch: str) -> str:
+    return f"{progress_folder(quarter)}/{batch}_failures.json"
+
+
+def batch_progress(quarter: Quarter, batch: str) -> str:
+    return f"{progress_folder(quarter)}/{batch}_progress.json"
+
+
+# --- reduce and name --------------------------------------------------------------------------
+
+def themes_folder(quarter: Quarter) -> str:
+    return f"themes/quarter={quarter}"
+
+
+def themes(quarter: Quarter) -> str:
+    return f"{themes_folder(quarter)}/themes.parquet"
+
+
+def theme_topics(quarter: Quarter) -> str:
+    return f"{themes_folder(quarter)}/theme_topics.parquet"
+
+
+def firm_theme_exposure(quarter: Quarter) -> str:
+    return f"{themes_folder(quarter)}/firm_theme_exposure.parquet"
+
+
+def names_folder(quarter: Quarter) -> str:
+    return f"names/quarter={quarter}"
+
+
+def topic_names(quarter: Quarter) -> str:
+    return f"{names_folder(quarter)}/topic_names.parquet"
+
+
+def theme_names(quarter: Quarter) -> str:
+    return f"{names_folder(quarter)}/theme_names.parquet"
+
+
+def name_cache_entry(quarter: Quarter, key: str) -> str:
+    """One cached LLM reply, content-addressed by a hash of prompt, model and prompt version."""
+    return f"{names_folder(quarter)}/_cache/{key}.json"

@@ -1,0 +1,292 @@
+"""Prefetch: a source's calls for one quarter become chunks of cleaned sentences and a manifest.
+
+Firms are processed in sorted order. Every `prefetch.checkpoint_every` firms the rows since the
+last checkpoint are written as a staged part, then the checkpoint; when a chunk has
+`prefetch.firms_per_chunk` firms, its staged parts become `chunk_NNNN.parquet`, then the
+checkpoint, then the parts are removed. The manifest is written last. A kill at any point leaves a
+checkpoint that describes only files that exist, so a re-run carries on from there and writes
+byte-identical chunks. Memory holds one chunk at most, whatever the quarter's size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from itertools import groupby
+from typing import Any
+
+import pyarrow as pa
+
+from ftm import __version__, layout
+from ftm.errors import DataError, UsageError
+from ftm.quarters import Quarter
+from ftm.schemas import (
+    SENTENCES,
+    ChunkInfo,
+    PrefetchCheckpoint,
+    PrefetchManifest,
+    SkippedFirm,
+    content_hash,
+)
+from ftm.settings import FtmSettings, PrefetchSettings
+from ftm.sources import Call, Component, open_source
+from ftm.storage import Store
+from ftm.text import CallText, Preprocessor
+
+
+@dataclass(frozen=True)
+class PrefetchProgress:
+    """What a progress callback is told: after the scan, then after every firm."""
+
+    phase: str  # "scanning", "preprocessing" or "done"
+    firms_done: int = 0
+    firms_total: int = 0
+    sentences: int = 0
+    words: int = 0
+
+
+@dataclass(frozen=True)
+class PrefetchResult:
+    manifest: PrefetchManifest
+    already_done: bool  # the quarter was prefetched before; nothing was changed
+    resumed_at: int  # firms found done by an earlier, interrupted run
+
+
+def prefetch(
+    settings: FtmSettings,
+    quarter: Quarter,
+    *,
+    firms: Collection[str] | None = None,
+    overwrite: bool = False,
+    on_progress: Callable[[PrefetchProgress], None] = lambda progress: None,
+) -> PrefetchResult:
+    """Prefetches one quarter into the storage root; see the module docstring."""
+    store = Store.from_settings(settings.storage)
+    manifest_path = layout.prefetch_manifest(quarter)
+    if overwrite:
+        store.delete(manifest_path)  # first, so a crash never leaves a manifest of old chunks
+        store.delete_folder(layout.prefetch_folder(quarter))
+    elif store.exists(manifest_path):
+        return PrefetchResult(read_manifest(store, quarter), already_done=True, resumed_at=0)
+
+    on_progress(PrefetchProgress("scanning"))
+    source = open_source(settings.source)
+    preprocessor = Preprocessor(settings.preprocess)
+    try:
+        found = source.calls(quarter)
+        plan = _plan(found.calls, quarter, firms)
+        plan_hash = content_hash(
+            {
+                "quarter": str(quarter),
+                "calls": [[c.firm_id, c.transcript_id] for c in plan],
+                "preprocess": settings.preprocess.fingerprint(),
+                "prefetch": settings.prefetch.model_dump(),
+            }
+        )
+        writer = _ChunkWriter(store, quarter, settings.prefetch, plan_hash)
+        firm_calls = [(firm, list(calls)) for firm, calls in groupby(plan, key=lambda c: c.firm_id)]
+        done = writer.checkpoint.firms_done
+        remaining = [call for _, calls in firm_calls[done:] for call in calls]
+        progress = PrefetchProgress("preprocessing", done, len(firm_calls), writer.checkpoint.n_sentences)
+        on_progress(progress)
+
+        texts = preprocessor.process(((c, comps) for c, comps in source.components(remaining)))
+        for firm_id, results in _by_firm(texts):
+            columns = _firm_columns(firm_id, quarter, results)
+            writer.add_firm(firm_id, columns, sum(t.n_empty_components for _, t in results))
+            progress = PrefetchProgress(
+                "preprocessing",
+                progress.firms_done + 1,
+                progress.firms_total,
+                progress.sentences + len(columns["sentence_id"]),
+                progress.words + sum(len(text.split()) for text in columns["raw_text"]),
+            )
+            on_progress(progress)
+        writer.finish()
+
+        manifest = PrefetchManifest(
+            quarter=str(quarter),
+            source=found.description,
+            created_at=datetime.now(timezone.utc),
+            ftm_version=__version__,
+            n_firms=len(writer.checkpoint.firm_to_chunk),
+            n_calls=len(plan),
+            n_chunks=len(writer.checkpoint.chunks),
+            n_sentences=writer.checkpoint.n_sentences,
+            preprocess={
+                **settings.preprocess.model_dump(exclude={"workers", "batch_size"}),
+                "spacy_model_loaded": preprocessor.model_info(),
+            },
+            preprocess_hash=settings.preprocess.fingerprint(),
+            firm_to_chunk=writer.checkpoint.firm_to_chunk,
+            chunks=writer.checkpoint.chunks,
+            skipped_firms=writer.checkpoint.skipped_firms,
+            input_problems=found.problems,
+            n_input_problems=found.n_problems,
+            n_empty_components=writer.checkpoint.n_empty_components,
+        )
+        store.write_json(manifest_path, manifest.to_json())
+        writer.clean_up()
+        on_progress(PrefetchProgress("done", progress.firms_total, progress.firms_total, manifest.n_sentences, progress.words))
+        return PrefetchResult(manifest, already_done=False, resumed_at=done)
+    finally:
+        preprocessor.close()
+        source.close()
+
+
+def read_manifest(store: Store, quarter: Quarter) -> PrefetchManifest:
+    """The quarter's manifest, or a clear error if the quarter was never prefetched."""
+    path = layout.prefetch_manifest(quarter)
+    if not store.exists(path):
+        raise UsageError(f"{quarter} is not prefetched in {store.uri()}: run `ftm prefetch {quarter}` first")
+    return PrefetchManifest.model_validate(store.read_json(path))
+
+
+def _plan(calls: list[Call], quarter: Quarter, firms: Collection[str] | None) -> list[Call]:
+    """The calls to process, sorted by firm, then date, then transcript id: a stable order."""
+    if firms:
+        wanted = set(firms)
+        present = {call.firm_id for call in calls}
+        unknown = sorted(wanted - present)
+        if unknown:
+            raise UsageError(f"no calls in {quarter} for firm(s) {', '.join(unknown)}")
+        calls = [call for call in calls if call.firm_id in wanted]
+    if not calls:
+        raise DataError(
+            f"the input has no calls in {quarter}: check the quarter, the input, and "
+            "source.quarter_rule (a call's quarter comes from its call_date, else its fiscal_quarter)"
+        )
+    return sorted(calls, key=lambda c: (c.firm_id, c.call_date or date.min, c.transcript_id))
+
+
+def _by_firm(
+    texts: Iterator[tuple[Call, CallText]],
+) -> Iterator[tuple[str, list[tuple[Call, CallText]]]]:
+    for firm_id, results in groupby(texts, key=lambda item: item[0].firm_id):
+        yield firm_id, list(results)
+
+
+def _firm_columns(firm_id: str, quarter: Quarter, results: list[tuple[Call, CallText]]) -> dict[str, list[Any]]:
+    columns: dict[str, list[Any]] = {name: [] for name in SENTENCES.names}
+    position = 0
+    for call, text in results:
+        for sentence in text.sentences:
+            columns["firm_id"].append(firm_id)
+            columns["firm_name"].append(call.firm_name)
+            columns["permno"].append(call.permno)
+            columns["gvkey"].append(call.gvkey)
+            columns["transcript_id"].append(call.transcript_id)
+            columns["earnings_call_date"].append(call.call_date)
+            columns["quarter"].append(str(quarter))
+            columns["sentence_id"].append(f"{call.transcript_id}/{sentence.key}")
+            columns["raw_text"].append(sentence.raw_text)
+            columns["cleaned_text"].append(sentence.cleaned_text)
+            columns["speaker_type"].append(sentence.speaker_type)
+            columns["position"].append(position)
+            position += 1
+    return columns
+
+
+class _ChunkWriter:
+    """Writes staged parts, chunks and checkpoints in the one order that survives a kill."""
+
+    def __init__(self, store: Store, quarter: Quarter, settings: PrefetchSettings, plan_hash: str):
+        self.store = store
+        self.quarter = quarter
+        self.settings = settings
+        path = layout.prefetch_checkpoint(quarter)
+        if store.exists(path):
+            self.checkpoint = PrefetchCheckpoint.model_validate(store.read_json(path))
+            if self.checkpoint.plan_hash != plan_hash:
+                raise UsageError(
+                    f"an unfinished prefetch of {quarter} in {store.uri()} was started with other "
+                    "input, firms or settings: run again with --overwrite to start over"
+                )
+        else:
+            self.checkpoint = PrefetchCheckpoint(
+                quarter=str(quarter), plan_hash=plan_hash, firms_done=0, updated_at=_now()
+            )
+        self._rows: dict[str, list[Any]] = {name: [] for name in SENTENCES.names}
+        self._pending_firms = 0
+        self._pending_empty = 0
+        self._pending_skips: list[SkippedFirm] = []
+        self._pending_chunk_firms: list[str] = []
+
+    def add_firm(self, firm_id: str, columns: dict[str, list[Any]], n_empty_components: int) -> None:
+        self._pending_firms += 1
+        self._pending_empty += n_empty_components
+        if not columns["sentence_id"]:
+            self._pending_skips.append(
+                SkippedFirm(firm_id=firm_id, reason="no sentences left after preprocessing")
+            )
+        else:
+            for name, values in columns.items():
+                self._rows[name].extend(values)
+            self._pending_chunk_firms.append(firm_id)
+        chunk_size = len(self.checkpoint.chunk_firms) + len(self._pending_chunk_firms)
+        if chunk_size >= self.settings.firms_per_chunk:
+            self._write_chunk()
+        elif self._pending_firms >= self.settings.checkpoint_every:
+            self._stage_part()
+
+    def finish(self) -> None:
+        if self.checkpoint.chunk_firms or self._pending_chunk_firms:
+            self._write_chunk()
+        elif self._pending_firms:
+            self._commit()
+
+    def clean_up(self) -> None:
+        self.store.delete(layout.prefetch_checkpoint(self.quarter))
+        self.store.delete_folder(layout.prefetch_staging(self.quarter))
+
+    def _stage_part(self) -> None:
+        if self._rows["sentence_id"]:
+            path = layout.prefetch_staged_part(self.quarter, self.checkpoint.next_part)
+            self.store.write_table(path, self._take_rows(), SENTENCES)
+            self.checkpoint.staged_parts.append(path)
+            self.checkpoint.next_part += 1
+        self._commit()
+
+    def _write_chunk(self) -> None:
+        tables = [self.store.read_table(path, SENTENCES) for path in self.checkpoint.staged_parts]
+        if self._rows["sentence_id"]:
+            tables.append(self._take_rows())
+        table = pa.concat_tables(tables).combine_chunks()
+        index = len(self.checkpoint.chunks)
+        name = layout.chunk_name(index)
+        size = self.store.write_table(layout.prefetch_chunk(self.quarter, index), table, SENTENCES)
+        firms = self.checkpoint.chunk_firms + self._pending_chunk_firms
+        self.checkpoint.chunks.append(
+            ChunkInfo(file=name, n_firms=len(firms), n_rows=table.num_rows, bytes=size)
+        )
+        self.checkpoint.firm_to_chunk.update(dict.fromkeys(firms, name))
+        self.checkpoint.n_sentences += table.num_rows
+        finished_parts = self.checkpoint.staged_parts
+        self.checkpoint.staged_parts = []
+        self.checkpoint.chunk_firms = []
+        self._pending_chunk_firms = []
+        self._commit()
+        for path in finished_parts:  # only now: the checkpoint no longer needs them
+            self.store.delete(path)
+
+    def _commit(self) -> None:
+        """Records the pending firms as done; called only after their rows are on storage."""
+        self.checkpoint.firms_done += self._pending_firms
+        self.checkpoint.n_empty_components += self._pending_empty
+        self.checkpoint.skipped_firms.extend(self._pending_skips)
+        self.checkpoint.chunk_firms.extend(self._pending_chunk_firms)
+        self.checkpoint.updated_at = _now()
+        self.store.write_json(layout.prefetch_checkpoint(self.quarter), self.checkpoint.to_json())
+        self._pending_firms = self._pending_empty = 0
+        self._pending_skips = []
+        self._pending_chunk_firms = []
+
+    def _take_rows(self) -> pa.Table:
+        table = pa.table(self._rows, schema=SENTENCES)
+        self._rows = {name: [] for name in SENTENCES.names}
+        return table
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)

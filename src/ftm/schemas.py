@@ -1,0 +1,274 @@
+"""Every data contract of DESIGN §4: pyarrow schemas of the Parquet artifacts, pydantic models of
+the JSON ones. Files are checked against these when read; a mismatch names the file and column."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+from ftm.errors import SchemaError
+
+SPEAKER_TYPES = ("presenter", "question", "answer", "operator", "unknown")
+
+
+def content_hash(data: Any) -> str:
+    """A SHA-256 of JSON-able data, independent of key order: for plans, settings and caches."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def centroid_type(dimensions: int) -> pa.DataType:
+    """A mean sentence embedding; its length is the embedding model's, any length is accepted."""
+    return pa.list_(pa.float32(), dimensions)
+
+
+# --- Parquet ----------------------------------------------------------------------------------
+
+SENTENCES = pa.schema(
+    [
+        pa.field("firm_id", pa.string(), nullable=False),
+        pa.field("firm_name", pa.string()),
+        pa.field("permno", pa.int64()),
+        pa.field("gvkey", pa.string()),  # six digits, zero-padded
+        pa.field("transcript_id", pa.string(), nullable=False),
+        pa.field("earnings_call_date", pa.date32()),
+        pa.field("quarter", pa.string(), nullable=False),
+        pa.field("sentence_id", pa.string(), nullable=False),  # unique in the quarter, stable
+        pa.field("raw_text", pa.string(), nullable=False),
+        pa.field("cleaned_text", pa.string(), nullable=False),
+        pa.field("speaker_type", pa.string()),
+        pa.field("position", pa.int32(), nullable=False),  # the sentence's place among its firm's
+    ]
+)
+
+_FIRM_KEYS = [
+    pa.field("firm_id", pa.string(), nullable=False),
+    pa.field("firm_name", pa.string()),
+    pa.field("quarter", pa.string(), nullable=False),
+    pa.field("permno", pa.int64()),
+    pa.field("gvkey", pa.string()),
+]
+
+FIRM_TOPICS = pa.schema(
+    _FIRM_KEYS
+    + [
+        pa.field("earnings_call_date", pa.date32()),
+        pa.field("topic_id", pa.int32(), nullable=False),
+        pa.field("representation", pa.string()),
+        pa.field("keywords", pa.list_(pa.string())),
+        pa.field("n_sentences", pa.int32()),
+        pa.field("sentence_ids", pa.list_(pa.string())),
+        pa.field("representative_sentences", pa.list_(pa.string())),
+        pa.field("centroid", centroid_type(0)),
+        pa.field("processing_timestamp", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+THEMES = pa.schema(
+    [
+        pa.field("theme_id", pa.int32(), nullable=False),
+        pa.field("quarter", pa.string(), nullable=False),
+        pa.field("keywords", pa.list_(pa.string())),
+        pa.field("representation", pa.string()),
+        pa.field("n_firms", pa.int32()),
+        pa.field("n_topics", pa.int32()),
+        pa.field("n_sentences", pa.int32()),
+        pa.field("representative_sentences", pa.list_(pa.string())),
+        pa.field("centroid", centroid_type(0)),
+    ]
+)
+
+THEME_TOPICS = pa.schema(
+    [
+        pa.field("theme_id", pa.int32(), nullable=False),
+        pa.field("firm_id", pa.string(), nullable=False),
+        pa.field("topic_id", pa.int32(), nullable=False),
+        pa.field("similarity", pa.float32()),
+    ]
+)
+
+FIRM_THEME_EXPOSURE = pa.schema(
+    [
+        pa.field("quarter", pa.string(), nullable=False),
+        pa.field("firm_id", pa.string(), nullable=False),
+        pa.field("permno", pa.int64()),
+        pa.field("gvkey", pa.string()),
+        pa.field("theme_id", pa.int32(), nullable=False),
+        pa.field("n_sentences", pa.int32()),
+        pa.field("share", pa.float64()),  # of the firm's sentences, in [0, 1]
+    ]
+)
+
+NAMES = pa.schema(
+    [
+        pa.field("kind", pa.string(), nullable=False),  # "theme" or "topic"
+        pa.field("id", pa.string(), nullable=False),  # theme id, or firm_id/topic_id
+        pa.field("quarter", pa.string(), nullable=False),
+        pa.field("name", pa.string()),
+        pa.field("description", pa.string()),
+        pa.field("source", pa.string()),  # "llm:<model>" or "keywords"
+    ]
+)
+
+
+def conform(table: pa.Table, schema: pa.Schema, where: str) -> pa.Table:
+    """The table in the schema's column order and types, or a SchemaError naming the column.
+
+    Columns the schema does not know are dropped (newer writers may add some); an all-null
+    column is accepted for a nullable field; fixed-size lists match whatever their length.
+    """
+    columns = []
+    for field in schema:
+        if field.name not in table.column_names:
+            raise SchemaError(f"{where}: column {field.name!r} is missing (expected {field.type})")
+        column = table.column(field.name)
+        if not _compatible(field.type, column.type):
+            if pa.types.is_null(column.type) and field.nullable:
+                column = column.cast(field.type)
+            else:
+                raise SchemaError(
+                    f"{where}: column {field.name!r} has type {column.type}, expected {field.type}"
+                )
+        if not field.nullable and column.null_count:
+            raise SchemaError(f"{where}: column {field.name!r} has nulls, which it must not")
+        columns.append(column)
+    fields = [
+        pa.field(f.name, c.type, nullable=f.nullable) for f, c in zip(schema, columns, strict=True)
+    ]
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields, metadata=table.schema.metadata))
+
+
+def _compatible(expected: pa.DataType, actual: pa.DataType) -> bool:
+    if pa.types.is_fixed_size_list(expected) and pa.types.is_fixed_size_list(actual):
+        return expected.value_type == actual.value_type
+    return expected.equals(actual)
+
+
+# --- JSON -------------------------------------------------------------------------------------
+
+
+class Record(BaseModel):
+    """A JSON artifact ftm writes; unknown keys are kept out of the model but tolerated."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class ChunkInfo(Record):
+    file: str
+    n_firms: int
+    n_rows: int
+    bytes: int
+
+
+class SkippedFirm(Record):
+    firm_id: str
+    reason: str
+
+
+class InputProblem(Record):
+    """A record of the input that could not be used, and why (a malformed line, say)."""
+
+    where: str
+    reason: str
+
+
+class PrefetchManifest(Record):
+    """`manifest.json`: written last and atomically; a quarter without one is not prefetched."""
+
+    quarter: str
+    source: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime | None = None
+    ftm_version: str | None = None
+    n_firms: int
+    n_calls: int = 0
+    n_chunks: int
+    n_sentences: int = 0
+    preprocess: dict[str, Any] = Field(default_factory=dict)
+    preprocess_hash: str | None = None
+    firm_to_chunk: dict[str, str]
+    chunks: list[ChunkInfo] = Field(default_factory=list)
+    skipped_firms: list[SkippedFirm] = Field(default_factory=list)
+    input_problems: list[InputProblem] = Field(default_factory=list)
+    n_input_problems: int = 0
+    n_empty_components: int = 0
+
+
+class PrefetchCheckpoint(Record):
+    """Where an unfinished prefetch stands; written only after the files it lists."""
+
+    quarter: str
+    plan_hash: str
+    firms_done: int  # firms of the plan's order that are in a chunk or a staged part
+    chunks: list[ChunkInfo] = Field(default_factory=list)
+    chunk_firms: list[str] = Field(default_factory=list)  # firms of the chunk being built
+    staged_parts: list[str] = Field(default_factory=list)
+    firm_to_chunk: dict[str, str] = Field(default_factory=dict)
+    next_part: int = 0
+    n_sentences: int = 0
+    n_empty_components: int = 0
+    skipped_firms: list[SkippedFirm] = Field(default_factory=list)
+    updated_at: datetime
+
+
+class Batch(Record):
+    """One line of `batches.jsonl`."""
+
+    batch_id: str
+    firm_ids: list[str]
+
+
+class RunRecord(Record):
+    """`runs/RUN_ID.json`."""
+
+    run_id: str
+    quarter: str
+    backend: str
+    batch_ids: list[str]
+    job_ids: dict[str, str] = Field(default_factory=dict)
+    code: str | None = None
+    image: str | None = None
+    settings: dict[str, Any] = Field(default_factory=dict)  # secrets masked
+    submitted_at: datetime
+
+
+class BatchCheckpoint(Record):
+    """`batch_NNN_checkpoint.json`: written after each part file, never before it."""
+
+    batch_id: str
+    attempt: int
+    completed_firm_ids: list[str]
+    part_files: list[str]
+    failed_firm_ids: list[str] = Field(default_factory=list)
+    finished: bool = False
+    updated_at: datetime
+
+
+class FirmFailure(Record):
+    """One entry of `batch_NNN_failures.json`."""
+
+    firm_id: str
+    error_type: str
+    message: str
+    at: datetime
+
+
+class BatchProgress(Record):
+    """`batch_NNN_progress.json`: small and overwritten often, for `ftm watch`."""
+
+    batch_id: str
+    firms_total: int
+    firms_done: int
+    firms_skipped: int = 0
+    firms_failed: int = 0
+    rate_per_s: float = 0.0
+    attempt: int = 1
+    host: str | None = None
+    heartbeat_at: datetime
+

@@ -1,0 +1,363 @@
+"""The one settings model that every command reads.
+
+Sources, strongest first: command-line flags (passed in as overrides), `FTM_*` environment
+variables (`__` nests: `FTM_STORAGE__ROOT`), the TOML file (`--config`, default `./ftm.toml`),
+then the defaults below. Secrets are `SecretStr` and come only from the environment (or, for
+WRDS, `~/.pgpass` and AWS Secrets Manager); a secret in the TOML file is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from ftm.errors import SettingsError
+from ftm.schemas import content_hash
+
+ENV_PREFIX = "FTM_"
+ENV_NESTING = "__"
+DEFAULT_CONFIG = Path("ftm.toml")
+# Environment variables with the prefix that are not settings themselves.
+CONFIG_ENV = "FTM_CONFIG"
+
+SpeakerType = Literal["presenter", "question", "answer", "operator", "unknown"]
+
+
+class Section(BaseModel):
+    """A settings section: unknown keys are refused, so a typo never passes silently."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class StorageSettings(Section):
+    root: str = Field("./ftm-data", description="where every artifact goes: a folder or s3://bucket/prefix")
+    endpoint_url: str | None = Field(None, description="S3-compatible endpoint, e.g. http://127.0.0.1:9000")
+    region: str | None = Field(None, description="S3 region; None lets the AWS SDK decide")
+
+
+class WrdsSettings(Section):
+    username: str | None = Field(None, description="WRDS user name; None reads PGUSER or ~/.pgpass")
+    host: str = Field("wrds-pgdata.wharton.upenn.edu", description="WRDS PostgreSQL host")
+    port: int = Field(9737, description="WRDS PostgreSQL port")
+    dbname: str = Field("wrds", description="WRDS database name")
+    password: SecretStr | None = Field(None, description="secret: FTM_SOURCE__WRDS__PASSWORD only")
+
+
+class SourceSettings(Section):
+    kind: Literal["files", "wrds"] = Field("files", description="where transcripts come from")
+    path: str | None = Field(None, description="files source: a .jsonl, .jsonl.gz, .csv or .csv.gz file")
+    format: Literal["auto", "jsonl", "csv"] = Field("auto", description="files source: auto guesses from the name")
+    firm_id_field: str = Field("ticker", description="files source: the record field that identifies a firm")
+    quarter_rule: Literal["call_date_then_fiscal", "call_date", "fiscal"] = Field(
+        "call_date_then_fiscal",
+        description="files source: how a call gets its quarter (calendar quarter of call_date, "
+        "fiscal_quarter label, or the date when present and else the label)",
+    )
+    wrds: WrdsSettings = WrdsSettings()
+
+
+# Words that fill every earnings call and carry no theme. spaCy's English stop words are
+# removed as well; this list adds the finance-call boilerplate on top.
+FINANCE_STOP_WORDS = [
+    "quarter", "quarterly", "year", "annual", "company", "thank", "thanks", "call", "operator",
+    "question", "answer", "analyst", "good", "morning", "afternoon", "everyone", "welcome",
+    "today", "think", "know", "like", "just", "go", "look", "lot", "thing", "way", "kind", "sort",
+    "yes", "okay", "right", "obviously", "basically", "actually", "really", "bit", "little",
+    "maybe", "mean", "want", "talk", "say", "guess", "let", "come", "great", "sure", "line",
+]
+
+# Entity types whose words name a firm, person, place, date or amount rather than a theme.
+DROPPED_ENTITY_LABELS = [
+    "PERSON", "ORG", "GPE", "LOC", "NORP", "FAC", "DATE", "TIME", "MONEY", "PERCENT",
+    "QUANTITY", "ORDINAL", "CARDINAL",
+]
+
+
+class PreprocessSettings(Section):
+    spacy_model: str = Field("en_core_web_sm", description="spaCy pipeline: a package name or a path")
+    extra_stop_words: list[str] = Field(
+        FINANCE_STOP_WORDS, description="removed from cleaned_text on top of spaCy's stop words"
+    )
+    drop_entity_labels: list[str] = Field(
+        DROPPED_ENTITY_LABELS, description="named-entity types removed from cleaned_text"
+    )
+    mask_tokens: list[str] = Field(["<UNK>"], description="masking tokens removed from the text")
+    min_tokens: int = Field(3, ge=1, description="a sentence needs this many cleaned tokens to be kept")
+    speaker_types: list[SpeakerType] = Field(
+        ["presenter", "question", "answer", "unknown"], description="speaker types kept (operator turns are dropped)"
+    )
+    max_chars: int = Field(
+        100_000, ge=1_000, description="longer components are split at paragraph or sentence ends"
+    )
+    workers: int = Field(0, ge=0, description="spaCy processes; 0 means one per CPU core")
+    batch_size: int = Field(256, ge=1, description="texts per nlp.pipe batch")
+
+    def fingerprint(self) -> str:
+        """A hash of everything that changes the sentences; not of how fast they are made."""
+        return content_hash(self.model_dump(exclude={"workers", "batch_size"}))
+
+
+class PrefetchSettings(Section):
+    firms_per_chunk: int = Field(200, ge=1, description="firms per chunk_NNNN.parquet")
+    checkpoint_every: int = Field(100, ge=1, description="firms between checkpoints")
+
+
+class EmbeddingSettings(Section):
+    model: str = Field("sentence-transformers/all-MiniLM-L6-v2", description="model name or local path")
+    device: Literal["auto", "cuda", "cpu"] = Field("auto", description="auto uses a GPU when there is one")
+    batch_size: int = Field(256, ge=1, description="sentences per forward pass")
+    precision: Literal["auto", "fp32", "fp16"] = Field("auto", description="auto is fp16 on a GPU, fp32 on a CPU")
+
+
+class TopicsSettings(Section):
+    backend: Literal["auto", "cuml", "cpu"] = Field("auto", description="auto uses cuML when a GPU and cuML are present")
+    umap_n_neighbors: int = Field(15, ge=2, description="UMAP neighbours")
+    umap_n_components: int = Field(5, ge=1, description="UMAP output dimensions")
+    umap_min_dist: float = Field(0.0, ge=0.0, description="UMAP minimum distance")
+    umap_metric: str = Field("cosine", description="UMAP metric")
+    hdbscan_min_cluster_size: int = Field(10, ge=2, description="HDBSCAN minimum cluster size")
+    hdbscan_min_samples: int | None = Field(None, description="HDBSCAN min_samples; None uses the cluster size")
+    top_n_words: int = Field(10, ge=1, description="keywords per topic")
+    n_representative: int = Field(3, ge=1, description="representative sentences per topic")
+    random_state: int = Field(42, description="seed, so a re-run gives the same topics")
+
+
+class MapSettings(Section):
+    firms_per_part: int = Field(50, ge=1, description="firms per part file and checkpoint")
+    workers: int = Field(0, ge=0, description="local backend worker processes; 0 means one per CPU core")
+    allow_failures: bool = Field(True, description="record a failed firm and go on")
+    max_consecutive_failures: int = Field(5, ge=1, description="stop a batch after this many failures in a row")
+    max_failure_rate: float = Field(0.05, ge=0.0, le=1.0, description="stop a batch above this failure rate ...")
+    failure_rate_after: int = Field(100, ge=1, description="... once this many firms were tried")
+
+
+class ReduceSettings(Section):
+    min_firms: int = Field(3, ge=2, description="a theme must span this many distinct firms")
+    min_similarity: float = Field(0.5, ge=0.0, le=1.0, description="cosine similarity for topics to join a theme")
+    n_representative: int = Field(5, ge=1, description="representative sentences per theme")
+
+
+class LlmSettings(Section):
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+    model: str = Field("Qwen/Qwen3-8B", description="model name the endpoint serves")
+    api_key: SecretStr | None = Field(None, description="secret: FTM_LLM__API_KEY only")
+    concurrency: int = Field(16, ge=1, description="requests in flight")
+    timeout_s: float = Field(60.0, gt=0, description="seconds per request")
+    max_retries: int = Field(4, ge=0, description="retries on 429, 5xx, timeouts and invalid replies")
+    topics_per_request: int = Field(10, ge=1, description="topics named in one request")
+
+
+class AwsSettings(Section):
+    region: str | None = Field(None, description="AWS region; None lets the AWS SDK decide")
+    stack_name: str = Field("ftm", description="CloudFormation stack that ftm deploy manages")
+    bucket: str | None = Field(None, description="S3 bucket of the stack")
+    job_queue: str | None = Field(None, description="AWS Batch job queue for the map")
+    map_job_definition: str | None = Field(None, description="GPU job definition for map-batch")
+    cpu_job_definition: str | None = Field(None, description="CPU job definition for reduce and name")
+    image: str | None = Field(None, description="container image URI")
+    spot_attempts: int = Field(3, ge=1, le=10, description="attempts per batch; only Spot losses are retried")
+    job_timeout_s: int = Field(3600, ge=60, description="seconds per attempt")
+
+
+class FtmSettings(BaseSettings):
+    """Every setting of every command, in the sections of DESIGN §3."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTING,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    storage: StorageSettings = StorageSettings()
+    source: SourceSettings = SourceSettings()
+    preprocess: PreprocessSettings = PreprocessSettings()
+    prefetch: PrefetchSettings = PrefetchSettings()
+    embedding: EmbeddingSettings = EmbeddingSettings()
+    topics: TopicsSettings = TopicsSettings()
+    map: MapSettings = MapSettings()
+    reduce: ReduceSettings = ReduceSettings()
+    llm: LlmSettings = LlmSettings()
+    aws: AwsSettings = AwsSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML layer is merged in by `load_settings` as the weakest input, so that it can be
+        # checked for secrets and unknown keys before anything else reads it.
+        return (init_settings, env_settings)
+
+    def masked(self) -> dict[str, Any]:
+        """The settings as plain JSON data, secrets shown as asterisks when set."""
+        return json.loads(self.model_dump_json())
+
+
+SECRET_KEYS = ("source.wrds.password", "llm.api_key")
+
+
+def load_settings(
+    config: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> FtmSettings:
+    """Build the settings from flags (`overrides`), the environment, the TOML file and defaults."""
+    return _resolve(config, overrides, environ)[0]
+
+
+def explain_settings(
+    config: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> list[tuple[str, Any, str]]:
+    """Every setting as (dotted key, masked value, source), source being flag, env, toml or default."""
+    settings, layers = _resolve(config, overrides, environ)
+    origin: dict[str, str] = {}
+    for name, layer in reversed(layers):  # weakest first, so stronger layers overwrite
+        for key in _flatten(layer):
+            origin[key] = name
+    return [(key, value, origin.get(key, "default")) for key, value in _flatten(settings.masked()).items()]
+
+
+def config_path(config: Path | None, environ: Mapping[str, str] | None = None) -> Path | None:
+    """The TOML file to read: the flag, else FTM_CONFIG, else ./ftm.toml when it exists."""
+    environ = os.environ if environ is None else environ
+    if config is None and environ.get(CONFIG_ENV):
+        config = Path(environ[CONFIG_ENV])
+    if config is None:
+        return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+    if not config.is_file():
+        raise SettingsError(f"config file {config} does not exist: pass an existing --config or leave it out")
+    return config
+
+
+def _resolve(
+    config: Path | None, overrides: Mapping[str, Any] | None, environ: Mapping[str, str] | None
+) -> tuple[FtmSettings, list[tuple[str, dict[str, Any]]]]:
+    environ = dict(os.environ if environ is None else environ)
+    path = config_path(config, environ)
+    toml_layer = _read_toml(path) if path else {}
+    env_layer = _read_env(environ)
+    flag_layer = _prune(dict(overrides or {}))
+    layers = [("flag", flag_layer), ("env", env_layer), ("toml", toml_layer)]
+    merged: dict[str, Any] = {}
+    for _, layer in reversed(layers):
+        merged = _deep_merge(merged, layer)
+    try:
+        # Validate the merged dict directly: the layers were read above with the same
+        # pydantic-settings sources, and validating once gives one error list for all of them.
+        settings = FtmSettings.model_validate(merged)
+    except ValidationError as error:
+        raise SettingsError(_describe(error, layers, path)) from None
+    return settings, layers
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        layer = TomlConfigSettingsSource(FtmSettings, toml_file=path)()
+    except ValueError as error:  # tomllib.TOMLDecodeError is a ValueError
+        raise SettingsError(f"{path} is not valid TOML: {error}") from None
+    for key in SECRET_KEYS:
+        if key in _flatten(layer):
+            env = ENV_PREFIX + key.upper().replace(".", ENV_NESTING)
+            raise SettingsError(
+                f"{path} sets {key}, a secret: ftm never reads secrets from the TOML file. "
+                f"Remove it there and set {env} in the environment instead."
+            )
+    return layer
+
+
+def _read_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    sections = set(FtmSettings.model_fields)
+    for name in environ:
+        if not name.upper().startswith(ENV_PREFIX) or name.upper() == CONFIG_ENV:
+            continue
+        section = name[len(ENV_PREFIX):].split(ENV_NESTING, 1)[0].lower()
+        if section not in sections:
+            raise SettingsError(
+                f"environment variable {name} is not an ftm setting: known sections are "
+                f"{', '.join(sorted(sections))} (as in FTM_STORAGE__ROOT); unset it or fix its name"
+            )
+    source = EnvSettingsSource(
+        FtmSettings,
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTING,
+        case_sensitive=False,
+    )
+    source.env_vars = {key.lower(): value for key, value in environ.items()}
+    try:
+        return source()
+    except Exception as error:  # pydantic-settings raises SettingsError for undecodable JSON values
+        raise SettingsError(f"an FTM_* variable could not be read: {error}") from None
+
+
+def _describe(error: ValidationError, layers: list[tuple[str, dict[str, Any]]], path: Path | None) -> str:
+    lines = ["invalid settings:"]
+    for problem in error.errors():
+        key = ".".join(str(part) for part in problem["loc"])
+        lines.append(f"  {key} ({_where(key, layers, path)}): {problem['msg']}")
+    lines.append("Run `ftm config` to see every setting and where it comes from.")
+    return "\n".join(lines)
+
+
+def _where(key: str, layers: list[tuple[str, dict[str, Any]]], path: Path | None) -> str:
+    for name, layer in layers:
+        flat = _flatten(layer)
+        if any(k == key or k.startswith(key + ".") or key.startswith(k + ".") for k in flat):
+            if name == "env":
+                return "environment variable " + ENV_PREFIX + key.upper().replace(".", ENV_NESTING)
+            if name == "toml":
+                return f"key in {path}"
+            return "command-line flag"
+    return "default"
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _prune(data: dict[str, Any]) -> dict[str, Any]:
+    """Drops flags the user did not give (None), so they do not mask weaker sources."""
+    pruned = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            value = _prune(value)
+            if not value:
+                continue
+        if value is not None:
+            pruned[key] = value
+    return pruned

@@ -1,0 +1,85 @@
+"""Where transcripts come from. Every source gives the quarter's calls as small metadata first,
+then the components of the calls it is asked for, in the order asked, so that `prefetch` can
+process firms in a stable order, a bounded batch at a time, and resume after a crash."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Protocol
+
+from ftm.quarters import Quarter
+from ftm.schemas import InputProblem
+from ftm.settings import SourceSettings
+
+# How each role label of a source maps to `speaker_type`; anything else is "unknown".
+SPEAKER_TYPE_OF_ROLE = {
+    "presenter": "presenter",
+    "presentation": "presenter",
+    "presenter speech": "presenter",
+    "question": "question",
+    "analyst": "question",
+    "answer": "answer",
+    "executive": "answer",
+    "operator": "operator",
+    "operator message": "operator",
+}
+
+
+def speaker_type(role: str | None) -> str:
+    return SPEAKER_TYPE_OF_ROLE.get((role or "").strip().lower(), "unknown")
+
+
+@dataclass(frozen=True)
+class Call:
+    """One earnings call of the quarter, without its text."""
+
+    firm_id: str
+    firm_name: str | None
+    transcript_id: str
+    call_date: date | None
+    permno: int | None = None
+    gvkey: str | None = None
+
+
+@dataclass(frozen=True)
+class Component:
+    """One speaker turn (or one sentence, where the source has no turns)."""
+
+    order: int
+    speaker_type: str
+    text: str
+
+
+@dataclass
+class CallList:
+    """The quarter's calls, and what the source could not use while finding them."""
+
+    calls: list[Call]
+    description: dict[str, Any]  # goes in the manifest: kind, path, rules used, counts
+    problems: list[InputProblem] = field(default_factory=list)
+    n_problems: int = 0
+
+
+class Source(Protocol):
+    def calls(self, quarter: Quarter) -> CallList:
+        """The quarter's calls; small enough to hold in memory (no text)."""
+
+    def components(self, calls: Sequence[Call]) -> Iterator[tuple[Call, list[Component]]]:
+        """Each call's components, ordered by `order`, in the order the calls were given."""
+
+    def close(self) -> None: ...
+
+
+def open_source(settings: SourceSettings) -> Source:
+    if settings.kind == "files":
+        from ftm.sources.files import FilesSource
+
+        return FilesSource(settings)
+    from ftm.errors import UsageError
+
+    raise UsageError(
+        "the WRDS source is not available in this version of ftm: "
+        "use --source files --input PATH (or source.kind = \"files\" in ftm.toml)"
+    )

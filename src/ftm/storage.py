@@ -1,0 +1,215 @@
+"""Store: one storage root, a local folder or s3://bucket/prefix, with the same layout in both.
+
+Everything goes through `pyarrow.fs`, so local and S3 share one code path. boto3 is used only for
+what pyarrow cannot do: a create-only put (`IfNoneMatch="*"`). Writes are atomic: locally a
+temporary name then a rename; on S3 a whole-object put, which readers never see half-written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import os
+import uuid
+from typing import Any
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from ftm.errors import DataError, SettingsError
+from ftm.schemas import conform
+from ftm.settings import StorageSettings
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class Store:
+    """Reads and writes artifacts by path relative to the storage root (paths from `layout`)."""
+
+    def __init__(self, root: str, endpoint_url: str | None = None, region: str | None = None):
+        self.root = root
+        self.endpoint_url = endpoint_url
+        self.region = region
+        parsed = urlparse(root)
+        if parsed.scheme == "s3":
+            if not parsed.netloc:
+                raise SettingsError(f"storage.root {root!r} names no bucket: write s3://bucket/prefix")
+            self.bucket = parsed.netloc
+            self.prefix = parsed.path.strip("/")
+            self._base = f"{self.bucket}/{self.prefix}".rstrip("/")
+            self.fs: pafs.FileSystem = _s3_filesystem(endpoint_url, region)
+        elif parsed.scheme in ("", "file"):
+            local = parsed.path if parsed.scheme == "file" else root
+            self.bucket = None
+            self._base = os.path.abspath(os.path.expanduser(local))
+            self.fs = pafs.LocalFileSystem()
+        else:
+            raise SettingsError(
+                f"storage.root {root!r} is neither a folder nor s3://bucket/prefix"
+            )
+
+    @classmethod
+    def from_settings(cls, settings: StorageSettings) -> Store:
+        return cls(settings.root, settings.endpoint_url, settings.region)
+
+    @property
+    def is_s3(self) -> bool:
+        return self.bucket is not None
+
+    def uri(self, path: str = "") -> str:
+        """Where a path lives, for messages: a folder path or an s3:// URI."""
+        full = self._full(path)
+        return f"s3://{full}" if self.is_s3 else full
+
+    # --- bytes -------------------------------------------------------------------------------
+
+    def exists(self, path: str) -> bool:
+        return self.fs.get_file_info(self._full(path)).type == pafs.FileType.File
+
+    def read_bytes(self, path: str) -> bytes:
+        try:
+            with self.fs.open_input_stream(self._full(path)) as stream:
+                return stream.read()
+        except FileNotFoundError:
+            raise DataError(f"{self.uri(path)} does not exist") from None
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Writes atomically: nobody ever reads a half-written file."""
+        full = self._full(path)
+        if self.is_s3:
+            with self.fs.open_output_stream(full) as stream:
+                stream.write(data)
+            return
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        temporary = f"{full}.tmp-{uuid.uuid4().hex}"
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, full)
+
+    def create_bytes(self, path: str, data: bytes) -> bool:
+        """Writes only if nothing is there yet; returns False (and writes nothing) if it is."""
+        full = self._full(path)
+        if self.is_s3:
+            from botocore.exceptions import ClientError
+
+            try:
+                self._s3_client().put_object(
+                    Bucket=self.bucket, Key=full.split("/", 1)[1], Body=data, IfNoneMatch="*"
+                )
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+                    return False
+                raise
+            return True
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        temporary = f"{full}.tmp-{uuid.uuid4().hex}"
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+        try:
+            os.link(temporary, full)  # fails if the name exists: atomic and create-only at once
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(temporary)
+        return True
+
+    def list(self, prefix: str) -> list[str]:
+        """Files under a folder, as sorted paths relative to the root; temporary files left out."""
+        selector = pafs.FileSelector(self._full(prefix), recursive=True, allow_not_found=True)
+        start = len(self._base) + 1 if self._base else 0
+        return sorted(
+            info.path[start:]
+            for info in self.fs.get_file_info(selector)
+            if info.type == pafs.FileType.File and ".tmp-" not in info.path
+        )
+
+    def size(self, path: str) -> int:
+        return self.fs.get_file_info(self._full(path)).size
+
+    def delete(self, path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.delete_file(self._full(path))
+
+    def delete_folder(self, prefix: str) -> None:
+        for path in self.list(prefix):
+            self.delete(path)
+        if not self.is_s3 and os.path.isdir(self._full(prefix)):
+            self.fs.delete_dir(self._full(prefix))
+
+    # --- JSON --------------------------------------------------------------------------------
+
+    def read_json(self, path: str) -> Any:
+        """Reads JSON, plain or gzip-compressed (the earlier pipeline gzipped manifest.json)."""
+        data = self.read_bytes(path)
+        if data[:2] == _GZIP_MAGIC:
+            data = gzip.decompress(data)
+        try:
+            return json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise DataError(f"{self.uri(path)} is not valid JSON: {error}") from None
+
+    def write_json(self, path: str, value: Any) -> None:
+        self.write_bytes(path, _json_bytes(value))
+
+    def create_json(self, path: str, value: Any) -> bool:
+        return self.create_bytes(path, _json_bytes(value))
+
+    # --- Parquet -----------------------------------------------------------------------------
+
+    def read_table(self, path: str, schema: pa.Schema | None = None) -> pa.Table:
+        """Reads a Parquet file; with a schema, checks it and names the file and column if off."""
+        try:
+            table = pq.read_table(self._full(path), filesystem=self.fs)
+        except FileNotFoundError:
+            raise DataError(f"{self.uri(path)} does not exist") from None
+        except (pa.ArrowInvalid, OSError) as error:
+            raise DataError(f"{self.uri(path)} is not a readable Parquet file: {error}") from None
+        return conform(table, schema, self.uri(path)) if schema is not None else table
+
+    def write_table(self, path: str, table: pa.Table, schema: pa.Schema | None = None) -> int:
+        """Writes a Parquet file atomically and returns its size in bytes."""
+        if schema is not None:
+            table = conform(table, schema, self.uri(path))
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        data = sink.getvalue().to_pybytes()
+        self.write_bytes(path, data)
+        return len(data)
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _full(self, path: str) -> str:
+        path = path.strip("/")
+        if not path:
+            return self._base
+        return f"{self._base}/{path}" if self._base else path
+
+    def _s3_client(self):  # boto3 only where pyarrow cannot: conditional puts
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint_url, region_name=self.region)
+
+
+def _s3_filesystem(endpoint_url: str | None, region: str | None) -> pafs.S3FileSystem:
+    # pyarrow ignores AWS_ENDPOINT_URL*, so the endpoint is always passed explicitly.
+    options: dict[str, Any] = {}
+    if endpoint_url:
+        parsed = urlparse(endpoint_url)
+        if not parsed.netloc:
+            raise SettingsError(
+                f"storage.endpoint_url {endpoint_url!r} is not a URL: write http://host:port"
+            )
+        options["endpoint_override"] = parsed.netloc
+        options["scheme"] = parsed.scheme or "https"
+    if region:
+        options["region"] = region
+    return pafs.S3FileSystem(**options)
+
+
+def _json_bytes(value: Any) -> bytes:
+    return (json.dumps(value, indent=1, sort_keys=True, default=str) + "\n").encode()
