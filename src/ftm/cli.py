@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
+from typer.exceptions import TyperException
 
 from ftm import __version__
 from ftm.commands import CliContext, config, prefetch, stderr
@@ -66,10 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name="ftm", standalone_mode=False)
-    except click.exceptions.Abort:
+    except typer.Abort:  # how Typer reports Ctrl-C
         stderr.print("interrupted: everything written so far is kept; run the same command to go on")
         return 130
-    except click.ClickException as error:
+    except TyperException as error:  # usage errors: an unknown option, a missing argument
         error.show()
         return error.exit_code
     except FtmError as error:

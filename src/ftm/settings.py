@@ -52,7 +52,7 @@ class WrdsSettings(Section):
     host: str = Field("wrds-pgdata.wharton.upenn.edu", description="WRDS PostgreSQL host")
     port: int = Field(9737, description="WRDS PostgreSQL port")
     dbname: str = Field("wrds", description="WRDS database name")
-    password: SecretStr | None = Field(None, description="secret: FTM_SOURCE__WRDS__PASSWORD only")
+    password: SecretStr | None = Field(None, description="secret: set FTM_SOURCE__WRDS__PASSWORD (or use ~/.pgpass)")
 
 
 class SourceSettings(Section):
@@ -152,7 +152,7 @@ class ReduceSettings(Section):
 class LlmSettings(Section):
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
     model: str = Field("Qwen/Qwen3-8B", description="model name the endpoint serves")
-    api_key: SecretStr | None = Field(None, description="secret: FTM_LLM__API_KEY only")
+    api_key: SecretStr | None = Field(None, description="secret: set FTM_LLM__API_KEY")
     concurrency: int = Field(16, ge=1, description="requests in flight")
     timeout_s: float = Field(60.0, gt=0, description="seconds per request")
     max_retries: int = Field(4, ge=0, description="retries on 429, 5xx, timeouts and invalid replies")

@@ -1,0 +1,120 @@
+"""Store on a local folder and on S3 (moto's HTTP server): the same tests, parametrized."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pyarrow as pa
+import pytest
+
+from ftm.errors import DataError, SchemaError, SettingsError
+from ftm.schemas import SENTENCES
+from ftm.settings import StorageSettings
+from ftm.storage import Store
+
+
+@pytest.fixture
+def store(storage_settings: dict[str, str]) -> Store:
+    return Store.from_settings(StorageSettings(**storage_settings))
+
+
+def _sentences(n: int) -> pa.Table:
+    return pa.table(
+        {
+            "firm_id": ["F"] * n,
+            "firm_name": ["Firm"] * n,
+            "permno": [None] * n,
+            "gvkey": ["001234"] * n,
+            "transcript_id": ["T1"] * n,
+            "earnings_call_date": [None] * n,
+            "quarter": ["2016Q4"] * n,
+            "sentence_id": [f"T1/0.{i}" for i in range(n)],
+            "raw_text": ["Revenue grew."] * n,
+            "cleaned_text": ["revenue grow"] * n,
+            "speaker_type": ["answer"] * n,
+            "position": list(range(n)),
+        },
+        schema=SENTENCES,
+    )
+
+
+def test_json_round_trip_and_listing(store: Store) -> None:
+    store.write_json("a/b/one.json", {"x": 1})
+    store.write_json("a/two.json", [1, 2])
+    assert store.read_json("a/b/one.json") == {"x": 1}
+    assert store.list("a") == ["a/b/one.json", "a/two.json"]
+    assert store.exists("a/two.json") and not store.exists("a/three.json")
+    assert store.list("nothing/here") == []
+
+
+def test_json_reads_gzip_compressed_manifests(store: Store) -> None:
+    store.write_bytes("manifest.json", gzip.compress(json.dumps({"quarter": "2016Q4"}).encode()))
+    assert store.read_json("manifest.json") == {"quarter": "2016Q4"}
+
+
+def test_create_only_write_refuses_a_second_writer(store: Store) -> None:
+    assert store.create_json("claims/batch_000.json", {"owner": "first"})
+    assert not store.create_json("claims/batch_000.json", {"owner": "second"})
+    assert store.read_json("claims/batch_000.json") == {"owner": "first"}
+
+
+def test_overwrite_replaces_whole_file_and_leaves_no_temporaries(store: Store) -> None:
+    store.write_bytes("f.bin", b"old contents that are longer")
+    store.write_bytes("f.bin", b"new")
+    assert store.read_bytes("f.bin") == b"new"
+    assert store.list("") == ["f.bin"]
+
+
+def test_parquet_round_trip_checks_the_schema(store: Store) -> None:
+    size = store.write_table("t/chunk.parquet", _sentences(5), SENTENCES)
+    assert size == store.size("t/chunk.parquet") > 0
+    table = store.read_table("t/chunk.parquet", SENTENCES)
+    assert table.num_rows == 5 and table.schema.names == SENTENCES.names
+    assert table.column("permno").type == pa.int64()
+
+
+def test_schema_mismatch_names_the_file_and_the_column(store: Store) -> None:
+    store.write_table("bad.parquet", _sentences(2).drop_columns(["cleaned_text"]))
+    with pytest.raises(SchemaError, match=r"bad\.parquet.*'cleaned_text' is missing"):
+        store.read_table("bad.parquet", SENTENCES)
+    wrong = _sentences(2).set_column(11, "position", pa.array(["0", "1"]))
+    store.write_table("wrong.parquet", wrong)
+    with pytest.raises(SchemaError, match=r"wrong\.parquet.*'position' has type string"):
+        store.read_table("wrong.parquet", SENTENCES)
+
+
+def test_missing_files_and_bad_json_are_data_errors(store: Store) -> None:
+    with pytest.raises(DataError, match="does not exist"):
+        store.read_json("absent.json")
+    store.write_bytes("broken.json", b"{not json")
+    with pytest.raises(DataError, match="not valid JSON"):
+        store.read_json("broken.json")
+
+
+def test_delete_folder_removes_everything_below_it(store: Store) -> None:
+    store.write_json("q/a.json", 1)
+    store.write_json("q/sub/b.json", 2)
+    store.write_json("keep.json", 3)
+    store.delete_folder("q")
+    assert store.list("") == ["keep.json"]
+
+
+def test_uri_shows_where_a_path_lives(store: Store, storage_settings: dict[str, str]) -> None:
+    assert store.uri("x/y.json").endswith("/x/y.json")
+    assert store.uri("x/y.json").startswith("s3://") == storage_settings["root"].startswith("s3://")
+
+
+def test_s3_objects_land_under_the_prefix(s3_root: str, s3_endpoint: str) -> None:
+    import boto3
+
+    Store(s3_root, endpoint_url=s3_endpoint).write_json("runs/r1.json", {"ok": True})
+    bucket, prefix = s3_root[len("s3://") :].split("/", 1)
+    keys = [o["Key"] for o in boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(Bucket=bucket)["Contents"]]
+    assert keys == [f"{prefix}/runs/r1.json"]
+
+
+@pytest.mark.parametrize("root", ["s3://", "gs://bucket/x"])
+def test_unsupported_roots_are_settings_errors(root: str) -> None:
+    with pytest.raises(SettingsError):
+        Store(root)
