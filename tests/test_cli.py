@@ -37,3 +37,16 @@ def test_console_script_runs_as_a_real_process() -> None:
     )
     assert result.returncode == 2
     assert "2023Q5" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("name", ["calls[/].jsonl", "calls[old].jsonl", "[bold]x.jsonl"])
+def test_user_text_in_messages_is_shown_verbatim_never_as_markup(name: str, capsys: pytest.CaptureFixture) -> None:
+    assert main(["prefetch", "2016Q4", "--source", "files", "--input", name]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert name in err and "Traceback" not in err
+
+
+def test_config_table_shows_values_verbatim(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("FTM_STORAGE__ROOT", "/data/[bold]odd[/]")
+    assert main(["config"]) == 0
+    assert "/data/[bold]odd[/]" in capsys.readouterr().err

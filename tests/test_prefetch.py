@@ -219,3 +219,24 @@ def test_firm_with_two_calls_in_the_quarter_keeps_both(tmp_path: Path) -> None:
     assert table.column("transcript_id").to_pylist() == ["T-early", "T-late"]  # by call date
     assert table.column("position").to_pylist() == [0, 1]
     assert [str(d) for d in table.column("earnings_call_date").to_pylist()] == ["2016-10-05", "2016-12-01"]
+
+
+def test_ctrl_c_stops_cleanly_with_exit_130_and_the_run_resumes(
+    tmp_path: Path, reference: Store, small_config: Path
+) -> None:
+    root = tmp_path / "interrupted"
+    checkpoint = root / layout.prefetch_checkpoint(QUARTER)
+    command = [sys.executable, "-m", "ftm", "--config", str(small_config),
+               *_prefetch_args(str(root), "--workers", "2")]
+    # A new session, so the signal goes to the whole process group, as Ctrl-C in a terminal does.
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (checkpoint.is_file() and json.loads(checkpoint.read_text())["firms_done"] >= 8):
+        assert time.monotonic() < deadline and process.poll() is None, "no checkpoint before the deadline"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert main(["--config", str(small_config), *_prefetch_args(str(root))]) == 0
+    assert _files(Store(str(root))) == _files(reference)

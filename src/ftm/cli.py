@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from typer.exceptions import TyperException
 
 from ftm import __version__
@@ -61,25 +62,26 @@ app.command("prefetch", epilog=prefetch.EXAMPLES)(prefetch.prefetch)
 app.command("config", epilog=config.EXAMPLES)(config.show_config)
 
 
+INTERRUPTED = 130
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the CLI and returns its exit code; every error ends here, as a message."""
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name="ftm", standalone_mode=False)
-    except typer.Abort:  # how Typer reports Ctrl-C
-        stderr.print("interrupted: everything written so far is kept; run the same command to go on")
-        return 130
     except TyperException as error:  # usage errors: an unknown option, a missing argument
         error.show()
         return error.exit_code
     except FtmError as error:
-        stderr.print(f"[bold red]error:[/] {error}", highlight=False)
+        stderr.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
         return error.exit_code
-    except KeyboardInterrupt:
+    except (typer.Abort, KeyboardInterrupt):
+        result = INTERRUPTED
+    code = result if isinstance(result, int) else 0
+    if code == INTERRUPTED:  # Typer turns Ctrl-C into a silent exit 130; say what it means
         stderr.print("interrupted: everything written so far is kept; run the same command to go on")
-        return 130
-    return result if isinstance(result, int) else 0
-
+    return code
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -18,13 +18,15 @@ from __future__ import annotations
 import multiprocessing
 import os
 import re
+import signal
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ftm.errors import SettingsError
+from ftm.errors import FtmError, SettingsError
 from ftm.settings import PreprocessSettings
 from ftm.sources import Component
 
@@ -95,14 +97,20 @@ class Preprocessor:
         pool = self._worker_pool()
         pending: deque[tuple[T, Future[CallText]]] = deque()
         window = 4 * self.workers  # enough to keep every worker busy, small enough for memory
-        for key, components in calls:
-            pending.append((key, pool.submit(_worker_call_text, components)))
-            if len(pending) >= window:
+        try:
+            for key, components in calls:
+                pending.append((key, pool.submit(_worker_call_text, components)))
+                if len(pending) >= window:
+                    head, future = pending.popleft()
+                    yield head, future.result()
+            while pending:
                 head, future = pending.popleft()
                 yield head, future.result()
-        while pending:
-            head, future = pending.popleft()
-            yield head, future.result()
+        except BrokenProcessPool:
+            raise FtmError(
+                "a spaCy worker process died (out of memory?): run the same command again to "
+                "resume from the last checkpoint, with fewer workers (--workers) if it recurs"
+            ) from None
 
     def close(self) -> None:
         if self._pool is not None:
@@ -233,6 +241,9 @@ _worker_rules: _Rules | None = None
 
 def _init_worker(settings: dict[str, Any]) -> None:
     global _worker_rules
+    # Ctrl-C reaches the whole process group; only the parent acts on it (it stops cleanly after
+    # its last checkpoint), so a worker dying first cannot turn an interrupt into a crash.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker_rules = _Rules(PreprocessSettings.model_validate(settings))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ftm.commands import config_file, print_json, stderr
@@ -34,7 +35,7 @@ def show_config(
         return
     table = Table("setting", "value", "source", box=None, pad_edge=False)
     for key, value, source in rows:
-        table.add_row(key, _show(value), source, style=None if source == "default" else "bold")
+        table.add_row(escape(key), escape(_show(value)), source, style=None if source == "default" else "bold")
     stderr.print(table)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -112,7 +113,7 @@ def _report(result: PrefetchResult, folder: str) -> None:
     manifest = result.manifest
     if result.already_done:
         stderr.print(
-            f"{manifest.quarter} is already prefetched in {folder} ({manifest.n_firms:,} firms, "
+            f"{manifest.quarter} is already prefetched in {escape(folder)} ({manifest.n_firms:,} firms, "
             f"{manifest.n_sentences:,} sentences); nothing changed. Use --overwrite to redo it."
         )
         return
@@ -120,23 +121,23 @@ def _report(result: PrefetchResult, folder: str) -> None:
     stderr.print(
         f"[green]prefetched {manifest.quarter}[/]: {manifest.n_firms:,} firms, {manifest.n_calls:,} calls, "
         f"{manifest.n_sentences:,} sentences in {manifest.n_chunks} chunk(s){resumed}\n"
-        f"  → {folder}/ (manifest.json, chunk_*.parquet)",
+        f"  → {escape(folder)}/ (manifest.json, chunk_*.parquet)",
         highlight=False,
     )
     if manifest.skipped_firms:
         shown = ", ".join(f"{s.firm_id} ({s.reason})" for s in manifest.skipped_firms[:5])
         more = f" and {len(manifest.skipped_firms) - 5} more" if len(manifest.skipped_firms) > 5 else ""
-        stderr.print(f"[yellow]skipped {len(manifest.skipped_firms)} firm(s)[/]: {shown}{more}")
+        stderr.print(f"[yellow]skipped {len(manifest.skipped_firms)} firm(s)[/]: {escape(shown)}{more}")
     if manifest.n_input_problems:
         shown = "; ".join(f"{p.where}: {p.reason}" for p in manifest.input_problems[:3])
         stderr.print(
             f"[yellow]{manifest.n_input_problems} input record(s) could not be used[/] "
-            f"(listed in manifest.json under input_problems): {shown}",
+            f"(listed in manifest.json under input_problems): {escape(shown)}",
             highlight=False,
         )
     stderr.print(
         "  look at it: python -c \"import pyarrow.parquet as pq; "
-        f"print(pq.read_table('{folder}/chunk_0000.parquet').to_pandas().head())\"",
+        f"print(pq.read_table('{escape(folder)}/chunk_0000.parquet').to_pandas().head())\"",
         highlight=False,
         soft_wrap=True,
     )
@@ -151,7 +152,7 @@ class _ProgressDisplay:
         self.quarter = quarter
         self.live = stderr.is_terminal
         self.progress = Progress(
-            TextColumn("[bold]prefetch {task.fields[quarter]}[/]"),
+            TextColumn("[bold]prefetch {task.fields[quarter]}[/] {task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("firms · {task.fields[sentences]:,} sentences · {task.fields[rate]:.1f} firms/s"),
@@ -178,7 +179,11 @@ class _ProgressDisplay:
     def update(self, state: PrefetchProgress) -> None:
         now = time.monotonic()
         if state.phase == "scanning":
-            if not self.live:
+            if self.live:
+                self.task = self.progress.add_task(
+                    "reading the input", total=None, quarter=self.quarter, sentences=0, rate=0.0
+                )
+            else:
                 stderr.print(f"prefetch {self.quarter}: reading the input", highlight=False)
             return
         if self.first_done is None:
@@ -187,11 +192,14 @@ class _ProgressDisplay:
         rate = (state.firms_done - self.first_done) / elapsed
         if self.live:
             if self.task is None:
-                self.task = self.progress.add_task(
-                    "prefetch", total=state.firms_total, quarter=self.quarter, sentences=0, rate=0.0
-                )
+                self.task = self.progress.add_task("", quarter=self.quarter, sentences=0, rate=0.0)
             self.progress.update(
-                self.task, completed=state.firms_done, sentences=state.sentences, rate=rate
+                self.task,
+                description="",
+                total=state.firms_total,
+                completed=state.firms_done,
+                sentences=state.sentences,
+                rate=rate,
             )
         elif state.phase == "done" or now - self.last_line >= self.PLAIN_EVERY_S:
             self.last_line = now

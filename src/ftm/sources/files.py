@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import tempfile
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import date
@@ -60,6 +61,11 @@ class _CallIn(BaseModel):
             raise ValueError("is blank")
         return value.strip()
 
+    @field_validator("permno", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value  # an empty CSV cell
+
     @field_validator("gvkey", mode="before")
     @classmethod
     def _six_digits(cls, value: Any) -> str | None:
@@ -96,11 +102,17 @@ class FilesSource:
         self._spool.truncate()
         self._offsets.clear()
         scan = _Scan(quarter, self.quarter_rule)
-        with _open_binary(self.path) as stream:
-            if self.format == "jsonl":
-                self._scan_jsonl(stream, scan)
-            else:
-                self._scan_csv(stream, scan)
+        try:
+            with _open_binary(self.path) as stream:
+                if self.format == "jsonl":
+                    self._scan_jsonl(stream, scan)
+                else:
+                    self._scan_csv(stream, scan)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+            raise DataError(
+                f"{self.path}: the gzip data is damaged or cut short ({error}); "
+                "copy or download the file again"
+            ) from error
         self._spool.flush()
         description = {
             "kind": "files",
@@ -123,7 +135,7 @@ class FilesSource:
     def components(self, calls: Sequence[Call]) -> Iterator[tuple[Call, list[Component]]]:
         for call in calls:
             rows: list[list[Any]] = []
-            for offset, length in self._offsets[call.transcript_id]:
+            for offset, length in self._offsets.get(call.transcript_id, ()):
                 self._spool.seek(offset)
                 rows.extend(json.loads(self._spool.read(length)))
             rows.sort(key=lambda row: row[0])
@@ -167,7 +179,7 @@ class FilesSource:
     def _scan_csv(self, stream: BinaryIO, scan: _Scan) -> None:
         # Components can be long; csv's default limit of 128 KiB per field would refuse them.
         csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-        text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
+        text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
         reader = csv.DictReader(text)
         columns = reader.fieldnames or []
         required = [*CSV_REQUIRED, self.firm_id_field]
@@ -225,14 +237,14 @@ class FilesSource:
         except ValueError:
             scan.problem(where, f"call_date {record.get('call_date')!r} is not an ISO date")
             return None
-        label = (record.get("fiscal_quarter") or "").strip() or None
+        label = str(record.get("fiscal_quarter") or "").strip() or None
         placed_by = scan.placed_by(call_date, label, where)
         if placed_by is None:
             return None
         if transcript_id in scan.calls:
             scan.problem(where, f"transcript_id {transcript_id!r} appears twice; the first was kept")
             return None
-        firm_name = (record.get("company_name") or "").strip() or None
+        firm_name = str(record.get("company_name") or "").strip() or None
         return Call(firm_id, firm_name, transcript_id, call_date), placed_by
 
     def _spool_rows(self, transcript_id: str, rows: list[list[Any]]) -> None:

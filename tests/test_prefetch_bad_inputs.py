@@ -1,0 +1,291 @@
+"""`ftm prefetch` meets bad input: every case ends in a clear message and the right exit code, or a
+recorded problem or skip, never a traceback. Tiny synthetic inputs, through `ftm.cli.main`."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from ftm import layout
+from ftm.cli import main
+from ftm.quarters import Quarter
+
+QUARTER = Quarter.parse("2016Q4")
+SAID = "Demand for cloud storage among hospitals doubled, and pricing held up well."
+
+
+def _record(
+    transcript_id: str, ticker: str, *texts: str | None, call_date: str = "2016-11-01"
+) -> dict[str, Any]:
+    return {
+        "transcript_id": transcript_id,
+        "company_name": f"{ticker} Inc.",
+        "ticker": ticker,
+        "call_date": call_date,
+        "fiscal_quarter": None,
+        "components": [
+            {"order": order, "speaker": None, "role": "unknown", "text": text}
+            for order, text in enumerate(texts)
+        ],
+    }
+
+
+def _lines(*records: dict[str, Any]) -> list[bytes]:
+    return [json.dumps(record).encode("utf-8") for record in records]
+
+
+def _write(path: Path, lines: list[bytes]) -> Path:
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    return path
+
+
+class Run:
+    """One `ftm prefetch ... --json` through the CLI: exit code, stdout, and stderr on one line."""
+
+    def __init__(self, capsys: pytest.CaptureFixture, tmp_path: Path, *args: str):
+        self.root = tmp_path / "data"
+        self.code = main(["prefetch", *args, "--root", str(self.root), "--workers", "1", "--json"])
+        captured = capsys.readouterr()
+        assert "Traceback" not in captured.out + captured.err
+        self.out = captured.out
+        self.err = " ".join(captured.err.split())  # rich wraps long lines: compare words
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return json.loads(self.out)
+
+    def manifest(self) -> dict[str, Any]:
+        return json.loads((self.root / layout.prefetch_manifest(QUARTER)).read_text())
+
+    def sentences(self) -> dict[str, list[Any]]:
+        chunks = sorted((self.root / layout.prefetch_folder(QUARTER)).glob("chunk_*.parquet"))
+        assert chunks, "no chunk was written"
+        rows: dict[str, list[Any]] = {}
+        for chunk in chunks:
+            for name, values in pq.read_table(chunk).to_pydict().items():
+                rows.setdefault(name, []).extend(values)
+        return rows
+
+
+def _prefetch(
+    capsys: pytest.CaptureFixture, tmp_path: Path, path: Path, *extra: str, quarter: str = "2016Q4"
+) -> Run:
+    return Run(capsys, tmp_path, quarter, "--source", "files", "--input", str(path), *extra)
+
+
+def _refused(run: Run, code: int) -> None:
+    assert run.code == code, run.err
+    assert run.out == ""  # stdout carries only --json documents, and there is none
+    assert "error:" in run.err
+    assert not (run.root / layout.prefetch_manifest(QUARTER)).exists()
+
+
+# --- bad records are recorded, the rest is prefetched -----------------------------------------
+
+
+def test_malformed_json_line_is_listed_with_its_line_number_and_other_calls_are_prefetched(
+    capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    lines = _lines(_record("T1", "AAA", SAID), _record("T3", "CCC", SAID))
+    lines.insert(1, b'{"transcript_id": "T2", "ticker": "BBB", "components": [')
+    run = _prefetch(capsys, tmp_path, _write(tmp_path / "calls.jsonl", lines))
+
+    assert run.code == 0, run.err
+    manifest = run.manifest()
+    assert sorted(manifest["firm_to_chunk"]) == ["AAA", "CCC"]
+    assert [problem["where"] for problem in manifest["input_problems"]] == ["line 2"]
+    assert "not valid JSON" in manifest["input_problems"][0]["reason"]
+    assert manifest["n_input_problems"] == 1
+    assert run.summary["n_input_problems"] == 1
+    assert "1 input record(s) could not be used" in run.err and "line 2: not valid JSON" in run.err
+
+
+@pytest.mark.parametrize("form", ["jsonl", "csv"])
+def test_non_utf8_bytes_on_one_record_are_recorded_and_other_records_prefetched(
+    capsys: pytest.CaptureFixture, tmp_path: Path, form: str
+) -> None:
+    latin1 = "Caf\u00e9 chains in S\u00e3o Paulo bought more espresso machines.".encode("latin-1")
+    records = [_record("T1", "AAA", SAID), _record("T2", "BBB", "PLACEHOLDER"), _record("T3", "CCC", SAID)]
+    if form == "jsonl":
+        path, where = tmp_path / "calls.jsonl", "line 2"
+        data = b"".join(line + b"\n" for line in _lines(*records))
+    else:
+        path, where = tmp_path / "calls.csv", "row 3"  # the header is row 1
+        columns = ["transcript_id", "ticker", "company_name", "call_date", "order", "role", "text"]
+        with open(path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+            writer.writeheader()
+            for record in records:
+                writer.writerow({**record, **record["components"][0]})
+        data = path.read_bytes()
+    path.write_bytes(data.replace(b"PLACEHOLDER", latin1))
+    run = _prefetch(capsys, tmp_path, path)
+
+    assert run.code == 0, run.err
+    manifest = run.manifest()
+    assert sorted(manifest["firm_to_chunk"]) == ["AAA", "CCC"]
+    assert [(p["where"], "not valid UTF-8" in p["reason"]) for p in manifest["input_problems"]] == [
+        (where, True)
+    ]
+    assert run.summary["n_input_problems"] == 1
+    assert f"{where}: not valid UTF-8" in run.err
+
+
+def test_empty_and_thank_you_only_transcripts_are_reported_as_skipped_firms(
+    capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    records = [
+        _record("T1", "EMPTY"),  # components: []
+        _record("T2", "GOOD", SAID),
+        _record("T3", "NULLS", None, "   "),
+        _record("T4", "THANKS", "Thank you."),
+    ]
+    assert records[0]["components"] == []
+    run = _prefetch(capsys, tmp_path, _write(tmp_path / "calls.jsonl", _lines(*records)))
+
+    assert run.code == 0, run.err
+    reason = "no sentences left after preprocessing"
+    expected = [{"firm_id": firm, "reason": reason} for firm in ("EMPTY", "NULLS", "THANKS")]
+    manifest = run.manifest()
+    assert manifest["skipped_firms"] == expected
+    assert run.summary["skipped_firms"] == expected
+    assert list(manifest["firm_to_chunk"]) == ["GOOD"]
+    assert (manifest["n_firms"], manifest["n_calls"]) == (1, 4)
+    assert manifest["n_empty_components"] == 2
+    assert set(run.sentences()["firm_id"]) == {"GOOD"}
+    assert f"skipped 3 firm(s): EMPTY ({reason}), NULLS ({reason}), THANKS ({reason})" in run.err
+
+
+def test_a_200000_character_component_is_prefetched_without_losing_text(
+    capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    sentences = [
+        "Our margins improved because customers bought more software subscriptions.",
+        "Freight costs weighed on the industrial segment during the period.",
+        "Hospitals continued to adopt the imaging platform at a steady pace.",
+    ]
+    said = []
+    while sum(len(s) + 1 for s in said) < 200_000:
+        said.append(sentences[len(said) % len(sentences)])
+    said.append("The zeppelin division finally delivered strong growth.")
+    text = " ".join(said)
+    assert len(text) > 200_000
+    run = _prefetch(capsys, tmp_path, _write(tmp_path / "calls.jsonl", _lines(_record("T1", "LONG", text))))
+
+    assert run.code == 0, run.err
+    rows = run.sentences()
+    assert run.manifest()["n_sentences"] == len(rows["raw_text"]) == len(said)
+    assert " ".join(rows["raw_text"]) == text  # every sentence, whole and in order
+    assert rows["raw_text"][-1] == said[-1]
+    assert "zeppelin" in rows["cleaned_text"][-1]
+    assert rows["sentence_id"][-1] == f"T1/0.{len(said) - 1}"
+
+
+# --- refused with a clear message -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("label", ["2023Q5", "23Q1"])
+def test_malformed_quarter_is_a_usage_error_explaining_the_format(
+    capsys: pytest.CaptureFixture, tmp_path: Path, label: str
+) -> None:
+    path = _write(tmp_path / "calls.jsonl", _lines(_record("T1", "AAA", SAID)))
+    run = _prefetch(capsys, tmp_path, path, quarter=label)
+    _refused(run, 2)
+    assert f"'{label}' is not a quarter" in run.err
+    assert "four-digit year, Q and 1 to 4, as in 2023Q1" in run.err
+
+
+def test_missing_input_file_is_a_usage_error_naming_it(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    run = _prefetch(capsys, tmp_path, tmp_path / "missing.jsonl")
+    _refused(run, 2)
+    assert "missing.jsonl does not exist" in run.err
+
+
+def test_input_whose_format_cannot_be_told_from_its_name_is_a_usage_error(
+    capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    run = _prefetch(capsys, tmp_path, _write(tmp_path / "calls.txt", _lines(_record("T1", "AAA", SAID))))
+    _refused(run, 2)
+    assert "cannot tell the format" in run.err and "--format jsonl|csv" in run.err
+
+
+def test_csv_with_a_missing_column_is_refused_naming_the_column(
+    capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    path = tmp_path / "calls.csv"
+    path.write_text("transcript_id,ticker,call_date,order,role\nT1,AAA,2016-11-01,0,answer\n")
+    run = _prefetch(capsys, tmp_path, path)
+    _refused(run, 1)
+    assert "CSV column(s) missing: text." in run.err
+
+
+def test_input_with_no_calls_in_the_quarter_is_an_error_saying_so(
+    capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    records = [
+        _record("T1", "AAA", SAID, call_date="2017-02-01"),
+        _record("T2", "BBB", SAID, call_date="2016-09-30"),
+    ]
+    run = _prefetch(capsys, tmp_path, _write(tmp_path / "calls.jsonl", _lines(*records)))
+    _refused(run, 1)
+    assert "the input has no calls in 2016Q4" in run.err
+
+
+def test_truncated_gzip_input_is_an_error_not_a_traceback(
+    capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    records = [_record(f"T{i}", f"F{i:03d}", SAID) for i in range(300)]
+    data = gzip.compress(b"".join(line + b"\n" for line in _lines(*records)))
+    path = tmp_path / "calls.jsonl.gz"
+    path.write_bytes(data[: len(data) // 2])
+    run = _prefetch(capsys, tmp_path, path)
+    _refused(run, 1)
+    assert "calls.jsonl.gz" in run.err and "damaged or cut short" in run.err
+
+
+def test_wrds_source_is_refused_with_a_clear_message(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    run = Run(capsys, tmp_path, "2016Q4", "--source", "wrds")
+    _refused(run, 2)
+    assert "the WRDS source is not available" in run.err and "--source files --input PATH" in run.err
+
+
+def test_unknown_firm_in_firms_is_refused_naming_it(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    path = _write(tmp_path / "calls.jsonl", _lines(_record("T1", "AAA", SAID), _record("T2", "BBB", SAID)))
+    run = _prefetch(capsys, tmp_path, path, "--firms", "AAA,NOPE")
+    _refused(run, 2)
+    assert "no calls in 2016Q4 for firm(s) NOPE" in run.err
+
+
+# --- a finished quarter is left alone ---------------------------------------------------------
+
+
+def test_rerunning_a_finished_quarter_says_it_is_done_and_changes_nothing(
+    capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    path = _write(tmp_path / "calls.jsonl", _lines(_record("T1", "AAA", SAID), _record("T2", "BBB", SAID)))
+    first = _prefetch(capsys, tmp_path, path)
+    assert first.code == 0, first.err
+    assert first.summary["already_done"] is False
+
+    files = sorted(p for p in first.root.rglob("*") if p.is_file())
+    assert any(p.name == "manifest.json" for p in files) and any(p.suffix == ".parquet" for p in files)
+    old = 1_000_000_000  # 2001: any rewrite would move the modification time to now
+    for file in files:
+        os.utime(file, ns=(old * 10**9, old * 10**9))
+    before = {p: p.read_bytes() for p in files}
+
+    again = _prefetch(capsys, tmp_path, path)
+    assert again.code == 0, again.err
+    assert again.summary["already_done"] is True
+    assert again.summary["n_firms"] == first.summary["n_firms"] == 2
+    assert "2016Q4 is already prefetched" in again.err and "nothing changed" in again.err
+    assert sorted(p for p in first.root.rglob("*") if p.is_file()) == files
+    assert {p: p.read_bytes() for p in files} == before
+    assert {p: p.stat().st_mtime_ns for p in files} == dict.fromkeys(files, old * 10**9)
