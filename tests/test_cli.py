@@ -40,13 +40,17 @@ def test_console_script_runs_as_a_real_process() -> None:
 
 
 @pytest.mark.parametrize("name", ["calls[/].jsonl", "calls[old].jsonl", "[bold]x.jsonl"])
-def test_user_text_in_messages_is_shown_verbatim_never_as_markup(name: str, capsys: pytest.CaptureFixture) -> None:
+def test_user_text_in_messages_is_shown_verbatim_never_as_markup(
+    name: str, capsys: pytest.CaptureFixture
+) -> None:
     assert main(["prefetch", "2016Q4", "--source", "files", "--input", name]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert name in err and "Traceback" not in err
 
 
-def test_config_table_shows_values_verbatim(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_config_table_shows_values_verbatim(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     monkeypatch.setenv("FTM_STORAGE__ROOT", "/data/[bold]odd[/]")
     assert main(["config"]) == 0
     assert "/data/[bold]odd[/]" in capsys.readouterr().err

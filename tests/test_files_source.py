@@ -33,8 +33,13 @@ def _component(order: int, text: str, role: str | None = "presenter") -> dict[st
 #   T6      EEE call_date in 2016Q4 but fiscal_quarter 2017Q1
 RECORDS: list[dict[str, Any]] = [
     {
-        "transcript_id": "T1", "ticker": "AAA", "company_name": "Alpha Inc.",
-        "call_date": "2016-11-02", "fiscal_quarter": None, "permno": 10001, "gvkey": "1690",
+        "transcript_id": "T1",
+        "ticker": "AAA",
+        "company_name": "Alpha Inc.",
+        "call_date": "2016-11-02",
+        "fiscal_quarter": None,
+        "permno": 10001,
+        "gvkey": "1690",
         "components": [
             _component(2, "Margins, as you can see, expanded.", "answer"),
             _component(0, "Welcome to the call.", "operator"),
@@ -42,35 +47,61 @@ RECORDS: list[dict[str, Any]] = [
         ],
     },
     {
-        "transcript_id": "T2", "ticker": "AAA", "company_name": "Alpha Inc.",
-        "call_date": "2016-12-15", "fiscal_quarter": None, "permno": 10001, "gvkey": "1690",
+        "transcript_id": "T2",
+        "ticker": "AAA",
+        "company_name": "Alpha Inc.",
+        "call_date": "2016-12-15",
+        "fiscal_quarter": None,
+        "permno": 10001,
+        "gvkey": "1690",
         "components": [_component(0, "A second call of Alpha in the same quarter.")],
     },
     {
-        "transcript_id": "T3", "ticker": "BBB", "company_name": "Beta Corp",
-        "call_date": None, "fiscal_quarter": "2016Q4",
+        "transcript_id": "T3",
+        "ticker": "BBB",
+        "company_name": "Beta Corp",
+        "call_date": None,
+        "fiscal_quarter": "2016Q4",
         "components": [_component(0, "Beta speaks.\nOn two lines.", "unknown")],
     },
     {
-        "transcript_id": "T4", "ticker": "CCC", "company_name": "Gamma plc",
-        "call_date": "2017-01-20", "fiscal_quarter": "2016Q4",
+        "transcript_id": "T4",
+        "ticker": "CCC",
+        "company_name": "Gamma plc",
+        "call_date": "2017-01-20",
+        "fiscal_quarter": "2016Q4",
         "components": [_component(0, "Gamma speaks.")],
     },
     {
-        "transcript_id": "T5", "ticker": "DDD", "company_name": "Delta LLC",
-        "call_date": None, "fiscal_quarter": None,
+        "transcript_id": "T5",
+        "ticker": "DDD",
+        "company_name": "Delta LLC",
+        "call_date": None,
+        "fiscal_quarter": None,
         "components": [_component(0, "Delta has no time key.")],
     },
     {
-        "transcript_id": "T6", "ticker": "EEE", "company_name": "Epsilon SA",
-        "call_date": "2016-10-05", "fiscal_quarter": "2017Q1",
+        "transcript_id": "T6",
+        "ticker": "EEE",
+        "company_name": "Epsilon SA",
+        "call_date": "2016-10-05",
+        "fiscal_quarter": "2017Q1",
         "components": [_component(0, "Epsilon speaks.")],
     },
 ]
 
 CSV_COLUMNS = [
-    "transcript_id", "ticker", "company_name", "call_date", "fiscal_quarter",
-    "permno", "gvkey", "order", "role", "speaker", "text",
+    "transcript_id",
+    "ticker",
+    "company_name",
+    "call_date",
+    "fiscal_quarter",
+    "permno",
+    "gvkey",
+    "order",
+    "role",
+    "speaker",
+    "text",
 ]
 
 
@@ -217,7 +248,9 @@ def test_default_rule_uses_call_date_and_falls_back_to_the_fiscal_label(tmp_path
     assert found.description["n_records"] == 6
     assert found.description["n_records_without_quarter"] == 1  # T5
     assert found.description["call_date_range"] == {
-        "start": "2016-10-01", "end": "2017-01-01", "half_open": True,
+        "start": "2016-10-01",
+        "end": "2017-01-01",
+        "half_open": True,
     }
 
 
@@ -259,8 +292,13 @@ def test_malformed_fiscal_label_is_recorded_as_a_problem(tmp_path: Path) -> None
 def test_fields_of_the_wrong_json_type_are_problems_not_crashes(tmp_path: Path) -> None:
     records = [
         {"transcript_id": "N1", "ticker": "NUM", "fiscal_quarter": 20164, "components": []},
-        {"transcript_id": "N2", "ticker": "NAM", "call_date": "2016-11-01", "company_name": 42,
-         "components": []},
+        {
+            "transcript_id": "N2",
+            "ticker": "NAM",
+            "call_date": "2016-11-01",
+            "company_name": 42,
+            "components": [],
+        },
         {"transcript_id": "OK", "ticker": "GOOD", "call_date": "2016-11-01", "components": []},
     ]
     found, _ = _read(_write_jsonl(tmp_path / "calls.jsonl", records))
@@ -282,8 +320,10 @@ def test_a_bad_call_date_is_recorded_as_a_problem(tmp_path: Path) -> None:
 
 
 def test_firm_id_field_setting_picks_the_firm_key(tmp_path: Path) -> None:
-    records = [*RECORDS, {"transcript_id": "T7", "ticker": "ZZZ", "call_date": "2016-11-30",
-                          "components": []}]
+    records = [
+        *RECORDS,
+        {"transcript_id": "T7", "ticker": "ZZZ", "call_date": "2016-11-30", "components": []},
+    ]
     found, _ = _read(_write_jsonl(tmp_path / "calls.jsonl", records), firm_id_field="company_name")
     calls = _by_id(found.calls)
     assert {call.firm_id for call in found.calls} == {"Alpha Inc.", "Beta Corp", "Epsilon SA"}
@@ -305,14 +345,24 @@ def test_firm_id_field_setting_applies_to_csv_columns(tmp_path: Path) -> None:
 
 def test_roles_map_to_speaker_types(tmp_path: Path) -> None:
     roles = ["presenter", "Question", "analyst", "answer", "Operator", "unknown", "moderator", "", None]
-    expected = ["presenter", "question", "question", "answer", "operator", "unknown", "unknown",
-                "unknown", "unknown"]
+    expected = [
+        "presenter",
+        "question",
+        "question",
+        "answer",
+        "operator",
+        "unknown",
+        "unknown",
+        "unknown",
+        "unknown",
+    ]
     components = [_component(i, f"Turn {i}.", role) for i, role in enumerate(roles)]
     components.append({"order": len(roles), "text": "No role field at all."})
-    records = [{"transcript_id": "R1", "ticker": "ROL", "call_date": "2016-11-01",
-                "components": components}]
-    for path in (_write_jsonl(tmp_path / "calls.jsonl", records),
-                 _write_csv(tmp_path / "calls.csv", _csv_rows(records))):
+    records = [{"transcript_id": "R1", "ticker": "ROL", "call_date": "2016-11-01", "components": components}]
+    for path in (
+        _write_jsonl(tmp_path / "calls.jsonl", records),
+        _write_csv(tmp_path / "calls.csv", _csv_rows(records)),
+    ):
         _, by_call = _read(path)
         assert [c.speaker_type for c in by_call["R1"]] == [*expected, "unknown"], path.name
 
@@ -342,14 +392,19 @@ def test_a_firm_with_two_calls_in_the_quarter_yields_both(tmp_path: Path) -> Non
     found, components = _read(_write_jsonl(tmp_path / "calls.jsonl", RECORDS))
     alpha = sorted((c for c in found.calls if c.firm_id == "AAA"), key=lambda c: c.transcript_id)
     assert [(c.transcript_id, c.call_date) for c in alpha] == [
-        ("T1", date(2016, 11, 2)), ("T2", date(2016, 12, 15)),
+        ("T1", date(2016, 11, 2)),
+        ("T2", date(2016, 12, 15)),
     ]
     assert components["T1"] != components["T2"]
 
 
 def test_duplicate_transcript_id_is_a_problem_and_the_first_is_kept(tmp_path: Path) -> None:
-    first = {"transcript_id": "DUP", "ticker": "AAA", "call_date": "2016-11-01",
-             "components": [_component(0, "The first copy.")]}
+    first = {
+        "transcript_id": "DUP",
+        "ticker": "AAA",
+        "call_date": "2016-11-01",
+        "components": [_component(0, "The first copy.")],
+    }
     second = {**first, "ticker": "BBB", "components": [_component(0, "The second copy.")]}
     found, components = _read(_write_jsonl(tmp_path / "calls.jsonl", [first, second]))
     assert [(c.transcript_id, c.firm_id) for c in found.calls] == [("DUP", "AAA")]
@@ -361,10 +416,21 @@ def test_duplicate_transcript_id_is_a_problem_and_the_first_is_kept(tmp_path: Pa
 
 def test_permno_and_gvkey_are_carried_with_gvkey_zero_padded(tmp_path: Path) -> None:
     records = [
-        {"transcript_id": "K1", "ticker": "KKK", "call_date": "2016-11-01", "permno": 14593,
-         "gvkey": 1690, "components": []},
-        {"transcript_id": "K2", "ticker": "LLL", "call_date": "2016-11-01", "gvkey": "012141",
-         "components": []},
+        {
+            "transcript_id": "K1",
+            "ticker": "KKK",
+            "call_date": "2016-11-01",
+            "permno": 14593,
+            "gvkey": 1690,
+            "components": [],
+        },
+        {
+            "transcript_id": "K2",
+            "ticker": "LLL",
+            "call_date": "2016-11-01",
+            "gvkey": "012141",
+            "components": [],
+        },
         {"transcript_id": "K3", "ticker": "MMM", "call_date": "2016-11-01", "components": []},
     ]
     found, _ = _read(_write_jsonl(tmp_path / "calls.jsonl", records))
@@ -375,8 +441,15 @@ def test_permno_and_gvkey_are_carried_with_gvkey_zero_padded(tmp_path: Path) -> 
 
 
 def test_a_gvkey_that_is_not_up_to_six_digits_is_a_problem(tmp_path: Path) -> None:
-    records = [{"transcript_id": "G1", "ticker": "GGG", "call_date": "2016-11-01",
-                "gvkey": "1234567", "components": []}]
+    records = [
+        {
+            "transcript_id": "G1",
+            "ticker": "GGG",
+            "call_date": "2016-11-01",
+            "gvkey": "1234567",
+            "components": [],
+        }
+    ]
     found, _ = _read(_write_jsonl(tmp_path / "calls.jsonl", records))
     assert found.calls == []
     assert "gvkey" in found.problems[0].reason and "GVKEY" in found.problems[0].reason

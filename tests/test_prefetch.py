@@ -37,8 +37,17 @@ SUBSET = _sample_firms(40)
 
 def _prefetch_args(root: str, *extra: str) -> list[str]:
     return [
-        "prefetch", str(QUARTER), "--source", "files", "--input", str(sample.PATH),
-        "--root", root, "--firms", ",".join(SUBSET), *extra,
+        "prefetch",
+        str(QUARTER),
+        "--source",
+        "files",
+        "--input",
+        str(sample.PATH),
+        "--root",
+        root,
+        "--firms",
+        ",".join(SUBSET),
+        *extra,
     ]
 
 
@@ -75,8 +84,19 @@ def full_quarter(tmp_path_factory: pytest.TempPathFactory, shared_corpus: Path) 
     stores, summary = [], {}
     for name in ("first", "second"):
         root = str(tmp_path_factory.mktemp(name))
-        args = ["--config", str(config), "prefetch", str(QUARTER), "--source", "files",
-                "--input", str(shared_corpus), "--root", root, "--json"]
+        args = [
+            "--config",
+            str(config),
+            "prefetch",
+            str(QUARTER),
+            "--source",
+            "files",
+            "--input",
+            str(shared_corpus),
+            "--root",
+            root,
+            "--json",
+        ]
         assert main(args) == 0
         stores.append(Store(root))
     summary = json.loads(stores[0].read_bytes(layout.prefetch_manifest(QUARTER)))
@@ -125,8 +145,11 @@ def test_full_quarter_has_every_firm_in_exactly_one_chunk(full_quarter, shared_c
         total += table.num_rows
     assert set(seen.values()) == {1}, "a firm is split across chunks"
     assert total == manifest.n_sentences
-    ids = [sid for chunk in manifest.chunks
-           for sid in store.read_table(f"{FOLDER}/{chunk.file}").column("sentence_id").to_pylist()]
+    ids = [
+        sid
+        for chunk in manifest.chunks
+        for sid in store.read_table(f"{FOLDER}/{chunk.file}").column("sentence_id").to_pylist()
+    ]
     assert len(ids) == len(set(ids)) == total
 
 
@@ -135,7 +158,9 @@ def test_full_quarter_gives_identical_chunks_and_sentence_ids_on_a_second_run(fu
     first, second, _ = full_quarter
     assert _files(first) == _files(second)
     assert _manifest(first)["firm_to_chunk"] == _manifest(second)["firm_to_chunk"]
-    assert not first.list(layout.prefetch_staging(QUARTER)) and not first.exists(layout.prefetch_checkpoint(QUARTER))
+    assert not first.list(layout.prefetch_staging(QUARTER)) and not first.exists(
+        layout.prefetch_checkpoint(QUARTER)
+    )
 
 
 def test_prefetch_resumes_after_sigkill_with_identical_chunks(
@@ -195,8 +220,10 @@ def test_finished_quarter_is_left_alone_and_overwrite_redoes_it(
 def test_overwrite_starts_the_quarter_over(tmp_path: Path, reference: Store, small_config: Path) -> None:
     root = str(tmp_path / "again")
     store = Store(root)
-    store.write_json(layout.prefetch_manifest(QUARTER), {"quarter": "2016Q4", "n_firms": 0, "n_chunks": 0,
-                                                         "firm_to_chunk": {}})
+    store.write_json(
+        layout.prefetch_manifest(QUARTER),
+        {"quarter": "2016Q4", "n_firms": 0, "n_chunks": 0, "firm_to_chunk": {}},
+    )
     store.write_bytes(layout.prefetch_chunk(QUARTER, 7), b"stale")
     assert main(["--config", str(small_config), *_prefetch_args(root, "--overwrite")]) == 0
     assert _files(store) == _files(reference)
@@ -204,17 +231,39 @@ def test_overwrite_starts_the_quarter_over(tmp_path: Path, reference: Store, sma
 
 def test_firm_with_two_calls_in_the_quarter_keeps_both(tmp_path: Path) -> None:
     def call(transcript: str, day: str, text: str) -> dict:
-        return {"transcript_id": transcript, "ticker": "ACME", "company_name": "Acme Corp",
-                "call_date": day, "fiscal_quarter": None,
-                "components": [{"order": 0, "role": "answer", "text": text}]}
+        return {
+            "transcript_id": transcript,
+            "ticker": "ACME",
+            "company_name": "Acme Corp",
+            "call_date": day,
+            "fiscal_quarter": None,
+            "components": [{"order": 0, "role": "answer", "text": text}],
+        }
 
     path = tmp_path / "calls.jsonl"
-    rows = [call("T-late", "2016-12-01", "Our cloud revenue doubled because enterprise demand accelerated."),
-            call("T-early", "2016-10-05", "We opened three distribution centers to shorten delivery times.")]
+    rows = [
+        call("T-late", "2016-12-01", "Our cloud revenue doubled because enterprise demand accelerated."),
+        call("T-early", "2016-10-05", "We opened three distribution centers to shorten delivery times."),
+    ]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     root = str(tmp_path / "data")
-    assert main(["prefetch", "2016Q4", "--source", "files", "--input", str(path), "--root", root,
-                 "--workers", "1"]) == 0
+    assert (
+        main(
+            [
+                "prefetch",
+                "2016Q4",
+                "--source",
+                "files",
+                "--input",
+                str(path),
+                "--root",
+                root,
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
     table = Store(root).read_table(layout.prefetch_chunk(QUARTER, 0), SENTENCES)
     assert table.column("transcript_id").to_pylist() == ["T-early", "T-late"]  # by call date
     assert table.column("position").to_pylist() == [0, 1]
@@ -226,8 +275,14 @@ def test_ctrl_c_stops_cleanly_with_exit_130_and_the_run_resumes(
 ) -> None:
     root = tmp_path / "interrupted"
     checkpoint = root / layout.prefetch_checkpoint(QUARTER)
-    command = [sys.executable, "-m", "ftm", "--config", str(small_config),
-               *_prefetch_args(str(root), "--workers", "2")]
+    command = [
+        sys.executable,
+        "-m",
+        "ftm",
+        "--config",
+        str(small_config),
+        *_prefetch_args(str(root), "--workers", "2"),
+    ]
     # A new session, so the signal goes to the whole process group, as Ctrl-C in a terminal does.
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 120

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from ftm.cli import main
 from ftm.errors import SettingsError
@@ -21,8 +21,10 @@ def _write(path: Path, text: str) -> Path:
 
 
 def test_sources_apply_strongest_first_and_keep_siblings(tmp_path: Path) -> None:
-    toml = _write(tmp_path / "ftm.toml", '[storage]\nroot = "from-toml"\nregion = "eu-west-1"\n'
-                  "[prefetch]\nfirms_per_chunk = 7\n")
+    toml = _write(
+        tmp_path / "ftm.toml",
+        '[storage]\nroot = "from-toml"\nregion = "eu-west-1"\n[prefetch]\nfirms_per_chunk = 7\n',
+    )
     assert load_settings(None, environ={}).storage.root == "from-toml"  # ./ftm.toml by default
     env = {"FTM_STORAGE__ROOT": "from-env", "FTM_PREFETCH__CHECKPOINT_EVERY": "3"}
     settings = load_settings(toml, environ=env)
@@ -40,7 +42,7 @@ def test_sources_apply_strongest_first_and_keep_siblings(tmp_path: Path) -> None
 
 
 def test_unknown_toml_key_is_refused_with_its_name(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    _write(tmp_path / "ftm.toml", "[storage]\nrot = \"typo\"\n")
+    _write(tmp_path / "ftm.toml", '[storage]\nrot = "typo"\n')
     assert main(["config"]) == 4
     err = capsys.readouterr().err
     assert "storage.rot" in err and "ftm.toml" in err and "Traceback" not in err
@@ -48,11 +50,11 @@ def test_unknown_toml_key_is_refused_with_its_name(tmp_path: Path, capsys: pytes
 
 def test_unknown_toml_section_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="storag"):
-        load_settings(_write(tmp_path / "x.toml", "[storag]\nroot = \"a\"\n"), environ={})
+        load_settings(_write(tmp_path / "x.toml", '[storag]\nroot = "a"\n'), environ={})
 
 
 def test_wrong_type_in_toml_is_refused_with_its_name(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    _write(tmp_path / "ftm.toml", "[prefetch]\nfirms_per_chunk = \"many\"\n")
+    _write(tmp_path / "ftm.toml", '[prefetch]\nfirms_per_chunk = "many"\n')
     assert main(["config", "--json"]) == 4
     captured = capsys.readouterr()
     assert "prefetch.firms_per_chunk" in captured.err and captured.out == ""

@@ -110,7 +110,10 @@ def test_s3_objects_land_under_the_prefix(s3_root: str, s3_endpoint: str) -> Non
 
     Store(s3_root, endpoint_url=s3_endpoint).write_json("runs/r1.json", {"ok": True})
     bucket, prefix = s3_root[len("s3://") :].split("/", 1)
-    keys = [o["Key"] for o in boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(Bucket=bucket)["Contents"]]
+    keys = [
+        o["Key"]
+        for o in boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(Bucket=bucket)["Contents"]
+    ]
     assert keys == [f"{prefix}/runs/r1.json"]
 
 

@@ -83,5 +83,6 @@ def main(argv: list[str] | None = None) -> int:
         stderr.print("interrupted: everything written so far is kept; run the same command to go on")
     return code
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,6 +15,7 @@ def batch_id(index: int) -> str:
 
 # --- prefetch ---------------------------------------------------------------------------------
 
+
 def prefetch_folder(quarter: Quarter) -> str:
     return f"prefetch/transcripts/quarter={quarter}"
 
@@ -46,6 +47,7 @@ def prefetch_staged_part(quarter: Quarter, index: int) -> str:
 
 # --- plan and runs ----------------------------------------------------------------------------
 
+
 def batch_plan(quarter: Quarter) -> str:
     return f"manifests/quarter={quarter}/batches.jsonl"
 
@@ -59,6 +61,7 @@ def code_package(sha256: str) -> str:
 
 
 # --- map --------------------------------------------------------------------------------------
+
 
 def firm_topics_folder(quarter: Quarter) -> str:
     return f"intermediate/firm-topics/quarter={quarter}"
@@ -85,6 +88,7 @@ def batch_progress(quarter: Quarter, batch: str) -> str:
 
 
 # --- reduce and name --------------------------------------------------------------------------
+
 
 def themes_folder(quarter: Quarter) -> str:
     return f"themes/quarter={quarter}"

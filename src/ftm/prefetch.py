@@ -30,7 +30,7 @@ from ftm.schemas import (
     content_hash,
 )
 from ftm.settings import FtmSettings, PrefetchSettings
-from ftm.sources import Call, Component, open_source
+from ftm.sources import Call, open_source
 from ftm.storage import Store
 from ftm.text import CallText, Preprocessor
 
@@ -128,7 +128,11 @@ def prefetch(
         )
         store.write_json(manifest_path, manifest.to_json())
         writer.clean_up()
-        on_progress(PrefetchProgress("done", progress.firms_total, progress.firms_total, manifest.n_sentences, progress.words))
+        on_progress(
+            PrefetchProgress(
+                "done", progress.firms_total, progress.firms_total, manifest.n_sentences, progress.words
+            )
+        )
         return PrefetchResult(manifest, already_done=False, resumed_at=done)
     finally:
         preprocessor.close()
@@ -167,7 +171,9 @@ def _by_firm(
         yield firm_id, list(results)
 
 
-def _firm_columns(firm_id: str, quarter: Quarter, results: list[tuple[Call, CallText]]) -> dict[str, list[Any]]:
+def _firm_columns(
+    firm_id: str, quarter: Quarter, results: list[tuple[Call, CallText]]
+) -> dict[str, list[Any]]:
     columns: dict[str, list[Any]] = {name: [] for name in SENTENCES.names}
     position = 0
     for call, text in results:

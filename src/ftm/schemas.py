@@ -136,9 +136,7 @@ def conform(table: pa.Table, schema: pa.Schema, where: str) -> pa.Table:
         if not field.nullable and column.null_count:
             raise SchemaError(f"{where}: column {field.name!r} has nulls, which it must not")
         columns.append(column)
-    fields = [
-        pa.field(f.name, c.type, nullable=f.nullable) for f, c in zip(schema, columns, strict=True)
-    ]
+    fields = [pa.field(f.name, c.type, nullable=f.nullable) for f, c in zip(schema, columns, strict=True)]
     return pa.Table.from_arrays(columns, schema=pa.schema(fields, metadata=table.schema.metadata))
 
 
@@ -271,4 +269,3 @@ class BatchProgress(Record):
     attempt: int = 1
     host: str | None = None
     heartbeat_at: datetime
-

@@ -52,13 +52,17 @@ class WrdsSettings(Section):
     host: str = Field("wrds-pgdata.wharton.upenn.edu", description="WRDS PostgreSQL host")
     port: int = Field(9737, description="WRDS PostgreSQL port")
     dbname: str = Field("wrds", description="WRDS database name")
-    password: SecretStr | None = Field(None, description="secret: set FTM_SOURCE__WRDS__PASSWORD (or use ~/.pgpass)")
+    password: SecretStr | None = Field(
+        None, description="secret: set FTM_SOURCE__WRDS__PASSWORD (or use ~/.pgpass)"
+    )
 
 
 class SourceSettings(Section):
     kind: Literal["files", "wrds"] = Field("files", description="where transcripts come from")
     path: str | None = Field(None, description="files source: a .jsonl, .jsonl.gz, .csv or .csv.gz file")
-    format: Literal["auto", "jsonl", "csv"] = Field("auto", description="files source: auto guesses from the name")
+    format: Literal["auto", "jsonl", "csv"] = Field(
+        "auto", description="files source: auto guesses from the name"
+    )
     firm_id_field: str = Field("ticker", description="files source: the record field that identifies a firm")
     quarter_rule: Literal["call_date_then_fiscal", "call_date", "fiscal"] = Field(
         "call_date_then_fiscal",
@@ -71,17 +75,72 @@ class SourceSettings(Section):
 # Words that fill every earnings call and carry no theme. spaCy's English stop words are
 # removed as well; this list adds the finance-call boilerplate on top.
 FINANCE_STOP_WORDS = [
-    "quarter", "quarterly", "year", "annual", "company", "thank", "thanks", "call", "operator",
-    "question", "answer", "analyst", "good", "morning", "afternoon", "everyone", "welcome",
-    "today", "think", "know", "like", "just", "go", "look", "lot", "thing", "way", "kind", "sort",
-    "yes", "okay", "right", "obviously", "basically", "actually", "really", "bit", "little",
-    "maybe", "mean", "want", "talk", "say", "guess", "let", "come", "great", "sure", "line",
+    "quarter",
+    "quarterly",
+    "year",
+    "annual",
+    "company",
+    "thank",
+    "thanks",
+    "call",
+    "operator",
+    "question",
+    "answer",
+    "analyst",
+    "good",
+    "morning",
+    "afternoon",
+    "everyone",
+    "welcome",
+    "today",
+    "think",
+    "know",
+    "like",
+    "just",
+    "go",
+    "look",
+    "lot",
+    "thing",
+    "way",
+    "kind",
+    "sort",
+    "yes",
+    "okay",
+    "right",
+    "obviously",
+    "basically",
+    "actually",
+    "really",
+    "bit",
+    "little",
+    "maybe",
+    "mean",
+    "want",
+    "talk",
+    "say",
+    "guess",
+    "let",
+    "come",
+    "great",
+    "sure",
+    "line",
 ]
 
 # Entity types whose words name a firm, person, place, date or amount rather than a theme.
 DROPPED_ENTITY_LABELS = [
-    "PERSON", "ORG", "GPE", "LOC", "NORP", "FAC", "DATE", "TIME", "MONEY", "PERCENT",
-    "QUANTITY", "ORDINAL", "CARDINAL",
+    "PERSON",
+    "ORG",
+    "GPE",
+    "LOC",
+    "NORP",
+    "FAC",
+    "DATE",
+    "TIME",
+    "MONEY",
+    "PERCENT",
+    "QUANTITY",
+    "ORDINAL",
+    "CARDINAL",
 ]
 
 
@@ -96,7 +155,8 @@ class PreprocessSettings(Section):
     mask_tokens: list[str] = Field(["<UNK>"], description="masking tokens removed from the text")
     min_tokens: int = Field(3, ge=1, description="a sentence needs this many cleaned tokens to be kept")
     speaker_types: list[SpeakerType] = Field(
-        ["presenter", "question", "answer", "unknown"], description="speaker types kept (operator turns are dropped)"
+        ["presenter", "question", "answer", "unknown"],
+        description="speaker types kept (operator turns are dropped)",
     )
     max_chars: int = Field(
         100_000, ge=1_000, description="longer components are split at paragraph or sentence ends"
@@ -118,17 +178,23 @@ class EmbeddingSettings(Section):
     model: str = Field("sentence-transformers/all-MiniLM-L6-v2", description="model name or local path")
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="auto uses a GPU when there is one")
     batch_size: int = Field(256, ge=1, description="sentences per forward pass")
-    precision: Literal["auto", "fp32", "fp16"] = Field("auto", description="auto is fp16 on a GPU, fp32 on a CPU")
+    precision: Literal["auto", "fp32", "fp16"] = Field(
+        "auto", description="auto is fp16 on a GPU, fp32 on a CPU"
+    )
 
 
 class TopicsSettings(Section):
-    backend: Literal["auto", "cuml", "cpu"] = Field("auto", description="auto uses cuML when a GPU and cuML are present")
+    backend: Literal["auto", "cuml", "cpu"] = Field(
+        "auto", description="auto uses cuML when a GPU and cuML are present"
+    )
     umap_n_neighbors: int = Field(15, ge=2, description="UMAP neighbours")
     umap_n_components: int = Field(5, ge=1, description="UMAP output dimensions")
     umap_min_dist: float = Field(0.0, ge=0.0, description="UMAP minimum distance")
     umap_metric: str = Field("cosine", description="UMAP metric")
     hdbscan_min_cluster_size: int = Field(10, ge=2, description="HDBSCAN minimum cluster size")
-    hdbscan_min_samples: int | None = Field(None, description="HDBSCAN min_samples; None uses the cluster size")
+    hdbscan_min_samples: int | None = Field(
+        None, description="HDBSCAN min_samples; None uses the cluster size"
+    )
     top_n_words: int = Field(10, ge=1, description="keywords per topic")
     n_representative: int = Field(3, ge=1, description="representative sentences per topic")
     random_state: int = Field(42, description="seed, so a re-run gives the same topics")
@@ -138,19 +204,27 @@ class MapSettings(Section):
     firms_per_part: int = Field(50, ge=1, description="firms per part file and checkpoint")
     workers: int = Field(0, ge=0, description="local backend worker processes; 0 means one per CPU core")
     allow_failures: bool = Field(True, description="record a failed firm and go on")
-    max_consecutive_failures: int = Field(5, ge=1, description="stop a batch after this many failures in a row")
-    max_failure_rate: float = Field(0.05, ge=0.0, le=1.0, description="stop a batch above this failure rate ...")
+    max_consecutive_failures: int = Field(
+        5, ge=1, description="stop a batch after this many failures in a row"
+    )
+    max_failure_rate: float = Field(
+        0.05, ge=0.0, le=1.0, description="stop a batch above this failure rate ..."
+    )
     failure_rate_after: int = Field(100, ge=1, description="... once this many firms were tried")
 
 
 class ReduceSettings(Section):
     min_firms: int = Field(3, ge=2, description="a theme must span this many distinct firms")
-    min_similarity: float = Field(0.5, ge=0.0, le=1.0, description="cosine similarity for topics to join a theme")
+    min_similarity: float = Field(
+        0.5, ge=0.0, le=1.0, description="cosine similarity for topics to join a theme"
+    )
     n_representative: int = Field(5, ge=1, description="representative sentences per theme")
 
 
 class LlmSettings(Section):
-    base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+    base_url: str | None = Field(
+        None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1"
+    )
     model: str = Field("Qwen/Qwen3-8B", description="model name the endpoint serves")
     api_key: SecretStr | None = Field(None, description="secret: set FTM_LLM__API_KEY")
     concurrency: int = Field(16, ge=1, description="requests in flight")
@@ -289,7 +363,7 @@ def _read_env(environ: Mapping[str, str]) -> dict[str, Any]:
     for name in environ:
         if not name.upper().startswith(ENV_PREFIX) or name.upper() == CONFIG_ENV:
             continue
-        section = name[len(ENV_PREFIX):].split(ENV_NESTING, 1)[0].lower()
+        section = name[len(ENV_PREFIX) :].split(ENV_NESTING, 1)[0].lower()
         if section not in sections:
             raise SettingsError(
                 f"environment variable {name} is not an ftm setting: known sections are "

@@ -47,9 +47,7 @@ class Store:
             self._base = os.path.abspath(os.path.expanduser(local))
             self.fs = pafs.LocalFileSystem()
         else:
-            raise SettingsError(
-                f"storage.root {root!r} is neither a folder nor s3://bucket/prefix"
-            )
+            raise SettingsError(f"storage.root {root!r} is neither a folder nor s3://bucket/prefix")
 
     @classmethod
     def from_settings(cls, settings: StorageSettings) -> Store:
@@ -201,9 +199,7 @@ def _s3_filesystem(endpoint_url: str | None, region: str | None) -> pafs.S3FileS
     if endpoint_url:
         parsed = urlparse(endpoint_url)
         if not parsed.netloc:
-            raise SettingsError(
-                f"storage.endpoint_url {endpoint_url!r} is not a URL: write http://host:port"
-            )
+            raise SettingsError(f"storage.endpoint_url {endpoint_url!r} is not a URL: write http://host:port")
         options["endpoint_override"] = parsed.netloc
         options["scheme"] = parsed.scheme or "https"
     if region:

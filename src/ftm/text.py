@@ -166,9 +166,7 @@ class _Rules:
                 pieces.append((piece, (component.order, component.speaker_type)))
         sentences: list[Sentence] = []
         numbers: dict[int, int] = {}
-        for doc, (order, speaker) in self.nlp.pipe(
-            pieces, as_tuples=True, batch_size=self.batch_size
-        ):
+        for doc, (order, speaker) in self.nlp.pipe(pieces, as_tuples=True, batch_size=self.batch_size):
             for span in doc.sents:
                 number = numbers.get(order, 0)
                 numbers[order] = number + 1

@@ -35,7 +35,9 @@ def show_config(
         return
     table = Table("setting", "value", "source", box=None, pad_edge=False)
     for key, value, source in rows:
-        table.add_row(escape(key), escape(_show(value)), source, style=None if source == "default" else "bold")
+        table.add_row(
+            escape(key), escape(_show(value)), source, style=None if source == "default" else "bold"
+        )
     stderr.print(table)
 
 

@@ -19,7 +19,8 @@ from rich.progress import (
 
 from ftm import layout
 from ftm.commands import print_json, settings_from, stderr
-from ftm.prefetch import PrefetchProgress, PrefetchResult, prefetch as run_prefetch
+from ftm.prefetch import PrefetchProgress, PrefetchResult
+from ftm.prefetch import prefetch as run_prefetch
 from ftm.quarters import Quarter
 from ftm.storage import Store
 
@@ -64,7 +65,9 @@ def prefetch(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Delete what exists for the quarter and start over.")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest summary as JSON to stdout.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the manifest summary as JSON to stdout.")
+    ] = False,
 ) -> None:
     """Turn one quarter's earnings calls into cleaned sentence chunks and a manifest.
 
@@ -136,7 +139,7 @@ def _report(result: PrefetchResult, folder: str) -> None:
             highlight=False,
         )
     stderr.print(
-        "  look at it: python -c \"import pyarrow.parquet as pq; "
+        '  look at it: python -c "import pyarrow.parquet as pq; '
         f"print(pq.read_table('{escape(folder)}/chunk_0000.parquet').to_pandas().head())\"",
         highlight=False,
         soft_wrap=True,

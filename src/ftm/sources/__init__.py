@@ -81,5 +81,5 @@ def open_source(settings: SourceSettings) -> Source:
 
     raise UsageError(
         "the WRDS source is not available in this version of ftm: "
-        "use --source files --input PATH (or source.kind = \"files\" in ftm.toml)"
+        'use --source files --input PATH (or source.kind = "files" in ftm.toml)'
     )

@@ -82,9 +82,7 @@ class FilesSource:
 
     def __init__(self, settings: SourceSettings):
         if not settings.path:
-            raise UsageError(
-                "the files source needs an input file: pass --input PATH (or set source.path)"
-            )
+            raise UsageError("the files source needs an input file: pass --input PATH (or set source.path)")
         self.path = Path(settings.path).expanduser()
         if not self.path.is_file():
             raise UsageError(f"input {self.path} does not exist or is not a file")
