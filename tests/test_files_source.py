@@ -466,3 +466,21 @@ def test_calls_can_be_asked_again_for_another_quarter(tmp_path: Path) -> None:
     assert len(first.calls) == 4
     assert [call.transcript_id for call in later.calls] == ["T4"]
     assert components == {"T4": [Component(0, "presenter", "Gamma speaks.")]}
+
+
+def test_dry_run_counts_the_files_quarter_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from ftm.cli import main
+
+    path = tmp_path / "calls.jsonl"
+    path.write_text("".join(json.dumps(record) + "\n" for record in RECORDS))
+    assert main(["prefetch", "2016Q4", "--input", str(path), "--dry-run", "--json", "--root", "store"]) == 0
+    counts = json.loads(capsys.readouterr().out)
+    found = FilesSource(SourceSettings(kind="files", path=str(path))).calls(Q4).calls
+    assert counts["n_calls"] == len(found) and counts["n_firms"] == len({c.firm_id for c in found})
+    assert counts["n_components"] == sum(
+        len(r["components"]) for r in RECORDS if r["transcript_id"] in {c.transcript_id for c in found}
+    )
+    assert counts["n_firms_with_permno"] == len({c.firm_id for c in found if c.permno is not None})
+    assert not (tmp_path / "store").exists()

@@ -250,12 +250,6 @@ def test_truncated_gzip_input_is_an_error_not_a_traceback(
     assert "calls.jsonl.gz" in run.err and "damaged or cut short" in run.err
 
 
-def test_wrds_source_is_refused_with_a_clear_message(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
-    run = Run(capsys, tmp_path, "2016Q4", "--source", "wrds")
-    _refused(run, 2)
-    assert "the WRDS source is not available" in run.err and "--source files --input PATH" in run.err
-
-
 def test_unknown_firm_in_firms_is_refused_naming_it(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     path = _write(tmp_path / "calls.jsonl", _lines(_record("T1", "AAA", SAID), _record("T2", "BBB", SAID)))
     run = _prefetch(capsys, tmp_path, path, "--firms", "AAA,NOPE")

@@ -27,6 +27,7 @@ def _sentences(n: int) -> pa.Table:
             "permno": [None] * n,
             "gvkey": ["001234"] * n,
             "transcript_id": ["T1"] * n,
+            "transcript_collection": [None] * n,
             "earnings_call_date": [None] * n,
             "quarter": ["2016Q4"] * n,
             "sentence_id": [f"T1/0.{i}" for i in range(n)],
@@ -78,10 +79,18 @@ def test_schema_mismatch_names_the_file_and_the_column(store: Store) -> None:
     store.write_table("bad.parquet", _sentences(2).drop_columns(["cleaned_text"]))
     with pytest.raises(SchemaError, match=r"bad\.parquet.*'cleaned_text' is missing"):
         store.read_table("bad.parquet", SENTENCES)
-    wrong = _sentences(2).set_column(11, "position", pa.array(["0", "1"]))
+    wrong = _sentences(2).set_column(12, "position", pa.array(["0", "1"]))
     store.write_table("wrong.parquet", wrong)
     with pytest.raises(SchemaError, match=r"wrong\.parquet.*'position' has type string"):
         store.read_table("wrong.parquet", SENTENCES)
+
+
+def test_a_column_added_later_reads_as_null_from_older_files(store: Store) -> None:
+    """Chunks written before `transcript_collection` existed (the earlier pipeline's) stay readable."""
+    store.write_table("old.parquet", _sentences(3).drop_columns(["transcript_collection"]))
+    table = store.read_table("old.parquet", SENTENCES)
+    assert table.schema.names == SENTENCES.names
+    assert table.column("transcript_collection").null_count == 3
 
 
 def test_missing_files_and_bad_json_are_data_errors(store: Store) -> None:

@@ -30,7 +30,7 @@ from ftm.schemas import (
     content_hash,
 )
 from ftm.settings import FtmSettings, PrefetchSettings
-from ftm.sources import Call, open_source
+from ftm.sources import Call, Source, open_source
 from ftm.storage import Store
 from ftm.text import CallText, Preprocessor
 
@@ -39,11 +39,27 @@ from ftm.text import CallText, Preprocessor
 class PrefetchProgress:
     """What a progress callback is told: after the scan, then after every firm."""
 
-    phase: str  # "scanning", "preprocessing" or "done"
+    # "scanning", "preprocessing" or "done"; or a source's event, with a message for the user:
+    # "connecting" (waiting for a login, perhaps a Duo approval), "connected", "reconnecting"
+    phase: str
     firms_done: int = 0
     firms_total: int = 0
     sentences: int = 0
     words: int = 0
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class PrefetchSurvey:
+    """What a dry run found for the quarter; nothing was written."""
+
+    quarter: str
+    n_calls: int
+    n_firms: int
+    n_firms_with_gvkey: int
+    n_firms_with_permno: int
+    n_components: int
+    source: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -71,7 +87,7 @@ def prefetch(
         return PrefetchResult(read_manifest(store, quarter), already_done=True, resumed_at=0)
 
     on_progress(PrefetchProgress("scanning"))
-    source = open_source(settings.source)
+    source = _open_source(settings, on_progress)
     preprocessor = Preprocessor(settings.preprocess)
     try:
         found = source.calls(quarter)
@@ -139,12 +155,44 @@ def prefetch(
         source.close()
 
 
+def survey(
+    settings: FtmSettings,
+    quarter: Quarter,
+    *,
+    firms: Collection[str] | None = None,
+    on_progress: Callable[[PrefetchProgress], None] = lambda progress: None,
+) -> PrefetchSurvey:
+    """Counts the quarter's calls, firms, linked firms and components; writes nothing."""
+    on_progress(PrefetchProgress("scanning"))
+    source = _open_source(settings, on_progress)
+    try:
+        found = source.calls(quarter)
+        plan = _plan(found.calls, quarter, firms)
+        return PrefetchSurvey(
+            quarter=str(quarter),
+            n_calls=len(plan),
+            n_firms=len({c.firm_id for c in plan}),
+            n_firms_with_gvkey=len({c.firm_id for c in plan if c.gvkey}),
+            n_firms_with_permno=len({c.firm_id for c in plan if c.permno is not None}),
+            n_components=source.count_components(plan),
+            source=found.description,
+        )
+    finally:
+        source.close()
+
+
 def read_manifest(store: Store, quarter: Quarter) -> PrefetchManifest:
     """The quarter's manifest, or a clear error if the quarter was never prefetched."""
     path = layout.prefetch_manifest(quarter)
     if not store.exists(path):
         raise UsageError(f"{quarter} is not prefetched in {store.uri()}: run `ftm prefetch {quarter}` first")
     return PrefetchManifest.model_validate(store.read_json(path))
+
+
+def _open_source(settings: FtmSettings, on_progress: Callable[[PrefetchProgress], None]) -> Source:
+    return open_source(
+        settings.source, notify=lambda event, message: on_progress(PrefetchProgress(event, message=message))
+    )
 
 
 def _plan(calls: list[Call], quarter: Quarter, firms: Collection[str] | None) -> list[Call]:
@@ -183,6 +231,7 @@ def _firm_columns(
             columns["permno"].append(call.permno)
             columns["gvkey"].append(call.gvkey)
             columns["transcript_id"].append(call.transcript_id)
+            columns["transcript_collection"].append(call.collection_type)
             columns["earnings_call_date"].append(call.call_date)
             columns["quarter"].append(str(quarter))
             columns["sentence_id"].append(f"{call.transcript_id}/{sentence.key}")

@@ -35,6 +35,9 @@ SENTENCES = pa.schema(
         pa.field("permno", pa.int64()),
         pa.field("gvkey", pa.string()),  # six digits, zero-padded
         pa.field("transcript_id", pa.string(), nullable=False),
+        # The transcript version read (WRDS: its collection type, such as "Proofed Copy"), so
+        # that a re-run can tell when a better version has appeared; null for files.
+        pa.field("transcript_collection", pa.string()),
         pa.field("earnings_call_date", pa.date32()),
         pa.field("quarter", pa.string(), nullable=False),
         pa.field("sentence_id", pa.string(), nullable=False),  # unique in the quarter, stable
@@ -115,14 +118,23 @@ NAMES = pa.schema(
 )
 
 
+# Nullable columns added after the first files were written (by the earlier pipeline, or an
+# earlier ftm): a file without one reads as if the column were all null.
+ADDED_COLUMNS = frozenset({"transcript_collection"})
+
+
 def conform(table: pa.Table, schema: pa.Schema, where: str) -> pa.Table:
     """The table in the schema's column order and types, or a SchemaError naming the column.
 
     Columns the schema does not know are dropped (newer writers may add some); an all-null
-    column is accepted for a nullable field; fixed-size lists match whatever their length.
+    column is accepted for a nullable field, and a missing one of `ADDED_COLUMNS` reads as nulls;
+    fixed-size lists match whatever their length.
     """
     columns = []
     for field in schema:
+        if field.name not in table.column_names and field.name in ADDED_COLUMNS:
+            columns.append(pa.nulls(table.num_rows, field.type))
+            continue
         if field.name not in table.column_names:
             raise SchemaError(f"{where}: column {field.name!r} is missing (expected {field.type})")
         column = table.column(field.name)

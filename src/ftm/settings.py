@@ -48,17 +48,32 @@ class StorageSettings(Section):
 
 
 class WrdsSettings(Section):
-    username: str | None = Field(None, description="WRDS user name; None reads PGUSER or ~/.pgpass")
+    username: str | None = Field(None, description="WRDS user name; None reads PGUSER")
     host: str = Field("wrds-pgdata.wharton.upenn.edu", description="WRDS PostgreSQL host")
-    port: int = Field(9737, description="WRDS PostgreSQL port")
+    port: int = Field(9737, ge=1, le=65535, description="WRDS PostgreSQL port")
     dbname: str = Field("wrds", description="WRDS database name")
     password: SecretStr | None = Field(
-        None, description="secret: set FTM_SOURCE__WRDS__PASSWORD (or use ~/.pgpass)"
+        None, description="secret: set FTM_SOURCE__WRDS__PASSWORD (or use PGPASSWORD or ~/.pgpass)"
+    )
+    aws_secret: str | None = Field(
+        None, description="AWS Secrets Manager secret with JSON username and password, e.g. wrds-credentials"
+    )
+    sslmode: Literal["require", "verify-ca", "verify-full", "prefer", "disable"] = Field(
+        "require", description="libpq sslmode; WRDS requires SSL"
+    )
+    login_timeout_s: int = Field(
+        120, ge=5, description="seconds the login may take, waiting for the Duo approval included"
+    )
+    transcripts_per_query: int = Field(
+        200, ge=1, le=5000, description="transcripts whose components one query reads"
+    )
+    link_required: Literal["none", "gvkey", "permno"] = Field(
+        "none", description="keep every call (none), or only calls linked to a GVKEY or a PERMNO"
     )
 
 
 class SourceSettings(Section):
-    kind: Literal["files", "wrds"] = Field("files", description="where transcripts come from")
+    kind: Literal["wrds", "files"] = Field("wrds", description="where transcripts come from")
     path: str | None = Field(None, description="files source: a .jsonl, .jsonl.gz, .csv or .csv.gz file")
     format: Literal["auto", "jsonl", "csv"] = Field(
         "auto", description="files source: auto guesses from the name"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +13,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -19,7 +21,7 @@ from rich.progress import (
 
 from ftm import layout
 from ftm.commands import print_json, settings_from, stderr
-from ftm.prefetch import PrefetchProgress, PrefetchResult
+from ftm.prefetch import PrefetchProgress, PrefetchResult, PrefetchSurvey, survey
 from ftm.prefetch import prefetch as run_prefetch
 from ftm.quarters import Quarter
 from ftm.storage import Store
@@ -27,7 +29,11 @@ from ftm.storage import Store
 EXAMPLES = """\
 Examples:
 
-  ftm prefetch 2016Q4 --source files --input transcripts.jsonl.gz
+  ftm prefetch 2023Q1                       (WRDS: approve one Duo push on your phone)
+
+  ftm prefetch 2023Q1 --dry-run             (count calls, firms, links and components; write nothing)
+
+  ftm prefetch 2016Q4 --input transcripts.jsonl.gz        (--input means --source files)
 
   ftm prefetch 2016Q4 --source files --input calls.csv --root s3://my-bucket/ftm
 
@@ -42,11 +48,15 @@ def prefetch(
     ctx: typer.Context,
     quarter: Annotated[str, typer.Argument(help="Calendar quarter, as 2023Q1.", show_default=False)],
     source: Annotated[
-        str | None, typer.Option("--source", help="Where transcripts come from: files or wrds.")
+        str | None, typer.Option("--source", help="Where transcripts come from: wrds (the default) or files.")
     ] = None,
     input_path: Annotated[
         Path | None,
-        typer.Option("--input", help="Files source: a .jsonl(.gz) or .csv(.gz) file.", show_default=False),
+        typer.Option(
+            "--input",
+            help="A .jsonl(.gz) or .csv(.gz) file of transcripts; implies --source files.",
+            show_default=False,
+        ),
     ] = None,
     input_format: Annotated[
         str | None, typer.Option("--format", help="Files source: auto, jsonl or csv.")
@@ -62,6 +72,12 @@ def prefetch(
     workers: Annotated[
         int | None, typer.Option("--workers", help="spaCy processes (0: one per CPU core).")
     ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Count the quarter's calls, firms, links and components; write nothing."
+        ),
+    ] = False,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Delete what exists for the quarter and start over.")
     ] = False,
@@ -71,20 +87,31 @@ def prefetch(
 ) -> None:
     """Turn one quarter's earnings calls into cleaned sentence chunks and a manifest.
 
-    Each call belongs to the calendar quarter of its date (files without dates: their
-    fiscal_quarter label). Firms are written in chunks of prefetch.firms_per_chunk with a
-    checkpoint every prefetch.checkpoint_every firms, so a killed run loses nothing.
+    From WRDS (the default source): one connection, so one Duo approval; one transcript
+    version per call; each call linked to GVKEY and PERMNO as of its UTC call date, the
+    quarter being a half-open range of those dates. From files (--input): each call belongs
+    to the calendar quarter of its date (files without dates: their fiscal_quarter label).
+    Firms are written in chunks of prefetch.firms_per_chunk with a checkpoint every
+    prefetch.checkpoint_every firms, so a killed or dropped run loses nothing.
     """
     the_quarter = Quarter.parse(quarter)
     settings = settings_from(
         ctx,
-        source__kind=source,
+        # --input alone means the files source, whatever source.kind says.
+        source__kind=source or ("files" if input_path else None),
         source__path=str(input_path) if input_path else None,
         source__format=input_format,
         storage__root=root,
         preprocess__workers=workers,
     )
     wanted = [firm.strip() for item in firms or [] for firm in item.split(",") if firm.strip()]
+    if dry_run:
+        with _ProgressDisplay(str(the_quarter)) as display:
+            found = survey(settings, the_quarter, firms=wanted or None, on_progress=display.update)
+        if as_json:
+            print_json(asdict(found))
+        _report_survey(found)
+        return
     store = Store.from_settings(settings.storage)
     with _ProgressDisplay(str(the_quarter)) as display:
         result = run_prefetch(
@@ -94,6 +121,15 @@ def prefetch(
     if as_json:
         print_json(_summary(result, folder))
     _report(result, folder)
+
+
+def _report_survey(found: PrefetchSurvey) -> None:
+    stderr.print(
+        f"[bold]{found.quarter}[/] (dry run, nothing written): {found.n_calls:,} calls, "
+        f"{found.n_firms:,} firms ({found.n_firms_with_gvkey:,} linked to a GVKEY, "
+        f"{found.n_firms_with_permno:,} to a PERMNO), {found.n_components:,} components",
+        highlight=False,
+    )
 
 
 def _summary(result: PrefetchResult, folder: str) -> dict:
@@ -150,11 +186,18 @@ class _ProgressDisplay:
     """A rich progress bar on a terminal; a count line every few seconds otherwise (logs, CI)."""
 
     PLAIN_EVERY_S = 10.0
+    # What the bar says while a source event is under way.
+    SOURCE_EVENTS = {
+        "connecting": "waiting for the login (approve the Duo push)",
+        "connected": "reading the quarter's calls",
+        "reconnecting": "reconnecting (approve the Duo push if one comes)",
+    }
 
     def __init__(self, quarter: str):
         self.quarter = quarter
         self.live = stderr.is_terminal
         self.progress = Progress(
+            SpinnerColumn(),
             TextColumn("[bold]prefetch {task.fields[quarter]}[/] {task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
@@ -181,13 +224,20 @@ class _ProgressDisplay:
 
     def update(self, state: PrefetchProgress) -> None:
         now = time.monotonic()
+        if state.phase in self.SOURCE_EVENTS:
+            # Printed above the bar, so that "approve the Duo push" stays on the screen.
+            style = "yellow" if state.phase == "reconnecting" else "cyan"
+            stderr.print(f"[{style}]{escape(state.message)}[/]", highlight=False)
+            if self.live and self.task is not None:
+                self.progress.update(self.task, description=self.SOURCE_EVENTS[state.phase])
+            return
         if state.phase == "scanning":
             if self.live:
                 self.task = self.progress.add_task(
-                    "reading the input", total=None, quarter=self.quarter, sentences=0, rate=0.0
+                    "finding the quarter's calls", total=None, quarter=self.quarter, sentences=0, rate=0.0
                 )
             else:
-                stderr.print(f"prefetch {self.quarter}: reading the input", highlight=False)
+                stderr.print(f"prefetch {self.quarter}: finding the quarter's calls", highlight=False)
             return
         if self.first_done is None:
             self.first_done, self.started = state.firms_done, now

@@ -4,7 +4,7 @@ process firms in a stable order, a bounded batch at a time, and resume after a c
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Protocol
@@ -12,6 +12,9 @@ from typing import Any, Protocol
 from ftm.quarters import Quarter
 from ftm.schemas import InputProblem
 from ftm.settings import SourceSettings
+
+# The manifest lists this many input problems in full and counts the rest.
+MAX_LISTED_PROBLEMS = 200
 
 # How each role label of a source maps to `speaker_type`; anything else is "unknown".
 SPEAKER_TYPE_OF_ROLE = {
@@ -41,6 +44,7 @@ class Call:
     call_date: date | None
     permno: int | None = None
     gvkey: str | None = None
+    collection_type: str | None = None  # the transcript version read, where the source has several
 
 
 @dataclass(frozen=True)
@@ -69,17 +73,22 @@ class Source(Protocol):
     def components(self, calls: Sequence[Call]) -> Iterator[tuple[Call, list[Component]]]:
         """Each call's components, ordered by `order`, in the order the calls were given."""
 
+    def count_components(self, calls: Sequence[Call]) -> int:
+        """How many components the calls have, blank ones included (for a dry run)."""
+
     def close(self) -> None: ...
 
 
-def open_source(settings: SourceSettings) -> Source:
+# A source tells of slow steps the user should know about, such as waiting for a Duo approval:
+# (event, message), event being "connecting", "connected" or "reconnecting".
+Notify = Callable[[str, str], None]
+
+
+def open_source(settings: SourceSettings, notify: Notify | None = None) -> Source:
     if settings.kind == "files":
         from ftm.sources.files import FilesSource
 
         return FilesSource(settings)
-    from ftm.errors import UsageError
+    from ftm.sources.wrds import WrdsSource
 
-    raise UsageError(
-        "the WRDS source is not available in this version of ftm: "
-        'use --source files --input PATH (or source.kind = "files" in ftm.toml)'
-    )
+    return WrdsSource(settings, notify)

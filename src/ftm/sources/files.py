@@ -32,10 +32,8 @@ from ftm.errors import DataError, UsageError
 from ftm.quarters import Quarter
 from ftm.schemas import InputProblem
 from ftm.settings import SourceSettings
-from ftm.sources import Call, CallList, Component, speaker_type
+from ftm.sources import MAX_LISTED_PROBLEMS, Call, CallList, Component, speaker_type
 
-# The manifest lists this many input problems in full and counts the rest.
-MAX_LISTED_PROBLEMS = 200
 CSV_REQUIRED = ("transcript_id", "order", "text")
 
 
@@ -138,6 +136,9 @@ class FilesSource:
                 rows.extend(json.loads(self._spool.read(length)))
             rows.sort(key=lambda row: row[0])
             yield call, [Component(order, kind, text) for order, kind, text in rows]
+
+    def count_components(self, calls: Sequence[Call]) -> int:
+        return sum(len(components) for _, components in self.components(calls))
 
     def close(self) -> None:
         self._spool.close()
