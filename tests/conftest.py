@@ -7,8 +7,12 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from wrds_server import WrdsServer
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CORPUS = REPO.parent / "shared" / "corpus" / "corpus.jsonl.gz"
@@ -62,13 +66,27 @@ def storage_settings(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str
     """`storage` settings for a local folder and for S3 on moto: tests using it run on both."""
     if request.param == "local":
         return {"root": str(tmp_path / "store")}
-    return {"root": request.getfixturevalue("s3_root"), "endpoint_url": request.getfixturevalue("s3_endpoint")}
+    s3 = {"root": request.getfixturevalue("s3_root"), "endpoint_url": request.getfixturevalue("s3_endpoint")}
+    return s3
 
 
 @pytest.fixture(scope="session")
 def shared_corpus() -> Path:
     assert SHARED_CORPUS.is_file(), f"the shared corpus is missing: expected {SHARED_CORPUS}"
     return SHARED_CORPUS
+
+
+@pytest.fixture(scope="session")
+def wrds_server(shared_corpus: Path) -> Iterator[WrdsServer]:
+    """A throw-away PostgreSQL 15 on 127.0.0.1 with the WRDS tables, seeded with 2016Q4 calls.
+
+    `wrds_server.seed` lists what a correct reader must find; see tests/wrds_server.py.
+    """
+    from wrds_server import WrdsServer
+
+    server = WrdsServer.start(shared_corpus)
+    yield server
+    server.stop()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
