@@ -52,7 +52,9 @@ def _settings(server: Any, root: Path | str, **wrds: Any) -> FtmSettings:
                 **wrds,
             },
         },
-        "preprocess": {"workers": 1},
+        # Keep every sentence that has a content word, entities included: these tests look for
+        # marker sentences to prove which text was read, and are not about cleaning.
+        "preprocess": {"workers": 1, "min_tokens": 1, "drop_entity_labels": []},
     }
     return load_settings(None, overrides=overrides, environ={})
 
