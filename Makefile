@@ -21,12 +21,22 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@ $(VENV)/.installed-app
 
+DEMO_TOPICS := $(DEMO_ROOT)/intermediate/firm-topics/quarter=2016Q4
+
+# The bundled sample (173 firms of 2016Q4): sentences, then every firm's topics on local workers
+# (one per CPU core), in batches of 50 firms; a re-run skips what is done.
 demo: $(VENV)/.installed-app
 	$(BIN)/ftm prefetch 2016Q4 --source files --root $(DEMO_ROOT) \
 		--input "$$($(BIN)/python -c 'import ftm.sample; print(ftm.sample.PATH)')"
+	$(BIN)/ftm submit --quarter 2016Q4 --batch-size 50 --root $(DEMO_ROOT)
 	@echo
-	@echo "The demo's output is in $(DEMO_ROOT)/ (the same layout as on S3)."
+	@echo "The demo's output is in $(DEMO_ROOT)/ (the same layout as on S3). The firm topics, one part file per 50 firms:"
+	@echo "  $(DEMO_TOPICS)/"
+	@$(BIN)/python -c "import pyarrow.parquet as pq; t = pq.read_table('$(DEMO_TOPICS)').to_pandas(); \
+		print(f'{len(t):,} topics of {t.firm_id.nunique()} firms; a few:'); \
+		print(t[['firm_id', 'topic_id', 'n_sentences', 'representation']].head(12).to_string(index=False))"
 	@echo "Look at the sentences:  $(BIN)/python -c \"import pyarrow.parquet as pq; print(pq.read_table('$(DEMO_ROOT)/prefetch/transcripts/quarter=2016Q4/chunk_0000.parquet').to_pandas()[['firm_id','raw_text','cleaned_text']].head(20))\""
+	@echo "The run, batch by batch:  $(BIN)/ftm watch --root $(DEMO_ROOT)"
 	@echo "Every setting and its source:  $(BIN)/ftm config"
 
 test: $(VENV)/.installed-dev

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
@@ -256,6 +256,9 @@ class BatchCheckpoint(Record):
     completed_firm_ids: list[str]
     part_files: list[str]
     failed_firm_ids: list[str] = Field(default_factory=list)
+    # Firms done without topics (too small, or every sentence an outlier), with the reason; they
+    # are in completed_firm_ids too, and have no rows in any part file.
+    skipped_firms: list[SkippedFirm] = Field(default_factory=list)
     finished: bool = False
     updated_at: datetime
 
@@ -280,4 +283,12 @@ class BatchProgress(Record):
     rate_per_s: float = 0.0
     attempt: int = 1
     host: str | None = None
+    pid: int | None = None
+    # "pending" once submitted, "running" while a worker lives (with a fresh heartbeat_at), then
+    # its last word: "succeeded" (every firm done, or failed within the policy), "failed" (the
+    # circuit breaker or an error, said in message), "stopped" (interrupted; resubmitting goes on).
+    state: Literal["pending", "running", "succeeded", "failed", "stopped"] = "running"
+    message: str | None = None
+    last_failure: str | None = None  # the latest failed firm and its reason
+    started_at: datetime | None = None  # of this attempt
     heartbeat_at: datetime

@@ -159,10 +159,25 @@ class Store:
 
     # --- Parquet -----------------------------------------------------------------------------
 
-    def read_table(self, path: str, schema: pa.Schema | None = None) -> pa.Table:
-        """Reads a Parquet file; with a schema, checks it and names the file and column if off."""
+    def read_table(
+        self, path: str, schema: pa.Schema | None = None, columns: list[str] | None = None
+    ) -> pa.Table:
+        """Reads a Parquet file; with a schema, checks it and names the file and column if off.
+
+        With `columns`, reads only those (and checks only those of the schema)."""
+        if schema is not None and columns is not None:
+            schema = pa.schema([schema.field(name) for name in columns])
         try:
-            table = pq.read_table(self._full(path), filesystem=self.fs)
+            try:
+                table = pq.read_table(self._full(path), filesystem=self.fs, columns=columns)
+            except pa.ArrowInvalid:
+                if columns is None:
+                    raise
+                # A column the file lacks: read those it has, so that the schema check names the
+                # missing one (or fills in a column added later, see ADDED_COLUMNS).
+                present = set(pq.read_schema(self._full(path), filesystem=self.fs).names)
+                kept = [name for name in columns if name in present]
+                table = pq.read_table(self._full(path), filesystem=self.fs, columns=kept)
         except FileNotFoundError:
             raise DataError(f"{self.uri(path)} does not exist") from None
         except (pa.ArrowInvalid, OSError) as error:

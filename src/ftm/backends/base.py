@@ -1,0 +1,48 @@
+"""The `Backend` protocol (DESIGN §6): where a run's batches execute, in three verbs.
+
+A backend only starts, observes and stops workers that each run `ftm map-batch`; what a batch
+did is in its checkpoint and progress records, which every backend's workers write the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from ftm.schemas import Batch, RunRecord
+
+# How a backend sees one batch's job. "unknown": the backend keeps no per-batch state (the
+# local backend: its workers' progress records say it all).
+JobState = Literal["queued", "running", "succeeded", "failed", "retrying", "unknown"]
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    state: JobState
+    attempts: int | None = None
+    reason: str | None = None  # why a job failed or is retried, in the backend's words
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    """What a backend knows of a run."""
+
+    # Whether the backend may still start or run any of the run's batches; None: it cannot tell
+    # (a local run started on another machine), and progress heartbeats decide.
+    active: bool | None
+    jobs: dict[str, JobStatus] = field(default_factory=dict)  # batch id → its job, where known
+
+
+class Backend(Protocol):
+    name: str
+
+    def submit(self, run: RunRecord, batches: list[Batch]) -> RunRecord:
+        """Starts `ftm map-batch` for each batch (the unfinished batches of the run's plan) and
+        returns the run record with the backend's job ids; the plan is already on storage."""
+        ...
+
+    def status(self, run: RunRecord) -> BackendStatus: ...
+
+    def cancel(self, run: RunRecord) -> None:
+        """Stops the run's workers cleanly: they keep their checkpoints, and resubmitting goes on."""
+        ...

@@ -1,0 +1,188 @@
+"""`ftm submit`: plan a prefetched quarter into batches and run them on a backend."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ftm import layout
+from ftm.backends import BACKENDS, open_backend
+from ftm.backends.local import STOP_GRACE_S, log_folder
+from ftm.commands import config_file, print_json, settings_from, stderr
+from ftm.commands.map_batch import interrupt_once
+from ftm.commands.watch import follow, render, report_end
+from ftm.quarters import Quarter
+from ftm.run_state import RunObserver
+from ftm.runs import Submission, prepare_submission, running_run, start_submission
+from ftm.storage import Store
+
+EXAMPLES = """\
+Examples:
+
+  ftm submit --quarter 2023Q1 --batch-size 1000            (local workers; the watch table follows)
+
+  ftm submit --quarter 2023Q1 --batch-size 1000 --dry-run  (the plan: batches, firms, sentences)
+
+  ftm submit --quarter 2016Q4 --batch-size 50 --workers 2 --detach --root demo-data
+
+  ftm submit --quarter 2023Q1                               (again: resumes; finished batches are skipped)
+
+  ftm submit --quarter 2023Q1 --batch-size 500 --new        (start the quarter's map over)
+
+Ctrl-C stops the workers cleanly (their checkpoints stay, exit 130); the same command goes on.
+Exit codes: 0 every firm got topics or was skipped with a reason, 3 some firms or batches
+failed (the run ended; `ftm watch` shows which, and why), 2 a usage error, 130 interrupted.
+"""
+
+
+def submit(
+    ctx: typer.Context,
+    quarter: Annotated[
+        str, typer.Option("--quarter", help="Calendar quarter, as 2023Q1.", show_default=False)
+    ],
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-size",
+            min=1,
+            help="Firms per batch (default 1000; when resuming, the plan's own).",
+            show_default=False,
+        ),
+    ] = None,
+    backend: Annotated[
+        str, typer.Option("--backend", help=f"Where batches run: {' or '.join(BACKENDS)}.")
+    ] = "local",
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", min=0, help="Local worker processes (0: one per CPU core; map.workers)."),
+    ] = None,
+    detach: Annotated[
+        bool,
+        typer.Option("--detach", help="Print the run id and leave the workers running in the background."),
+    ] = False,
+    new: Annotated[
+        bool,
+        typer.Option(
+            "--new", help="Start the quarter's map over: deletes its firm topics so far, plans anew."
+        ),
+    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and write nothing.")] = False,
+    root: Annotated[
+        str | None,
+        typer.Option("--root", help="Storage root: a folder or s3://bucket/prefix.", show_default=False),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the plan (--dry-run) or the run record as JSON to stdout.")
+    ] = False,
+) -> None:
+    """Find every firm's topics in a prefetched quarter, batch by batch.
+
+    Splits the quarter's firms into batches of similar sentence counts (written to
+    manifests/quarter=Q/batches.jsonl), records the run (runs/RUN_ID.json), and runs
+    `ftm map-batch` for each unfinished batch on the backend, following them in the watch
+    table until the run ends. Submitting the quarter again resumes it.
+    """
+    the_quarter = Quarter.parse(quarter)
+    settings = settings_from(ctx, storage__root=root, map__workers=workers)
+    # The backend first: an unavailable one is refused before any planning.
+    the_backend = open_backend(backend, settings, workers=workers, detach=detach, config=config_file(ctx))
+    submission = prepare_submission(settings, the_quarter, batch_size=batch_size, new=new)
+    if dry_run:
+        if as_json:
+            print_json(_plan_json(submission))
+        _show_plan(submission)
+        return
+    run = start_submission(settings, submission, the_backend, running_run(settings, the_quarter))
+    if as_json:
+        print_json(run.to_json())
+    _announce(submission, Store.from_settings(settings.storage).uri(), detach)
+    if detach and submission.to_run:
+        if not as_json:
+            typer.echo(run.run_id)  # stdout: for scripts, `RUN=$(ftm submit ... --detach)`
+        return
+    observer = RunObserver(Store.from_settings(settings.storage), run, the_backend)
+    with interrupt_once():
+        try:
+            snapshot = follow(observer)
+        except KeyboardInterrupt:
+            stderr.print(
+                f"stopping the workers (at most {STOP_GRACE_S:.0f} s); what they finished is kept…",
+                highlight=False,
+            )
+            the_backend.cancel(run)
+            stderr.print(render(observer.snapshot()))
+            raise typer.Exit(130) from None
+    code = report_end(snapshot)
+    if code:
+        raise typer.Exit(code)
+
+
+def _announce(submission: Submission, root: str, detach: bool) -> None:
+    quarter = submission.quarter
+    plan = submission.plan
+    what = "resumes" if submission.resumes else "starts"
+    over = " (starting over: earlier firm topics deleted)" if submission.start_over else ""
+    stderr.print(
+        f"[bold]run {submission.run_id}[/] {what} {quarter}{over}: {len(submission.to_run)} of "
+        f"{len(plan.batches)} batches to run ({submission.firms_to_run:,} of {plan.n_firms:,} firms; "
+        f"{len(submission.finished)} finished before)",
+        highlight=False,
+    )
+    if not submission.to_run:
+        stderr.print("every batch is finished; nothing to run.", highlight=False)
+    stderr.print(f"  firm topics → {escape(root)}/{layout.firm_topics_folder(quarter)}/", highlight=False)
+    if detach and submission.to_run:
+        stderr.print(
+            f"  the workers run in the background; follow them: ftm watch {submission.run_id}\n"
+            f"  worker logs: {log_folder(submission.run_id)}/",
+            highlight=False,
+        )
+
+
+def _plan_json(submission: Submission) -> dict:
+    plan = submission.plan
+    return {
+        "quarter": plan.quarter,
+        "run_id": submission.run_id,
+        "resumes": submission.resumes,
+        "new_plan": submission.write_plan,
+        "start_over": submission.start_over,
+        "n_batches": len(plan.batches),
+        "n_firms": plan.n_firms,
+        "n_sentences": plan.n_sentences,
+        "batches": [
+            {
+                "batch_id": batch.batch_id,
+                "firms": len(batch.firm_ids),
+                "sentences": plan.sentences[batch.batch_id],
+                "finished": batch.batch_id in submission.finished,
+            }
+            for batch in plan.batches
+        ],
+    }
+
+
+def _show_plan(submission: Submission, shown: int = 20) -> None:
+    plan = submission.plan
+    table = Table(title=f"{plan.quarter}: the plan (dry run, nothing written)")
+    for name in ("batch", "firms", "sentences", "status"):
+        table.add_column(name, justify="left" if name in ("batch", "status") else "right")
+    for batch in plan.batches[:shown]:
+        status = "finished" if batch.batch_id in submission.finished else "to run"
+        table.add_row(
+            batch.batch_id, f"{len(batch.firm_ids):,}", f"{plan.sentences[batch.batch_id]:,}", status
+        )
+    if len(plan.batches) > shown:
+        table.add_row(f"… {len(plan.batches) - shown} more", "", "", "")
+    stderr.print(table)
+    sentences = plan.sentences.values()
+    source = "the existing plan" if not submission.write_plan else "a new plan"
+    stderr.print(
+        f"{len(plan.batches)} batches, {plan.n_firms:,} firms, {plan.n_sentences:,} sentences "
+        f"({min(sentences):,} to {max(sentences):,} per batch), from {source}; "
+        f"{len(submission.to_run)} to run, {len(submission.finished)} finished",
+        highlight=False,
+    )

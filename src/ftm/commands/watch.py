@@ -1,0 +1,218 @@
+"""`ftm watch`: a run's batches, live. The drawing is here; the state comes from `ftm.run_state`."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from ftm import layout
+from ftm.backends import open_backend
+from ftm.commands import print_json, settings_from, stderr
+from ftm.quarters import Quarter
+from ftm.run_state import BatchView, RunObserver, RunSnapshot
+from ftm.runs import read_run
+from ftm.storage import Store
+
+POLL_S = 2.0
+STATE_STYLES = {
+    "pending": "dim",
+    "running": "cyan",
+    "succeeded": "green",
+    "failed": "bold red",
+    "retrying": "yellow",
+    "stopped": "magenta",
+}
+COLUMNS = ("batch", "state", "firms done", "failed (last reason)", "attempts", "firms/min", "elapsed", "ETA")
+
+EXAMPLES = """\
+Examples:
+
+  ftm watch                                  (the latest run)
+
+  ftm watch 2023Q1-20240105T101500Z-3f2a --root s3://my-bucket/ftm
+
+  ftm watch --json | jq '.totals'             (one snapshot, then exit)
+
+Ends by itself when the run ends: exit 0 if every firm got topics or was skipped with a
+reason, 3 if some firms or batches failed. Ctrl-C stops watching; the run goes on.
+"""
+
+
+def watch(
+    ctx: typer.Context,
+    run_id: Annotated[
+        str | None,
+        typer.Argument(
+            help="The run, as `ftm submit` printed it; default: the latest run.", show_default=False
+        ),
+    ] = None,
+    root: Annotated[
+        str | None,
+        typer.Option("--root", help="Storage root: a folder or s3://bucket/prefix.", show_default=False),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one snapshot of the run as JSON to stdout and exit.")
+    ] = False,
+    interval: Annotated[float, typer.Option("--interval", help="Seconds between looks.", min=0.2)] = POLL_S,
+) -> None:
+    """Show a run's batches as a live table until the run ends.
+
+    One row per batch: state (pending, running, succeeded, failed, retrying, stopped), firms
+    done of the batch's firms, failed firms with the last reason, attempts, firms per minute,
+    elapsed time and ETA; the footer holds the totals and the run's ETA. Without a terminal,
+    one line per change.
+    """
+    settings = settings_from(ctx, storage__root=root)
+    store = Store.from_settings(settings.storage)
+    run = read_run(store, run_id)
+    observer = RunObserver(store, run, open_backend(run.backend, settings))
+    if as_json:
+        print_json(observer.snapshot().to_json())
+        return
+    try:
+        snapshot = follow(observer, interval)
+    except KeyboardInterrupt:
+        stderr.print(f"stopped watching; the run goes on. Again: ftm watch {run.run_id}", highlight=False)
+        return
+    code = report_end(snapshot)
+    if code:
+        raise typer.Exit(code)
+
+
+def follow(observer: RunObserver, interval: float = POLL_S) -> RunSnapshot:
+    """Draws the run until it ends, and returns its last snapshot; Ctrl-C is the caller's."""
+    snapshot = observer.snapshot()
+    if stderr.is_terminal:
+        with Live(render(snapshot), console=stderr, refresh_per_second=4, transient=False) as live:
+            while not snapshot.ended:
+                time.sleep(interval)
+                snapshot = observer.snapshot()
+                live.update(render(snapshot))
+        return snapshot
+    lines = _PlainLines()
+    lines.show(snapshot)
+    while not snapshot.ended:
+        time.sleep(interval)
+        snapshot = observer.snapshot()
+        lines.show(snapshot)
+    return snapshot
+
+
+def render(snapshot: RunSnapshot) -> Table:
+    """The run as a table: one row per batch, totals in the footer."""
+    states = ", ".join(
+        f"{snapshot.count(state)} {state}"
+        for state in STATE_STYLES
+        if snapshot.count(state)  # type: ignore[arg-type]
+    )
+    table = Table(
+        title=f"run {escape(snapshot.run_id)} · {snapshot.quarter} · {snapshot.backend} backend",
+        caption="ended" if snapshot.ended else f"updated {snapshot.taken_at:%H:%M:%S} UTC · Ctrl-C detaches",
+        show_footer=True,
+        expand=False,
+    )
+    footer = {
+        "batch": f"{len(snapshot.batches)} batches",
+        "state": states,
+        "firms done": f"{snapshot.firms_done:,}/{snapshot.firms_total:,}",
+        "failed (last reason)": f"{snapshot.firms_failed:,}",
+        "attempts": "",
+        "firms/min": f"{snapshot.rate_per_min:.1f}",
+        "elapsed": "",
+        "ETA": duration(snapshot.eta_s),
+    }
+    for name in COLUMNS:
+        numeric = name in ("firms done", "attempts", "firms/min", "elapsed", "ETA")
+        table.add_column(
+            name,
+            footer=footer[name],
+            justify="right" if numeric else "left",
+            no_wrap=name != "failed (last reason)",
+            max_width=60 if name == "failed (last reason)" else None,
+            overflow="ellipsis",
+        )
+    for batch in snapshot.batches:
+        table.add_row(
+            batch.batch_id,
+            Text(batch.state, style=STATE_STYLES[batch.state]),
+            f"{batch.firms_done:,}/{batch.firms_total:,}",
+            Text(_failed(batch)),
+            str(batch.attempts),
+            f"{batch.rate_per_min:.1f}",
+            duration(batch.elapsed_s),
+            duration(batch.eta_s),
+        )
+    return table
+
+
+def report_end(snapshot: RunSnapshot) -> int:
+    """Says how the run ended and returns the exit code: 0, or 3 when firms or batches failed."""
+    done = snapshot.count("succeeded")
+    stderr.print(
+        f"run {snapshot.run_id} ended: {done} of {len(snapshot.batches)} batches succeeded; "
+        f"{snapshot.firms_done:,} of {snapshot.firms_total:,} firms done "
+        f"({snapshot.firms_skipped:,} skipped with a reason), {snapshot.firms_failed:,} failed",
+        highlight=False,
+        style="green" if snapshot.succeeded else "yellow",
+    )
+    quarter = Quarter.parse(snapshot.quarter)
+    if snapshot.firms_failed:
+        stderr.print(
+            f"  failed firms and their reasons: {layout.progress_folder(quarter)}/batch_NNN_failures.json",
+            highlight=False,
+        )
+    if not snapshot.succeeded and (snapshot.count("failed") or snapshot.count("stopped")):
+        stderr.print(
+            f"  resubmit to go on (finished batches are skipped): ftm submit --quarter {quarter}",
+            highlight=False,
+        )
+    return snapshot.exit_code
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def _failed(batch: BatchView) -> str:
+    if batch.state in ("failed", "stopped") and batch.message:
+        reason = batch.message
+    else:
+        reason = batch.last_failure or batch.message or ""
+    if not batch.firms_failed:
+        return reason if batch.state in ("failed", "stopped") else ""
+    return f"{batch.firms_failed:,} · {reason}" if reason else f"{batch.firms_failed:,}"
+
+
+class _PlainLines:
+    """One line per batch whose state or counts changed, for logs and pipes."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, tuple] = {}
+
+    def show(self, snapshot: RunSnapshot) -> None:
+        for batch in snapshot.batches:
+            key = (batch.state, batch.firms_done, batch.firms_failed, batch.attempts, batch.message)
+            if self.seen.get(batch.batch_id) == key:
+                continue
+            self.seen[batch.batch_id] = key
+            failed = _failed(batch)
+            stderr.print(
+                f"{batch.batch_id} {batch.state}: {batch.firms_done:,}/{batch.firms_total:,} firms done, "
+                f"{batch.firms_failed:,} failed{f' ({failed})' if batch.firms_failed and failed else ''}"
+                f"{f' ({batch.message})' if not batch.firms_failed and batch.message else ''}, "
+                f"attempt {batch.attempts}, {batch.rate_per_min:.1f} firms/min, "
+                f"elapsed {duration(batch.elapsed_s)}, ETA {duration(batch.eta_s)}",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )

@@ -1,0 +1,238 @@
+"""The state of a run, batch by batch, as `ftm watch` shows it; the library computes, commands draw.
+
+A batch's state comes from its progress record (what its worker last said, with a heartbeat)
+and the backend's view (whether it still runs anything of the run, and per-batch job states
+where it keeps them). Polling is cheap: one small read per unfinished batch, none for a batch
+once it succeeded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
+from typing import Any, Literal, get_args
+
+from ftm import batch_records
+from ftm.backends.base import Backend, BackendStatus, JobStatus
+from ftm.batch_records import now
+from ftm.plan import read_plan
+from ftm.quarters import Quarter
+from ftm.schemas import BatchProgress, RunRecord
+from ftm.storage import Store
+
+BatchStateName = Literal["pending", "running", "succeeded", "failed", "retrying", "stopped"]
+ENDED: frozenset[str] = frozenset({"succeeded", "failed", "stopped"})
+# A running batch whose heartbeat is older than this many heartbeat intervals has lost its worker.
+STALE_BEATS = 3
+
+
+@dataclass(frozen=True)
+class BatchView:
+    batch_id: str
+    state: BatchStateName
+    firms_total: int
+    firms_done: int  # with topics or skipped with a reason
+    firms_skipped: int
+    firms_failed: int
+    last_failure: str | None  # the latest failed firm and its reason
+    attempts: int
+    rate_per_min: float  # firms per minute of the current (or last) attempt
+    elapsed_s: float | None  # of the current (or last) attempt
+    eta_s: float | None
+    message: str | None  # why a batch failed or stopped
+    heartbeat_age_s: float | None
+
+    @property
+    def firms_left(self) -> int:
+        return max(self.firms_total - self.firms_done - self.firms_failed, 0)
+
+
+@dataclass(frozen=True)
+class RunSnapshot:
+    run_id: str
+    quarter: str
+    backend: str
+    taken_at: datetime
+    batches: list[BatchView]
+    ended: bool  # no batch runs and none will: `watch` stops here
+
+    @property
+    def firms_total(self) -> int:
+        return sum(batch.firms_total for batch in self.batches)
+
+    @property
+    def firms_done(self) -> int:
+        return sum(batch.firms_done for batch in self.batches)
+
+    @property
+    def firms_skipped(self) -> int:
+        return sum(batch.firms_skipped for batch in self.batches)
+
+    @property
+    def firms_failed(self) -> int:
+        return sum(batch.firms_failed for batch in self.batches)
+
+    @property
+    def rate_per_min(self) -> float:
+        return sum(batch.rate_per_min for batch in self.batches if batch.state == "running")
+
+    @property
+    def eta_s(self) -> float | None:
+        """The time to finish the unfinished batches at the running batches' combined rate."""
+        left = sum(batch.firms_left for batch in self.batches if batch.state not in ENDED)
+        if not left:
+            return 0.0 if self.ended or all(b.state in ENDED for b in self.batches) else None
+        return left / self.rate_per_min * 60 if self.rate_per_min > 0 else None
+
+    def count(self, state: BatchStateName) -> int:
+        return sum(batch.state == state for batch in self.batches)
+
+    @property
+    def succeeded(self) -> bool:
+        """Every batch finished and every firm has topics or was skipped with a reason."""
+        return all(batch.state == "succeeded" for batch in self.batches) and self.firms_failed == 0
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.succeeded else 3
+
+    def to_json(self) -> dict[str, Any]:
+        def plain(value: Any) -> Any:
+            return value.isoformat() if isinstance(value, datetime) else value
+
+        return {
+            "run_id": self.run_id,
+            "quarter": self.quarter,
+            "backend": self.backend,
+            "taken_at": plain(self.taken_at),
+            "ended": self.ended,
+            "succeeded": self.succeeded,
+            "totals": {
+                "batches": len(self.batches),
+                **{state: self.count(state) for state in get_args(BatchStateName)},
+                "firms_total": self.firms_total,
+                "firms_done": self.firms_done,
+                "firms_skipped": self.firms_skipped,
+                "firms_failed": self.firms_failed,
+                "rate_per_min": self.rate_per_min,
+                "eta_s": self.eta_s,
+            },
+            "batches": [
+                {key: plain(value) for key, value in asdict(batch).items()} for batch in self.batches
+            ],
+        }
+
+
+class RunObserver:
+    """Takes snapshots of one run; keep one for the length of a watch, so that it caches."""
+
+    def __init__(self, store: Store, run: RunRecord, backend: Backend, heartbeat_s: float | None = None):
+        self.store = store
+        self.run = run
+        self.backend = backend
+        self.quarter = Quarter.parse(run.quarter)
+        plan = read_plan(store, self.quarter) or []
+        self.sizes = {batch.batch_id: len(batch.firm_ids) for batch in plan}
+        beat = heartbeat_s or float(run.settings.get("map", {}).get("heartbeat_s", 10.0))
+        self.stale_after_s = STALE_BEATS * beat + 5
+        self._final: dict[str, BatchView] = {}
+
+    def snapshot(self) -> RunSnapshot:
+        status = self.backend.status(self.run)
+        taken = now()
+        views = []
+        for batch_id in self.run.batch_ids:
+            view = self._final.get(batch_id) or self._view(batch_id, status, taken)
+            if view.state == "succeeded":
+                self._final[batch_id] = view
+            views.append(view)
+        live = any(view.state not in ENDED for view in views)
+        stalled = status.active is False and not any(view.state == "running" for view in views)
+        if stalled and live:  # the backend is gone: what never started never will
+            views = [_stopped(view) if view.state in ("pending", "retrying") else view for view in views]
+        ended = not live or stalled
+        return RunSnapshot(self.run.run_id, self.run.quarter, self.run.backend, taken, views, ended)
+
+    def _view(self, batch_id: str, status: BackendStatus, taken: datetime) -> BatchView:
+        progress = batch_records.read_progress(self.store, self.quarter, batch_id)
+        total = self.sizes.get(batch_id, progress.firms_total if progress else 0)
+        job = status.jobs.get(batch_id)
+        if progress is None:
+            checkpoint = batch_records.read_checkpoint(self.store, self.quarter, batch_id)
+            if checkpoint is not None and checkpoint.finished:
+                progress = BatchProgress(
+                    batch_id=batch_id,
+                    firms_total=total,
+                    firms_done=len(checkpoint.completed_firm_ids),
+                    firms_skipped=len(checkpoint.skipped_firms),
+                    firms_failed=len(checkpoint.failed_firm_ids),
+                    attempt=checkpoint.attempt,
+                    state="succeeded",
+                    heartbeat_at=checkpoint.updated_at,
+                )
+            else:
+                progress = BatchProgress(
+                    batch_id=batch_id,
+                    firms_total=total,
+                    firms_done=0,
+                    attempt=0,
+                    state="pending",
+                    heartbeat_at=taken,
+                )
+        state, message = _state(progress, status, job, taken, self.stale_after_s)
+        age = (taken - progress.heartbeat_at).total_seconds()
+        if progress.started_at is None or progress.state == "pending":
+            elapsed = None
+        else:
+            until = taken if state == "running" else progress.heartbeat_at
+            elapsed = max((until - progress.started_at).total_seconds(), 0.0)
+        rate = progress.rate_per_s * 60
+        left = max(total - progress.firms_done - progress.firms_failed, 0)
+        eta = (left / rate * 60 if rate > 0 else None) if state == "running" else None
+        attempts = max(progress.attempt, job.attempts or 0) if job else progress.attempt
+        return BatchView(
+            batch_id=batch_id,
+            state=state,
+            firms_total=total,
+            firms_done=progress.firms_done,
+            firms_skipped=progress.firms_skipped,
+            firms_failed=progress.firms_failed,
+            last_failure=progress.last_failure,
+            attempts=attempts,
+            rate_per_min=rate if state != "pending" else 0.0,
+            elapsed_s=elapsed,
+            eta_s=eta,
+            message=message,
+            heartbeat_age_s=age if state == "running" else None,
+        )
+
+
+def _state(
+    progress: BatchProgress,
+    status: BackendStatus,
+    job: JobStatus | None,
+    taken: datetime,
+    stale_after_s: float,
+) -> tuple[BatchStateName, str | None]:
+    if job is not None and job.state == "retrying":
+        return "retrying", job.reason or progress.message
+    if progress.state in ("succeeded", "failed", "stopped"):
+        return progress.state, progress.message
+    if progress.state == "pending":
+        if job is not None and job.state == "running":
+            return "running", None
+        return "pending", None
+    # "running": believe it while the heartbeat is fresh, or while the backend says it runs.
+    age = (taken - progress.heartbeat_at).total_seconds()
+    if age <= stale_after_s or (job is not None and job.state == "running"):
+        return "running", None
+    if status.active is False or age > 10 * stale_after_s:
+        return (
+            "failed",
+            f"the worker went away without a word (last heartbeat {age:.0f} s ago); resubmit to go on",
+        )
+    return "running", f"no heartbeat for {age:.0f} s"
+
+
+def _stopped(view: BatchView) -> BatchView:
+    return replace(view, state="stopped", message=view.message or "not started: the run stopped before it")

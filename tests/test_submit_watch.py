@@ -1,0 +1,197 @@
+"""`ftm submit` on the local backend and `ftm watch`: the whole path from a prefetched quarter to
+firm-topic files with real worker processes, a worker killed and a Ctrl-C losing nothing, and the
+watch table, plain lines and JSON snapshot."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ftm import batch_records, layout
+from ftm.cli import app, main
+from ftm.commands.watch import COLUMNS
+from ftm.plan import read_plan
+from ftm.runs import latest_run
+from ftm.storage import Store
+from map_inputs import QUARTER, copy_prefetch, manifest, prefetched, topic_rows, write_config
+
+BATCH_SIZE = "6"  # two batches of six firms, each written in three parts of two
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return prefetched(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_config(tmp_path_factory.mktemp("config"))
+
+
+def _submit(config: Path, root: str, *extra: str) -> list[str]:
+    return ["--config", str(config), "submit", "--quarter", str(QUARTER), "--root", root, *extra]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory, source: Path, config: Path) -> Store:
+    """An uninterrupted run: submitted detached with two workers, followed to its end by `watch`."""
+    store = copy_prefetch(source, Store(str(tmp_path_factory.mktemp("reference"))))
+    args = _submit(config, store.root, "--batch-size", BATCH_SIZE, "--workers", "2", "--detach")
+    assert main(args) == 0
+    assert main(["--config", str(config), "watch", "--root", store.root, "--interval", "0.5"]) == 0
+    return store
+
+
+def test_submit_maps_every_firm_into_schema_checked_part_files(reference: Store) -> None:
+    firms = set(manifest(reference).firm_to_chunk)
+    plan = read_plan(reference, QUARTER)
+    assert plan is not None and [len(b.firm_ids) for b in plan] == [6, 6]
+    assert sorted(f for b in plan for f in b.firm_ids) == sorted(firms)
+
+    rows = topic_rows(reference)  # every part file checked against FIRM_TOPICS; no (firm, topic) twice
+    with_topics = {firm for firm, _ in rows}
+    skipped: dict[str, str] = {}
+    for batch in plan:
+        checkpoint = batch_records.read_checkpoint(reference, QUARTER, batch.batch_id)
+        assert checkpoint is not None and checkpoint.finished and not checkpoint.failed_firm_ids
+        assert sorted(checkpoint.completed_firm_ids) == sorted(batch.firm_ids)
+        assert len(checkpoint.part_files) <= 3 and all(reference.exists(p) for p in checkpoint.part_files)
+        skipped.update({s.firm_id: s.reason for s in checkpoint.skipped_firms})
+    assert with_topics | set(skipped) == firms and not with_topics & set(skipped)
+    assert all(skipped.values()) and len(with_topics) >= 6
+    for (_, topic), row in rows.items():
+        assert row["quarter"] == "2016Q4" and topic >= 0 and row["keywords"] and row["representation"]
+        assert row["n_sentences"] == len(row["sentence_ids"]) > 0 and row["representative_sentences"]
+        assert len(row["centroid"]) == 384  # the mean of its sentences' MiniLM embeddings
+
+
+def test_run_record_holds_the_plan_backend_and_masked_settings(reference: Store) -> None:
+    run = latest_run(reference, QUARTER)
+    assert run is not None and run.backend == "local" and run.batch_ids == ["batch_000", "batch_001"]
+    assert set(run.job_ids) == {"batch_000", "batch_001"} and run.code and run.code.startswith("ftm ")
+    assert run.settings["map"]["firms_per_part"] == 2 and run.settings["llm"]["api_key"] is None
+
+
+def test_watch_json_is_one_snapshot_with_every_column(
+    reference: Store, capsys: pytest.CaptureFixture
+) -> None:
+    capsys.readouterr()
+    assert main(["watch", "--root", reference.root, "--json"]) == 0
+    snapshot = json.loads(capsys.readouterr().out)
+    assert snapshot["ended"] and snapshot["succeeded"] and snapshot["quarter"] == "2016Q4"
+    assert snapshot["totals"]["firms_total"] == 12 and snapshot["totals"]["succeeded"] == 2
+    assert snapshot["totals"]["firms_done"] == 12 and snapshot["totals"]["firms_failed"] == 0
+    for batch in snapshot["batches"]:
+        assert batch["state"] == "succeeded" and batch["firms_done"] == batch["firms_total"] == 6
+        assert batch["attempts"] == 1 and batch["rate_per_min"] > 0 and batch["elapsed_s"] > 0
+        assert {"firms_failed", "last_failure", "eta_s", "message"} <= set(batch)
+
+
+def test_watch_draws_a_live_table_with_every_column_on_a_terminal(reference: Store) -> None:
+    run = latest_run(reference, QUARTER)
+    assert run is not None
+    result = CliRunner().invoke(
+        app, ["watch", run.run_id, "--root", reference.root], env={"TTY_COMPATIBLE": "1", "COLUMNS": "200"}
+    )
+    assert result.exit_code == 0, result.output
+    table = result.output
+    for column in COLUMNS:
+        assert column in table, column
+    assert table.count("succeeded") >= 2 and "6/6" in table and "12/12" in table  # rows and footer
+    assert "batch_000" in table and "batch_001" in table and "2 batches" in table
+    assert f"run {run.run_id}" in table and "ended" in table
+    assert "\x1b[" in table  # drawn for a terminal, not as plain lines
+
+
+def test_watch_without_a_terminal_prints_a_line_per_batch_and_ends(
+    reference: Store, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["watch", "--root", reference.root]) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("batch_")]
+    assert len(lines) == 2 and all("succeeded: 6/6 firms done, 0 failed" in line for line in lines)
+    assert "firms/min" in lines[0] and "elapsed" in lines[0] and "ETA" in lines[0]
+    assert "ended: 2 of 2 batches succeeded" in " ".join(err.split())
+
+
+def test_submit_again_resumes_the_run_and_runs_nothing_finished(
+    reference: Store, config: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run = latest_run(reference, QUARTER)
+    parts = {path: reference.read_bytes(path) for path in reference.list(layout.firm_topics_folder(QUARTER))}
+    assert main(_submit(config, reference.root)) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert run is not None and f"run {run.run_id} resumes" in err and "nothing to run" in err
+    assert {
+        path: reference.read_bytes(path) for path in reference.list(layout.firm_topics_folder(QUARTER))
+    } == parts
+    assert main(_submit(config, reference.root, "--batch-size", "4")) == 2  # other batches: refused
+    assert "--new" in " ".join(capsys.readouterr().err.split())
+
+
+def test_submit_refuses_without_a_prefetch_and_the_unbuilt_batch_backend(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture
+) -> None:
+    root = str(tmp_path / "empty")
+    assert main(_submit(config, root, "--batch-size", "5")) == 2
+    assert "run `ftm prefetch 2016Q4` first" in " ".join(capsys.readouterr().err.split())
+    assert main(_submit(config, root, "--backend", "batch")) == 2
+    assert "not built yet" in capsys.readouterr().err
+    assert not Path(root).exists()
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(
+    source: Path, tmp_path: Path, config: Path, capsys: pytest.CaptureFixture
+) -> None:
+    store = copy_prefetch(source, Store(str(tmp_path / "root")))
+    before = store.list("")
+    assert main(_submit(config, store.root, "--batch-size", "5", "--dry-run", "--json")) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert [b["firms"] for b in plan["batches"]] == [4, 4, 4] and plan["n_firms"] == 12
+    assert sum(b["sentences"] for b in plan["batches"]) == plan["n_sentences"] == manifest(store).n_sentences
+    assert store.list("") == before
+
+
+def test_a_killed_worker_and_ctrl_c_lose_nothing_and_submit_again_gives_identical_topics(
+    source: Path, tmp_path: Path, config: Path, reference: Store
+) -> None:
+    store = copy_prefetch(source, Store(str(tmp_path / "root")))
+    command = [sys.executable, "-m", "ftm", *_submit(config, store.root, "--batch-size", BATCH_SIZE)]
+    # A new session, so that SIGINT goes to the whole process group, as Ctrl-C in a terminal does.
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while True:  # mid-batch: a part file and its checkpoint written, more firms to go
+        checkpoint = batch_records.read_checkpoint(store, QUARTER, "batch_000")
+        if checkpoint is not None and checkpoint.part_files and not checkpoint.finished:
+            break
+        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.05)
+    progress = batch_records.read_progress(store, QUARTER, "batch_000")
+    assert progress is not None and progress.pid
+    os.kill(progress.pid, signal.SIGKILL)
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+
+    killed = batch_records.read_progress(store, QUARTER, "batch_000")
+    assert killed is not None and killed.state == "failed" and "SIGKILL" in (killed.message or "")
+    other = batch_records.read_progress(store, QUARTER, "batch_001")
+    assert other is not None and other.state in ("stopped", "succeeded")
+    assert main(["watch", "--root", store.root]) == 3  # the run ended with an unfinished batch
+
+    assert main(_submit(config, store.root)) == 0
+    assert topic_rows(store) == topic_rows(reference)
+    for batch_id in ("batch_000", "batch_001"):
+        checkpoint = batch_records.read_checkpoint(store, QUARTER, batch_id)
+        assert checkpoint is not None and checkpoint.finished
+    resumed = batch_records.read_checkpoint(store, QUARTER, "batch_000")
+    assert resumed is not None and resumed.attempt == 2
