@@ -1,0 +1,180 @@
+"""`ftm name`: short human names for a quarter's themes and firm topics, by an LLM or keywords."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from enum import Enum
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
+from ftm.commands import print_json, settings_from, stderr
+from ftm.naming import NamingProgress, NamingResult, name_quarter
+from ftm.quarters import Quarter
+from ftm.storage import Store
+
+EXAMPLES = """\
+Examples:
+
+  ftm name --quarter 2016Q4                  (themes and firm topics; keyword names without an endpoint)
+
+  FTM_LLM__BASE_URL=http://127.0.0.1:8000/v1 ftm name --quarter 2016Q4 --what themes
+
+  export FTM_LLM__API_KEY=...               (a secret: the environment only, never ftm.toml)
+  ftm name --quarter 2016Q4 --base-url https://api.x.ai/v1 --model MODEL --json
+
+Replies are cached beside the names: running the same command again sends nothing twice,
+and an interrupted run goes on where it stopped.
+"""
+
+NO_ENDPOINT_HINT = (
+    "no LLM endpoint is configured (llm.base_url), so the names are the top keywords. To name with "
+    "an LLM, set FTM_LLM__BASE_URL to an OpenAI-compatible endpoint (vLLM: http://127.0.0.1:8000/v1, "
+    "xAI: https://api.x.ai/v1), FTM_LLM__MODEL to the model it serves and, if it needs one, "
+    "FTM_LLM__API_KEY; or pass --base-url and --model. Then run the same command again."
+)
+
+
+class What(str, Enum):
+    themes = "themes"
+    topics = "topics"
+    all = "all"
+
+
+def name(
+    ctx: typer.Context,
+    quarter: Annotated[
+        str, typer.Option("--quarter", help="Calendar quarter, as 2023Q1.", show_default=False)
+    ],
+    what: Annotated[
+        What, typer.Option("--what", help="Name the themes, the firm topics, or all.")
+    ] = What.all,
+    base_url: Annotated[
+        str | None,
+        typer.Option("--base-url", help="OpenAI-compatible endpoint (llm.base_url).", show_default=False),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Model the endpoint serves (llm.model).", show_default=False)
+    ] = None,
+    root: Annotated[
+        str | None,
+        typer.Option("--root", help="Storage root: a folder or s3://bucket/prefix.", show_default=False),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a summary as JSON to stdout.")] = False,
+) -> None:
+    """Give every theme and firm topic of a quarter a short name and a one-sentence description.
+
+    Many topics go in one request (llm.topics_per_request) and many requests are in flight at
+    once (llm.concurrency), each starting with the same instructions so the server can reuse its
+    prefix cache. A request that keeps failing gives keyword names (source "keywords"), which the
+    next run asks for again. Writes names/quarter=Q/theme_names.parquet and topic_names.parquet.
+    """
+    the_quarter = Quarter.parse(quarter)
+    settings = settings_from(ctx, storage__root=root, llm__base_url=base_url, llm__model=model)
+    with _ProgressDisplay(str(the_quarter)) as display:
+        results = name_quarter(settings, the_quarter, what.value, on_progress=display.update)
+    store = Store.from_settings(settings.storage)
+    if as_json:
+        print_json([{**asdict(result), "location": store.uri(result.path)} for result in results])
+    for result in results:
+        _report(result, store.uri(result.path))
+    if not settings.llm.base_url:
+        stderr.print(f"[yellow]{escape(NO_ENDPOINT_HINT)}[/]", highlight=False)
+
+
+def _report(result: NamingResult, location: str) -> None:
+    kind = f"{result.kind}s"
+    if result.source == "keywords":
+        stderr.print(
+            f"named {result.n_names:,} {kind} of {result.quarter} from keywords → {escape(location)}",
+            highlight=False,
+        )
+        return
+    tokens = result.prompt_tokens + result.completion_tokens
+    stderr.print(
+        f"[green]named {result.n_names:,} {kind}[/] of {result.quarter} in {result.elapsed_s:.1f} s: "
+        f"{result.n_llm:,} by {escape(result.source)} ({result.n_from_cache:,} from the cache), "
+        f"{result.requests:,} requests, {result.retries:,} retries, {tokens:,} tokens → {escape(location)}",
+        highlight=False,
+    )
+    if result.n_fallback:
+        stderr.print(
+            f"[yellow]{result.n_fallback:,} {kind} got keyword names because their requests failed[/]: "
+            f"{escape(result.problem or 'unknown reason')}. Run the same command again to ask for them "
+            "again; the names already given are cached.",
+            highlight=False,
+        )
+
+
+class _ProgressDisplay:
+    """A rich progress bar on a terminal; a count line every few seconds otherwise (logs, CI)."""
+
+    PLAIN_EVERY_S = 10.0
+
+    def __init__(self, quarter: str):
+        self.quarter = quarter
+        self.live = stderr.is_terminal
+        # One line that fits 80 columns even at 100,000 topics; the cached count is in the report.
+        self.progress = Progress(
+            TextColumn("[bold]{task.fields[kind]}s[/]"),
+            BarColumn(bar_width=8),
+            MofNCompleteColumn(),
+            TextColumn(
+                "{task.fields[in_flight]} in flight · {task.fields[retries]} retries · "
+                "{task.fields[tokens]} tok"
+            ),
+            TimeRemainingColumn(),
+            console=stderr,
+            transient=True,
+        )
+        self.tasks: dict[str, int] = {}
+        self.last_line = 0.0
+
+    def __enter__(self) -> _ProgressDisplay:
+        if self.live:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.live:
+            self.progress.stop()
+
+    def update(self, state: NamingProgress) -> None:
+        fields = {
+            "in_flight": state.in_flight,
+            "retries": state.retries,
+            "cached": state.from_cache,
+            "tokens": _count(state.prompt_tokens + state.completion_tokens),
+        }
+        if self.live:
+            if state.kind not in self.tasks:
+                self.tasks[state.kind] = self.progress.add_task(
+                    "", total=state.total, kind=state.kind, **fields
+                )
+            self.progress.update(self.tasks[state.kind], completed=state.done, total=state.total, **fields)
+            return
+        now = time.monotonic()
+        if state.finished or now - self.last_line >= self.PLAIN_EVERY_S:
+            self.last_line = now
+            stderr.print(
+                f"name {state.kind}s {self.quarter}: {state.done:,}/{state.total:,} names, "
+                f"{state.in_flight} in flight, {state.retries:,} retries, {state.from_cache:,} cached, "
+                f"{fields['tokens']} tokens",
+                highlight=False,
+            )
+
+
+def _count(n: int) -> str:
+    """A token count short enough for a progress line: 950, 12.3k, 4.56M."""
+    if n < 1000:
+        return str(n)
+    return f"{n / 1000:.1f}k" if n < 1_000_000 else f"{n / 1_000_000:.2f}M"
