@@ -1,0 +1,171 @@
+"""`ftm reduce`: a quarter's firm topics into cross-firm themes and the firm x theme exposure panel."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from ftm import layout
+from ftm.commands import print_json, settings_from, stderr
+from ftm.quarters import Quarter
+from ftm.storage import Store
+from ftm.themes import ReduceProgress, ReduceResult, reduce_quarter
+
+EXAMPLES = """\
+Examples:
+
+  ftm reduce --quarter 2023Q1                          (after `ftm submit --quarter 2023Q1` finished)
+
+  ftm reduce --quarter 2023Q1 --json                   (a summary as JSON on stdout)
+
+  ftm reduce --quarter 2016Q4 --root s3://my-bucket/ftm
+
+  ftm reduce --quarter 2023Q1 --allow-partial          (only the batches done so far; recorded)
+
+Writes themes/quarter=Q/themes.parquet, theme_topics.parquet and firm_theme_exposure.parquet
+(one row per firm and theme, with PERMNO, GVKEY and the share of the firm's sentences).
+Running it again rewrites the same files. Exit codes: 0 done, 2 the map is incomplete or the
+quarter was never submitted, 1 the data breaks its contract.
+"""
+
+PHASES = {
+    "reading": "reading firm topics",
+    "neighbours": "finding similar topics",
+    "clustering": "clustering topics into themes",
+    "describing": "keywords and sentences",
+    "writing": "writing",
+    "done": "done",
+}
+
+
+def reduce(
+    ctx: typer.Context,
+    quarter: Annotated[
+        str, typer.Option("--quarter", help="Calendar quarter, as 2023Q1.", show_default=False)
+    ],
+    allow_partial: Annotated[
+        bool,
+        typer.Option(
+            "--allow-partial",
+            help="Reduce even if some batches are missing or unfinished; the output says so.",
+        ),
+    ] = False,
+    root: Annotated[
+        str | None,
+        typer.Option("--root", help="Storage root: a folder or s3://bucket/prefix.", show_default=False),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a summary as JSON to stdout.")] = False,
+) -> None:
+    """Find the themes many firms talk about at once, and each firm's exposure to them.
+
+    Clusters the quarter's firm topics (their centroids) into themes by average linkage on
+    cosine similarity (reduce.min_similarity), keeps those spanning at least reduce.min_firms
+    firms, and describes each by keywords, representative sentences from several firms and a
+    centroid. Refuses a quarter whose map is incomplete, naming the batches, unless
+    --allow-partial.
+    """
+    the_quarter = Quarter.parse(quarter)
+    settings = settings_from(ctx, storage__root=root)
+    with _ProgressDisplay(str(the_quarter)) as display:
+        result = reduce_quarter(
+            settings, the_quarter, allow_partial=allow_partial, on_progress=display.update
+        )
+    store = Store.from_settings(settings.storage)
+    if as_json:
+        summary = asdict(result)
+        summary["location"] = store.uri(layout.themes_folder(the_quarter))
+        summary["elapsed_s"] = round(display.elapsed, 3)
+        print_json(summary)
+    _report(result, store, display.elapsed)
+
+
+def _report(result: ReduceResult, store: Store, elapsed: float) -> None:
+    folder = store.uri(layout.themes_folder(Quarter.parse(result.quarter)))
+    if result.partial:
+        stderr.print(
+            f"[yellow]partial map[/]: of {result.n_batches} batches, "
+            f"{len(result.missing_batches)} had no checkpoint and {len(result.unfinished_batches)} were "
+            "unfinished; the files record this (Parquet metadata ftm.reduce, partial = true)",
+            highlight=False,
+        )
+    stderr.print(
+        f"[green]reduced {result.quarter}[/] in {elapsed:.1f} s: {result.n_topics:,} topics of "
+        f"{result.n_firms:,} firms → {result.n_themes:,} themes ({result.n_theme_topics:,} topics); "
+        f"{result.n_exposed_firms:,} firms exposed, {result.n_exposure_rows:,} panel rows\n"
+        f"  → {escape(folder)}/ (themes.parquet, theme_topics.parquet, firm_theme_exposure.parquet)",
+        highlight=False,
+    )
+    for theme in result.top_themes:
+        stderr.print(
+            f"  theme {theme.theme_id}: {escape(theme.representation)} — {theme.n_firms} firms "
+            f"({escape(', '.join(theme.example_firms))}, …)",
+            highlight=False,
+        )
+    if result.n_themes == 0:
+        stderr.print(
+            "[yellow]no theme spans reduce.min_firms firms[/]: with few firms, lower reduce.min_firms "
+            "or reduce.min_similarity (FTM_REDUCE__MIN_SIMILARITY)",
+            highlight=False,
+        )
+    if result.n_failed_firms:
+        stderr.print(
+            f"[yellow]{result.n_failed_firms} firm(s) failed in the map[/] and are not in the panel; "
+            f"`ftm watch` shows why",
+            highlight=False,
+        )
+
+
+class _ProgressDisplay:
+    """A spinner with the phase on a terminal; a line per phase otherwise (logs, CI)."""
+
+    def __init__(self, quarter: str):
+        self.quarter = quarter
+        self.live = stderr.is_terminal
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]reduce {task.fields[quarter]}[/] {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=stderr,
+            transient=True,
+        )
+        self.task: int | None = None
+        self.phase: str | None = None
+        self.started = time.monotonic()
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def __enter__(self) -> _ProgressDisplay:
+        if self.live:
+            self.progress.start()
+            self.task = self.progress.add_task("", total=None, quarter=self.quarter)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.live:
+            self.progress.stop()
+
+    def update(self, state: ReduceProgress) -> None:
+        description = PHASES[state.phase]
+        if self.live and self.task is not None:
+            total = state.total if state.phase == "reading" and state.total else None
+            self.progress.update(self.task, description=description, total=total, completed=state.done)
+            return
+        if state.phase != self.phase and state.phase != "done":
+            stderr.print(f"reduce {self.quarter}: {description} ({self.elapsed:.1f} s)", highlight=False)
+        self.phase = state.phase
