@@ -29,6 +29,10 @@ demo: $(VENV)/.installed-app
 	$(BIN)/ftm prefetch 2016Q4 --source files --root $(DEMO_ROOT) \
 		--input "$$($(BIN)/python -c 'import ftm.sample; print(ftm.sample.PATH)')"
 	$(BIN)/ftm submit --quarter 2016Q4 --batch-size 50 --root $(DEMO_ROOT)
+	$(BIN)/ftm reduce --quarter 2016Q4 --root $(DEMO_ROOT)
+	$(BIN)/ftm name --quarter 2016Q4 --root $(DEMO_ROOT)
+	@echo
+	@$(BIN)/python scripts/demo_report.py $(DEMO_ROOT) 2016Q4
 	@echo
 	@echo "The demo's output is in $(DEMO_ROOT)/ (the same layout as on S3). The firm topics, one part file per 50 firms:"
 	@echo "  $(DEMO_TOPICS)/"
@@ -45,8 +49,12 @@ test: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests benchmarks
 
+# On demand, not in CI: each prints its numbers against a baseline measured in the same run.
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/prefetch.py
+	$(BIN)/python benchmarks/map.py
+	$(BIN)/python benchmarks/reduce.py
+	$(BIN)/python benchmarks/name.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_ROOT) ftm-data .pytest_cache

@@ -15,7 +15,7 @@ from rich.markup import escape
 from typer.exceptions import TyperException
 
 from ftm import __version__
-from ftm.commands import CliContext, config, prefetch, stderr
+from ftm.commands import CliContext, config, map_batch, name, prefetch, reduce, stderr, submit, watch
 from ftm.errors import FtmError
 
 app = typer.Typer(
@@ -59,7 +59,12 @@ def root(
 
 
 app.command("prefetch", epilog=prefetch.EXAMPLES)(prefetch.prefetch)
+app.command("submit", epilog=submit.EXAMPLES)(submit.submit)
+app.command("map-batch", epilog=map_batch.EXAMPLES)(map_batch.map_batch)
+app.command("watch", epilog=watch.EXAMPLES)(watch.watch)
 app.command("config", epilog=config.EXAMPLES)(config.show_config)
+app.command("reduce", epilog=reduce.EXAMPLES)(reduce.reduce)
+app.command("name", epilog=name.EXAMPLES)(name.name)
 
 
 INTERRUPTED = 130

@@ -193,8 +193,12 @@ class EmbeddingSettings(Section):
     model: str = Field("sentence-transformers/all-MiniLM-L6-v2", description="model name or local path")
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="auto uses a GPU when there is one")
     batch_size: int = Field(256, ge=1, description="sentences per forward pass")
-    precision: Literal["auto", "fp32", "fp16"] = Field(
-        "auto", description="auto is fp16 on a GPU, fp32 on a CPU"
+    cpu_threads: int = Field(
+        0, ge=0, description="torch threads on a CPU; 0 keeps torch's default (one per core)"
+    )
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto",
+        description="auto is fp16 on a GPU, bf16 on a CPU with native bf16 (AVX512-BF16, AMX), else fp32",
     )
 
 
@@ -206,6 +210,12 @@ class TopicsSettings(Section):
     umap_n_components: int = Field(5, ge=1, description="UMAP output dimensions")
     umap_min_dist: float = Field(0.0, ge=0.0, description="UMAP minimum distance")
     umap_metric: str = Field("cosine", description="UMAP metric")
+    umap_n_epochs: int | None = Field(
+        200, ge=1, description="UMAP layout epochs; None uses umap-learn's (500 below 10,000 sentences)"
+    )
+    umap_init: Literal["spectral", "random"] = Field(
+        "spectral", description="UMAP initial layout (both umap-learn and cuML have these)"
+    )
     hdbscan_min_cluster_size: int = Field(10, ge=2, description="HDBSCAN minimum cluster size")
     hdbscan_min_samples: int | None = Field(
         None, description="HDBSCAN min_samples; None uses the cluster size"
@@ -226,25 +236,46 @@ class MapSettings(Section):
         0.05, ge=0.0, le=1.0, description="stop a batch above this failure rate ..."
     )
     failure_rate_after: int = Field(100, ge=1, description="... once this many firms were tried")
+    heartbeat_s: float = Field(
+        10.0, gt=0, description="seconds between a worker's progress records, which `ftm watch` reads"
+    )
 
 
 class ReduceSettings(Section):
     min_firms: int = Field(3, ge=2, description="a theme must span this many distinct firms")
     min_similarity: float = Field(
-        0.5, ge=0.0, le=1.0, description="cosine similarity for topics to join a theme"
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "average-linkage threshold: mean cosine similarity of all topic pairs across two "
+            "clusters for them to merge (centroids less the quarter's mean topic)"
+        ),
     )
+    n_neighbors: int = Field(
+        15, ge=2, description="nearest topics each topic is compared with when clustering"
+    )
+    top_n_words: int = Field(10, ge=1, description="keywords per theme")
     n_representative: int = Field(5, ge=1, description="representative sentences per theme")
+    random_state: int = Field(
+        42, description="seed of the neighbour search, so a re-run gives the same themes"
+    )
 
 
 class LlmSettings(Section):
     base_url: str | None = Field(
-        None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1"
+        None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1; unset: keyword names"
     )
     model: str = Field("Qwen/Qwen3-8B", description="model name the endpoint serves")
     api_key: SecretStr | None = Field(None, description="secret: set FTM_LLM__API_KEY")
-    concurrency: int = Field(16, ge=1, description="requests in flight")
-    timeout_s: float = Field(60.0, gt=0, description="seconds per request")
+    concurrency: int = Field(
+        64, ge=1, description="requests in flight; vLLM batches them, lower it for rate-limited APIs"
+    )
+    timeout_s: float = Field(120.0, gt=0, description="seconds per request")
     max_retries: int = Field(4, ge=0, description="retries on 429, 5xx, timeouts and invalid replies")
+    backoff_s: float = Field(
+        1.0, ge=0, description="wait before the first retry, doubled at each next one (Retry-After wins)"
+    )
     topics_per_request: int = Field(10, ge=1, description="topics named in one request")
 
 
