@@ -159,6 +159,24 @@ def test_two_runs_give_identical_files(reduced: dict[str, Any], source: tuple[Pa
     assert reduced["summary"]["partial"] is False and reduced["summary"]["n_themes"] == len(reduced["themes"])
 
 
+def test_reduce_on_s3_writes_the_same_files(
+    reduced: dict[str, Any],
+    source: tuple[Path, Path, Any],
+    s3_root: str,
+    s3_endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    local, remote = Store(str(source[0])), Store(s3_root, endpoint_url=s3_endpoint)
+    for path in local.list(""):
+        remote.write_bytes(path, local.read_bytes(path))
+    monkeypatch.setenv("FTM_STORAGE__ENDPOINT_URL", s3_endpoint)
+    code = main(["--config", str(source[1]), "reduce", "--quarter", str(QUARTER), "--root", s3_root])
+    assert code == 0
+    for name in OUTPUTS:
+        path = f"{layout.themes_folder(QUARTER)}/{name}.parquet"
+        assert remote.read_bytes(path) == reduced["store"].read_bytes(path)
+
+
 def test_an_incomplete_map_is_refused_naming_its_batches_and_accepted_with_allow_partial(
     source: tuple[Path, Path, Any], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

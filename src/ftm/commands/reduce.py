@@ -102,7 +102,7 @@ def _report(result: ReduceResult, store: Store, elapsed: float) -> None:
         )
     stderr.print(
         f"[green]reduced {result.quarter}[/] in {elapsed:.1f} s: {result.n_topics:,} topics of "
-        f"{result.n_firms:,} firms → {result.n_themes:,} themes ({result.n_theme_topics:,} topics); "
+        f"{result.n_firms:,} firms → {result.n_themes:,} theme(s) ({result.n_theme_topics:,} topics); "
         f"{result.n_exposed_firms:,} firms exposed, {result.n_exposure_rows:,} panel rows\n"
         f"  → {escape(folder)}/ (themes.parquet, theme_topics.parquet, firm_theme_exposure.parquet)",
         highlight=False,
