@@ -6,12 +6,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
 from ftm.settings import FtmSettings, load_settings
+
+# The storage-root flag every command that touches storage takes (storage.root).
+RootOption = Annotated[
+    str | None,
+    typer.Option("--root", help="Storage root: a folder or s3://bucket/prefix.", show_default=False),
+]
 
 # Human output goes to stderr, so that stdout carries only `--json` documents.
 stderr = Console(stderr=True)

@@ -21,7 +21,7 @@ from rich.progress import (
 )
 
 from ftm import layout
-from ftm.commands import print_json, settings_from, stderr
+from ftm.commands import RootOption, print_json, settings_from, stderr
 from ftm.errors import PartialFailure, UsageError
 from ftm.mapper import BatchResult, MapProgress, run_batch
 from ftm.quarters import Quarter
@@ -65,10 +65,7 @@ def map_batch(
             help=f"Added to ${ARRAY_INDEX_ENV}: AWS Batch array jobs hold at most 10,000 children.",
         ),
     ] = 0,
-    root: Annotated[
-        str | None,
-        typer.Option("--root", help="Storage root: a folder or s3://bucket/prefix.", show_default=False),
-    ] = None,
+    root: RootOption = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the batch's result as JSON to stdout.")
     ] = False,

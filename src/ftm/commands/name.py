@@ -17,7 +17,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from ftm.commands import print_json, settings_from, stderr
+from ftm.commands import RootOption, print_json, settings_from, stderr
 from ftm.naming import NamingProgress, NamingResult, name_quarter
 from ftm.quarters import Quarter
 from ftm.storage import Store
@@ -65,10 +65,7 @@ def name(
     model: Annotated[
         str | None, typer.Option("--model", help="Model the endpoint serves (llm.model).", show_default=False)
     ] = None,
-    root: Annotated[
-        str | None,
-        typer.Option("--root", help="Storage root: a folder or s3://bucket/prefix.", show_default=False),
-    ] = None,
+    root: RootOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a summary as JSON to stdout.")] = False,
 ) -> None:
     """Give every theme and firm topic of a quarter a short name and a one-sentence description.

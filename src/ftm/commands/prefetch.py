@@ -20,7 +20,7 @@ from rich.progress import (
 )
 
 from ftm import layout
-from ftm.commands import print_json, settings_from, stderr
+from ftm.commands import RootOption, print_json, settings_from, stderr
 from ftm.prefetch import PrefetchProgress, PrefetchResult, PrefetchSurvey, survey
 from ftm.prefetch import prefetch as run_prefetch
 from ftm.quarters import Quarter
@@ -61,10 +61,7 @@ def prefetch(
     input_format: Annotated[
         str | None, typer.Option("--format", help="Files source: auto, jsonl or csv.")
     ] = None,
-    root: Annotated[
-        str | None,
-        typer.Option("--root", help="Storage root: a folder or s3://bucket/prefix.", show_default=False),
-    ] = None,
+    root: RootOption = None,
     firms: Annotated[
         list[str] | None,
         typer.Option("--firms", help="Only these firm ids (comma-separated, or repeat the option)."),

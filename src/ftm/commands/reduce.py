@@ -18,7 +18,7 @@ from rich.progress import (
 )
 
 from ftm import layout
-from ftm.commands import print_json, settings_from, stderr
+from ftm.commands import RootOption, print_json, settings_from, stderr
 from ftm.quarters import Quarter
 from ftm.storage import Store
 from ftm.themes import ReduceProgress, ReduceResult, reduce_quarter
@@ -62,10 +62,7 @@ def reduce(
             help="Reduce even if some batches are missing or unfinished; the output says so.",
         ),
     ] = False,
-    root: Annotated[
-        str | None,
-        typer.Option("--root", help="Storage root: a folder or s3://bucket/prefix.", show_default=False),
-    ] = None,
+    root: RootOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a summary as JSON to stdout.")] = False,
 ) -> None:
     """Find the themes many firms talk about at once, and each firm's exposure to them.

@@ -11,7 +11,7 @@ from rich.table import Table
 from ftm import layout
 from ftm.backends import BACKENDS, open_backend
 from ftm.backends.local import STOP_GRACE_S, log_folder
-from ftm.commands import config_file, print_json, settings_from, stderr
+from ftm.commands import RootOption, config_file, print_json, settings_from, stderr
 from ftm.commands.map_batch import interrupt_once
 from ftm.commands.watch import follow, render, report_end
 from ftm.quarters import Quarter
@@ -70,10 +70,7 @@ def submit(
         ),
     ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and write nothing.")] = False,
-    root: Annotated[
-        str | None,
-        typer.Option("--root", help="Storage root: a folder or s3://bucket/prefix.", show_default=False),
-    ] = None,
+    root: RootOption = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the plan (--dry-run) or the run record as JSON to stdout.")
     ] = False,

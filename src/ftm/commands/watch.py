@@ -13,7 +13,7 @@ from rich.text import Text
 
 from ftm import layout
 from ftm.backends import open_backend
-from ftm.commands import print_json, settings_from, stderr
+from ftm.commands import RootOption, print_json, settings_from, stderr
 from ftm.quarters import Quarter
 from ftm.run_state import BatchView, RunObserver, RunSnapshot
 from ftm.runs import read_run
@@ -52,10 +52,7 @@ def watch(
             help="The run, as `ftm submit` printed it; default: the latest run.", show_default=False
         ),
     ] = None,
-    root: Annotated[
-        str | None,
-        typer.Option("--root", help="Storage root: a folder or s3://bucket/prefix.", show_default=False),
-    ] = None,
+    root: RootOption = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one snapshot of the run as JSON to stdout and exit.")
     ] = False,
