@@ -93,3 +93,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     import pyarrow.fs
 
     pyarrow.fs.finalize_s3()  # pyarrow's S3 client must be finalised before interpreter exit
+
+
+@pytest.fixture
+def aws_endpoint(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every boto3 client on moto's server (through the SDK's AWS_ENDPOINT_URL, which subprocesses
+    inherit too), with AWS Batch jobs run without Docker; moto's state is reset for each test."""
+    import httpx
+
+    httpx.post(f"{s3_endpoint}/moto-api/reset").raise_for_status()
+    httpx.post(f"{s3_endpoint}/moto-api/config", json={"batch": {"use_docker": False}}).raise_for_status()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    return s3_endpoint

@@ -29,8 +29,12 @@ from ftm.schemas import content_hash
 ENV_PREFIX = "FTM_"
 ENV_NESTING = "__"
 DEFAULT_CONFIG = Path("ftm.toml")
-# Environment variables with the prefix that are not settings themselves.
+# Environment variables with the prefix that are not settings themselves: the settings file,
+# and the code package a container runs instead of its own ftm (see ftm.code_package).
 CONFIG_ENV = "FTM_CONFIG"
+CODE_ENV = "FTM_CODE"
+CODE_ACTIVE_ENV = "FTM_CODE_ACTIVE"
+RESERVED_ENV = frozenset({CONFIG_ENV, CODE_ENV, CODE_ACTIVE_ENV})
 
 SpeakerType = Literal["presenter", "question", "answer", "operator", "unknown"]
 
@@ -277,18 +281,60 @@ class LlmSettings(Section):
         1.0, ge=0, description="wait before the first retry, doubled at each next one (Retry-After wins)"
     )
     topics_per_request: int = Field(10, ge=1, description="topics named in one request")
+    serve: bool = Field(
+        False, description="start a vLLM server for the naming run (in the Batch name job), then stop it"
+    )
+    serve_command: str = Field("vllm serve", description="the command that serves llm.model")
+    serve_args: list[str] = Field(
+        default_factory=list, description='extra arguments for it, e.g. ["--max-model-len", "8192"]'
+    )
+    serve_port: int = Field(8000, ge=1, le=65535, description="port of that server on 127.0.0.1")
+    serve_startup_timeout_s: float = Field(
+        1200.0, gt=0, description="seconds the server may take to load the model and answer /health"
+    )
 
 
 class AwsSettings(Section):
     region: str | None = Field(None, description="AWS region; None lets the AWS SDK decide")
     stack_name: str = Field("ftm", description="CloudFormation stack that ftm deploy manages")
+    # What `ftm deploy` builds the stack from.
+    vpc_id: str | None = Field(None, description="deploy: the existing VPC the Batch instances run in")
+    subnet_ids: list[str] = Field(
+        default_factory=list, description="deploy: subnets of that VPC, with a route to the internet"
+    )
+    existing_bucket: str | None = Field(
+        None, description="deploy: use this bucket instead of creating one"
+    )
+    prefix: str = Field("ftm", description="key prefix in the bucket; the job role reaches only this")
+    gpu_instance_types: list[str] = Field(
+        default_factory=lambda: ["g4dn.xlarge", "g4dn.2xlarge", "g5.xlarge"],
+        description="Spot GPU instance types for the map, preferred first",
+    )
+    max_gpu_vcpus: int = Field(
+        64, ge=1, description="most vCPUs of Spot GPU instances at once (g4dn.xlarge: 4 each)"
+    )
+    max_cpu_vcpus: int = Field(16, ge=1, description="most vCPUs of CPU instances for reduce and name")
+    runnable_timeout_s: int = Field(
+        3600, ge=600, description="a job waiting this long for capacity (RUNNABLE) is cancelled"
+    )
+    log_retention_days: int = Field(30, ge=1, description="days the jobs' logs are kept")
+    # What the stack made: `ftm deploy` writes these.
     bucket: str | None = Field(None, description="S3 bucket of the stack")
-    job_queue: str | None = Field(None, description="AWS Batch job queue for the map")
+    job_queue: str | None = Field(None, description="AWS Batch job queue for the map (Spot GPU)")
+    cpu_job_queue: str | None = Field(None, description="AWS Batch job queue for reduce and name (CPU)")
     map_job_definition: str | None = Field(None, description="GPU job definition for map-batch")
     cpu_job_definition: str | None = Field(None, description="CPU job definition for reduce and name")
-    image: str | None = Field(None, description="container image URI")
+    llm_job_definition: str | None = Field(
+        None, description="GPU job definition for name with a vLLM server in the job (llm.serve)"
+    )
+    repository: str | None = Field(None, description="ECR repository URI of the stack")
+    log_group: str | None = Field(None, description="CloudWatch log group of the jobs")
+    image: str | None = Field(None, description="container image URI; `ftm image build` sets it")
     spot_attempts: int = Field(3, ge=1, le=10, description="attempts per batch; only Spot losses are retried")
     job_timeout_s: int = Field(3600, ge=60, description="seconds per attempt")
+    firms_per_instance_hour: float = Field(
+        2000.0, gt=0, description="map speed on one GPU instance, for the cost estimate at submit"
+    )
 
 
 class FtmSettings(BaseSettings):
@@ -407,7 +453,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def _read_env(environ: Mapping[str, str]) -> dict[str, Any]:
     sections = set(FtmSettings.model_fields)
     for name in environ:
-        if not name.upper().startswith(ENV_PREFIX) or name.upper() == CONFIG_ENV:
+        if not name.upper().startswith(ENV_PREFIX) or name.upper() in RESERVED_ENV:
             continue
         section = name[len(ENV_PREFIX) :].split(ENV_NESTING, 1)[0].lower()
         if section not in sections:
@@ -481,3 +527,51 @@ def _prune(data: dict[str, Any]) -> dict[str, Any]:
         if value is not None:
             pruned[key] = value
     return pruned
+
+
+def update_config_file(path: Path, values: Mapping[str, Any]) -> None:
+    """Sets dotted keys (`aws.job_queue`) in a TOML settings file, keeping its comments and order.
+
+    The file is created when missing; the values are checked against the model first, and a
+    secret is refused, as when reading."""
+    import tomlkit
+
+    for key in values:
+        if key in SECRET_KEYS:
+            raise SettingsError(f"{key} is a secret: ftm never writes secrets to {path}")
+    document = tomlkit.parse(path.read_text()) if path.is_file() else tomlkit.document()
+    for key, value in values.items():
+        *sections, name = key.split(".")
+        table: Any = document
+        for section in sections:
+            if section not in table:
+                table.add(section, tomlkit.table())
+            table = table[section]
+        table[name] = value
+    text = tomlkit.dumps(document)
+    try:
+        FtmSettings.model_validate(tomlkit.parse(text).unwrap())
+    except ValidationError as error:
+        raise SettingsError(f"cannot write {', '.join(values)} to {path}: {error}") from None
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
+
+
+def section_environment(settings: FtmSettings, sections: tuple[str, ...]) -> dict[str, str]:
+    """Sections as FTM_<SECTION> variables of JSON, for a worker or container to run with exactly
+    these settings. Secrets are left out: they would travel in plain text (a job's environment is
+    visible in the AWS console); a worker gets them from its own environment or secret store."""
+    environment = {}
+    for section in sections:
+        exclude: dict[str, Any] = {}
+        for key in SECRET_KEYS:  # "source.wrds.password" → {"wrds": {"password": True}}
+            first, *path = key.split(".")
+            if first == section:
+                target = exclude
+                for part in path[:-1]:
+                    target = target.setdefault(part, {})
+                target[path[-1]] = True
+        data = getattr(settings, section).model_dump(mode="json", exclude=exclude or None)
+        environment[f"{ENV_PREFIX}{section.upper()}"] = json.dumps(data, sort_keys=True)
+    return environment
