@@ -144,7 +144,7 @@ def name_quarter(
     store = Store.from_settings(settings.storage)
     kinds: list[Kind] = ["theme", "topic"] if what == "all" else ["theme" if what == "themes" else "topic"]
     for kind in kinds:  # refuse before any work, so a missing input costs nothing
-        _check_input(store, quarter, kind)
+        check_input(store, quarter, kind)
     results = []
     for kind in kinds:
         total, chunks = (
@@ -237,7 +237,7 @@ def cache_key(messages: list[dict[str, str]], model: str) -> str:
 # --- inputs -----------------------------------------------------------------------------------
 
 
-def _check_input(store: Store, quarter: Quarter, kind: Kind) -> None:
+def check_input(store: Store, quarter: Quarter, kind: Kind) -> None:
     if kind == "theme" and not store.exists(layout.themes(quarter)):
         raise UsageError(
             f"{quarter} has no themes yet ({store.uri(layout.themes(quarter))} does not exist): "

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from enum import Enum
 from typing import Annotated
@@ -18,8 +20,11 @@ from rich.progress import (
 )
 
 from ftm.commands import RootOption, print_json, settings_from, stderr
-from ftm.naming import NamingProgress, NamingResult, name_quarter
+from ftm.errors import UsageError
+from ftm.llm_server import serving
+from ftm.naming import NamingProgress, NamingResult, check_input, name_quarter
 from ftm.quarters import Quarter
+from ftm.settings import FtmSettings
 from ftm.storage import Store
 
 EXAMPLES = """\
@@ -31,6 +36,10 @@ Examples:
 
   export FTM_LLM__API_KEY=...               (a secret: the environment only, never ftm.toml)
   ftm name --quarter 2016Q4 --base-url https://api.x.ai/v1 --model MODEL --json
+
+  ftm name --quarter 2016Q4 --serve          (on a GPU machine with vLLM: serves llm.model, then stops it)
+
+  FTM_LLM__SERVE_ARGS='["--max-model-len", "8192"]' ftm name --quarter 2016Q4 --serve --model Qwen/Qwen3-4B
 
 Replies are cached beside the names: running the same command again sends nothing twice,
 and an interrupted run goes on where it stopped.
@@ -65,6 +74,14 @@ def name(
     model: Annotated[
         str | None, typer.Option("--model", help="Model the endpoint serves (llm.model).", show_default=False)
     ] = None,
+    serve: Annotated[
+        bool | None,
+        typer.Option(
+            "--serve/--no-serve",
+            help="Start `vllm serve` for llm.model on 127.0.0.1 for this run, then stop it (llm.serve).",
+            show_default=False,
+        ),
+    ] = None,
     root: RootOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a summary as JSON to stdout.")] = False,
 ) -> None:
@@ -74,10 +91,17 @@ def name(
     once (llm.concurrency), each starting with the same instructions so the server can reuse its
     prefix cache. A request that keeps failing gives keyword names (source "keywords"), which the
     next run asks for again. Writes names/quarter=Q/theme_names.parquet and topic_names.parquet.
+
+    With --serve (llm.serve) no endpoint needs to be running: ftm starts llm.serve_command
+    ("vllm serve", arguments from llm.serve_args) on 127.0.0.1:llm.serve_port, waits until the model
+    is loaded (llm.serve_startup_timeout_s), names through it and stops it, also on an error or
+    Ctrl-C. It needs a GPU and vLLM on this machine; the Batch name job runs it this way.
     """
     the_quarter = Quarter.parse(quarter)
-    settings = settings_from(ctx, storage__root=root, llm__base_url=base_url, llm__model=model)
-    with _ProgressDisplay(str(the_quarter)) as display:
+    settings = settings_from(
+        ctx, storage__root=root, llm__base_url=base_url, llm__model=model, llm__serve=serve
+    )
+    with _endpoint(settings, the_quarter, what) as settings, _ProgressDisplay(str(the_quarter)) as display:
         results = name_quarter(settings, the_quarter, what.value, on_progress=display.update)
     store = Store.from_settings(settings.storage)
     if as_json:
@@ -86,6 +110,34 @@ def name(
         _report(result, store.uri(result.path))
     if not settings.llm.base_url:
         stderr.print(f"[yellow]{escape(NO_ENDPOINT_HINT)}[/]", highlight=False)
+
+
+@contextmanager
+def _endpoint(settings: FtmSettings, quarter: Quarter, what: What) -> Iterator[FtmSettings]:
+    """The settings to name with: as they are, or pointing at a server started for the run."""
+    if not settings.llm.serve:
+        yield settings
+        return
+    if settings.llm.base_url:
+        raise UsageError(
+            f"llm.serve starts a server for this run, but llm.base_url is set too "
+            f"({settings.llm.base_url}): choose one. Leave out --base-url (and unset FTM_LLM__BASE_URL "
+            "or llm.base_url in ftm.toml) to name through a started server, or pass --no-serve to "
+            "name through that endpoint."
+        )
+    # name_quarter checks its inputs too, but only after the model has loaded: minutes of GPU
+    # time for a missing file.
+    store = Store.from_settings(settings.storage)
+    for kind in ("theme", "topic"):
+        if what.value in ("all", f"{kind}s"):
+            check_input(store, quarter, kind)
+    with serving(settings.llm, on_event=_server_event) as url:
+        llm = settings.llm.model_copy(update={"base_url": url})
+        yield settings.model_copy(update={"llm": llm})
+
+
+def _server_event(message: str) -> None:
+    stderr.print(f"[dim]llm server:[/] {escape(message)}", highlight=False)
 
 
 def _report(result: NamingResult, location: str) -> None:
