@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 DEMO_ROOT ?= demo-data
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench image clean
 
 # torch is installed first and pinned: a looser requirement pulls several GB of CUDA wheels on a
 # CPU-only machine, while torch==2.13.0 resolves to the CPU build.
@@ -55,6 +55,11 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/map.py
 	$(BIN)/python benchmarks/reduce.py
 	$(BIN)/python benchmarks/name.py
+
+# The GPU image for AWS Batch (needs Docker and `ftm deploy` first): built and pushed only when
+# the dependencies or the Dockerfile changed, then aws.image is set in ftm.toml.
+image: $(VENV)/.installed-app
+	$(BIN)/ftm image build
 
 clean:
 	rm -rf $(VENV) $(DEMO_ROOT) ftm-data .pytest_cache
