@@ -302,13 +302,18 @@ class AwsSettings(Section):
     subnet_ids: list[str] = Field(
         default_factory=list, description="deploy: subnets of that VPC, with a route to the internet"
     )
-    existing_bucket: str | None = Field(
-        None, description="deploy: use this bucket instead of creating one"
-    )
+    existing_bucket: str | None = Field(None, description="deploy: use this bucket instead of creating one")
     prefix: str = Field("ftm", description="key prefix in the bucket; the job role reaches only this")
     gpu_instance_types: list[str] = Field(
         default_factory=lambda: ["g4dn.xlarge", "g4dn.2xlarge", "g5.xlarge"],
         description="Spot GPU instance types for the map, preferred first",
+    )
+    llm_instance_types: list[str] = Field(
+        default_factory=lambda: ["g5.xlarge", "g6.xlarge"],
+        description="Spot GPU types for a name job serving its own LLM: 24 GB of GPU memory or more",
+    )
+    llm_api_key_secret_arn: str | None = Field(
+        None, description="deploy: a Secrets Manager secret the name jobs get as FTM_LLM__API_KEY"
     )
     max_gpu_vcpus: int = Field(
         64, ge=1, description="most vCPUs of Spot GPU instances at once (g4dn.xlarge: 4 each)"
@@ -324,12 +329,18 @@ class AwsSettings(Section):
     cpu_job_queue: str | None = Field(None, description="AWS Batch job queue for reduce and name (CPU)")
     map_job_definition: str | None = Field(None, description="GPU job definition for map-batch")
     cpu_job_definition: str | None = Field(None, description="CPU job definition for reduce and name")
+    llm_job_queue: str | None = Field(
+        None, description="AWS Batch job queue for name with a vLLM server in the job (24 GB GPUs)"
+    )
     llm_job_definition: str | None = Field(
         None, description="GPU job definition for name with a vLLM server in the job (llm.serve)"
     )
     repository: str | None = Field(None, description="ECR repository URI of the stack")
     log_group: str | None = Field(None, description="CloudWatch log group of the jobs")
     image: str | None = Field(None, description="container image URI; `ftm image build` sets it")
+    llm_image: str | None = Field(
+        None, description="image with vLLM for the name job (llm.serve); `ftm image build --target llm`"
+    )
     spot_attempts: int = Field(3, ge=1, le=10, description="attempts per batch; only Spot losses are retried")
     job_timeout_s: int = Field(3600, ge=60, description="seconds per attempt")
     firms_per_instance_hour: float = Field(
