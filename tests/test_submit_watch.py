@@ -137,14 +137,14 @@ def test_submit_again_resumes_the_run_and_runs_nothing_finished(
     assert "--new" in " ".join(capsys.readouterr().err.split())
 
 
-def test_submit_refuses_without_a_prefetch_and_the_unbuilt_batch_backend(
+def test_submit_refuses_without_a_prefetch_and_the_batch_backend_without_a_stack(
     tmp_path: Path, config: Path, capsys: pytest.CaptureFixture
 ) -> None:
     root = str(tmp_path / "empty")
     assert main(_submit(config, root, "--batch-size", "5")) == 2
     assert "run `ftm prefetch 2016Q4` first" in " ".join(capsys.readouterr().err.split())
     assert main(_submit(config, root, "--backend", "batch")) == 2
-    assert "not built yet" in capsys.readouterr().err
+    assert "run `ftm deploy` once" in " ".join(capsys.readouterr().err.split())
     assert not Path(root).exists()
 
 

@@ -15,7 +15,20 @@ from rich.markup import escape
 from typer.exceptions import TyperException
 
 from ftm import __version__
-from ftm.commands import CliContext, config, map_batch, name, prefetch, reduce, stderr, submit, watch
+from ftm.commands import (
+    CliContext,
+    cancel,
+    config,
+    deploy,
+    image,
+    map_batch,
+    name,
+    prefetch,
+    reduce,
+    stderr,
+    submit,
+    watch,
+)
 from ftm.errors import FtmError
 
 app = typer.Typer(
@@ -62,9 +75,14 @@ app.command("prefetch", epilog=prefetch.EXAMPLES)(prefetch.prefetch)
 app.command("submit", epilog=submit.EXAMPLES)(submit.submit)
 app.command("map-batch", epilog=map_batch.EXAMPLES)(map_batch.map_batch)
 app.command("watch", epilog=watch.EXAMPLES)(watch.watch)
+app.command("cancel", epilog=cancel.EXAMPLES)(cancel.cancel)
 app.command("config", epilog=config.EXAMPLES)(config.show_config)
 app.command("reduce", epilog=reduce.EXAMPLES)(reduce.reduce)
 app.command("name", epilog=name.EXAMPLES)(name.name)
+app.command("deploy", epilog=deploy.DEPLOY_EXAMPLES)(deploy.deploy)
+app.command("doctor", epilog=deploy.DOCTOR_EXAMPLES)(deploy.doctor)
+app.command("destroy", epilog=deploy.DESTROY_EXAMPLES)(deploy.destroy)
+app.add_typer(image.app, name="image")
 
 
 INTERRUPTED = 130

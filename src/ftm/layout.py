@@ -56,8 +56,16 @@ def run_record(run_id: str) -> str:
     return f"runs/{run_id}.json"
 
 
+def array_batches(quarter: Quarter, name: str) -> str:
+    """The batch ids of one AWS Batch array job, in child-index order (a JSON list): a resumed
+    run's unfinished batches are not a range of the plan, and 10,000 ids are too many for the
+    job's 30 KiB submission."""
+    return f"manifests/quarter={quarter}/arrays/{name}.json"
+
+
 def code_package(sha256: str) -> str:
-    return f"code/{sha256}.whl"
+    """ftm's code as a zip of its package folder, named by content (see ftm.code_package)."""
+    return f"code/{sha256}.zip"
 
 
 # --- map --------------------------------------------------------------------------------------

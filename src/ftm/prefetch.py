@@ -191,7 +191,9 @@ def read_manifest(store: Store, quarter: Quarter) -> PrefetchManifest:
 
 def _open_source(settings: FtmSettings, on_progress: Callable[[PrefetchProgress], None]) -> Source:
     return open_source(
-        settings.source, notify=lambda event, message: on_progress(PrefetchProgress(event, message=message))
+        settings.source,
+        notify=lambda event, message: on_progress(PrefetchProgress(event, message=message)),
+        storage=settings.storage,
     )
 
 

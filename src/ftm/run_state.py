@@ -8,7 +8,7 @@ once it succeeded.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal, get_args
 
@@ -22,6 +22,7 @@ from ftm.storage import Store
 
 BatchStateName = Literal["pending", "running", "succeeded", "failed", "retrying", "stopped"]
 ENDED: frozenset[str] = frozenset({"succeeded", "failed", "stopped"})
+FOLLOWING: frozenset[str] = frozenset({"queued", "running", "retrying"})
 # A running batch whose heartbeat is older than this many heartbeat intervals has lost its worker.
 STALE_BEATS = 3
 
@@ -39,8 +40,9 @@ class BatchView:
     rate_per_min: float  # firms per minute of the current (or last) attempt
     elapsed_s: float | None  # of the current (or last) attempt
     eta_s: float | None
-    message: str | None  # why a batch failed or stopped
+    message: str | None  # why a batch failed, stopped, waits or is retried
     heartbeat_age_s: float | None
+    cost_usd: float | None = None  # instance time so far × its price, where the backend knows
 
     @property
     def firms_left(self) -> int:
@@ -54,7 +56,10 @@ class RunSnapshot:
     backend: str
     taken_at: datetime
     batches: list[BatchView]
-    ended: bool  # no batch runs and none will: `watch` stops here
+    ended: bool  # no batch runs and none will, nor any job that follows them: `watch` stops here
+    # Jobs that follow the map on the backend by themselves ("reduce", "name").
+    followers: dict[str, JobStatus] = field(default_factory=dict)
+    estimated_cost_usd: float | None = None  # at submission
 
     @property
     def firms_total(self) -> int:
@@ -71,6 +76,12 @@ class RunSnapshot:
     @property
     def firms_failed(self) -> int:
         return sum(batch.firms_failed for batch in self.batches)
+
+    @property
+    def cost_usd(self) -> float | None:
+        costs = [batch.cost_usd for batch in self.batches if batch.cost_usd is not None]
+        costs += [job.cost_usd for job in self.followers.values() if job.cost_usd is not None]
+        return sum(costs) if costs else None
 
     @property
     def rate_per_min(self) -> float:
@@ -90,7 +101,9 @@ class RunSnapshot:
     @property
     def succeeded(self) -> bool:
         """Every batch finished and every firm has topics or was skipped with a reason."""
-        return all(batch.state == "succeeded" for batch in self.batches) and self.firms_failed == 0
+        batches_ok = all(batch.state == "succeeded" for batch in self.batches)
+        followers_ok = all(job.state == "succeeded" for job in self.followers.values())
+        return batches_ok and followers_ok and self.firms_failed == 0
 
     @property
     def exit_code(self) -> int:
@@ -116,7 +129,10 @@ class RunSnapshot:
                 "firms_failed": self.firms_failed,
                 "rate_per_min": self.rate_per_min,
                 "eta_s": self.eta_s,
+                "cost_usd": self.cost_usd,
+                "estimated_cost_usd": self.estimated_cost_usd,
             },
+            "followers": {what: asdict(job) for what, job in self.followers.items()},
             "batches": [
                 {key: plain(value) for key, value in asdict(batch).items()} for batch in self.batches
             ],
@@ -150,8 +166,18 @@ class RunObserver:
         stalled = status.active is False and not any(view.state == "running" for view in views)
         if stalled and live:  # the backend is gone: what never started never will
             views = [_stopped(view) if view.state in ("pending", "retrying") else view for view in views]
-        ended = not live or stalled
-        return RunSnapshot(self.run.run_id, self.run.quarter, self.run.backend, taken, views, ended)
+        following = any(job.state in FOLLOWING for job in status.followers.values())
+        ended = (not live or stalled) and not following
+        return RunSnapshot(
+            self.run.run_id,
+            self.run.quarter,
+            self.run.backend,
+            taken,
+            views,
+            ended,
+            followers=status.followers,
+            estimated_cost_usd=self.run.estimated_cost_usd,
+        )
 
     def _view(self, batch_id: str, status: BackendStatus, taken: datetime) -> BatchView:
         progress = batch_records.read_progress(self.store, self.quarter, batch_id)
@@ -204,6 +230,7 @@ class RunObserver:
             eta_s=eta,
             message=message,
             heartbeat_age_s=age if state == "running" else None,
+            cost_usd=job.cost_usd if job else None,
         )
 
 
@@ -218,10 +245,12 @@ def _state(
         return "retrying", job.reason or progress.message
     if progress.state in ("succeeded", "failed", "stopped"):
         return progress.state, progress.message
+    if job is not None and job.state == "failed":  # ended without its worker's last word: killed
+        return "failed", job.reason or "the backend's job failed"
     if progress.state == "pending":
         if job is not None and job.state == "running":
             return "running", None
-        return "pending", None
+        return "pending", job.reason if job else None
     # "running": believe it while the heartbeat is fresh, or while the backend says it runs.
     age = (taken - progress.heartbeat_at).total_seconds()
     if age <= stale_after_s or (job is not None and job.state == "running"):

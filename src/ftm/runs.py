@@ -111,11 +111,14 @@ def start_submission(
     batches = [batch for batch in submission.plan.batches if batch.batch_id in submission.to_run]
     for batch in batches:
         batch_records.mark_pending(store, quarter, batch.batch_id, len(batch.firm_ids))
+    earlier = read_run(store, submission.resumes) if submission.resumes else None
     run = RunRecord(
         run_id=submission.run_id,
         quarter=str(quarter),
         backend=backend.name,
         batch_ids=submission.plan.batch_ids,
+        # The jobs of batches finished before stay on record (the batch backend's cost counts them).
+        job_ids=earlier.job_ids if earlier and earlier.backend == backend.name else {},
         code=f"ftm {__version__}",
         settings=settings.masked(),
         submitted_at=now(),

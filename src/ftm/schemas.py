@@ -241,9 +241,14 @@ class RunRecord(Record):
     quarter: str
     backend: str
     batch_ids: list[str]
+    # batch id → the backend's job: a local supervisor, or an AWS Batch job (`parent:index` for
+    # a child of an array job).
     job_ids: dict[str, str] = Field(default_factory=dict)
+    # Jobs that follow the map on the backend by themselves: "reduce", "name" → job id.
+    follow_jobs: dict[str, str] = Field(default_factory=dict)
     code: str | None = None
     image: str | None = None
+    estimated_cost_usd: float | None = None  # at submission, for the batch backend
     settings: dict[str, Any] = Field(default_factory=dict)  # secrets masked
     submitted_at: datetime
 

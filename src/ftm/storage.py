@@ -11,7 +11,9 @@ import contextlib
 import gzip
 import json
 import os
+import shutil
 import uuid
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -71,6 +73,14 @@ class Store:
         try:
             with self.fs.open_input_stream(self._full(path)) as stream:
                 return stream.read()
+        except FileNotFoundError:
+            raise DataError(f"{self.uri(path)} does not exist") from None
+
+    def download(self, path: str, destination: Path) -> None:
+        """Copies a file to a local one in pieces: input files can be larger than memory."""
+        try:
+            with self.fs.open_input_stream(self._full(path)) as stream, open(destination, "wb") as local:
+                shutil.copyfileobj(stream, local, 8 << 20)
         except FileNotFoundError:
             raise DataError(f"{self.uri(path)} does not exist") from None
 

@@ -20,15 +20,22 @@ def open_backend(
     workers: int | None = None,
     detach: bool = False,
     config: Path | None = None,
+    reduce: bool = True,
+    name_after: bool = True,
+    submitting: bool = False,
 ) -> Backend:
-    """The backend of that name; `workers`, `detach` and `config` matter to the local one."""
+    """The backend of that name. `workers`, `detach` and `config` matter to the local one;
+    `reduce` and `name_after` (jobs that follow the map by themselves) to the batch one.
+    `submitting`: refuse now, before any planning, what submitting would refuse."""
     if name == "local":
         from ftm.backends.local import LocalBackend
 
         return LocalBackend(settings, workers=workers, detach=detach, config=config)
     if name == "batch":
-        raise UsageError(
-            "the batch backend (AWS Batch) is not built yet (issue 7): use --backend local, which "
-            "runs the same map-batch on this machine"
-        )
+        from ftm.backends.aws_batch import AwsBatchBackend
+
+        backend = AwsBatchBackend(settings, reduce=reduce, name=name_after)
+        if submitting:
+            backend.check_submit()
+        return backend
     raise UsageError(f"unknown backend {name!r}: use one of {', '.join(BACKENDS)}")

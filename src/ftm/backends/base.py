@@ -20,7 +20,8 @@ JobState = Literal["queued", "running", "succeeded", "failed", "retrying", "unkn
 class JobStatus:
     state: JobState
     attempts: int | None = None
-    reason: str | None = None  # why a job failed or is retried, in the backend's words
+    reason: str | None = None  # why a job failed, is retried or waits, in the backend's words
+    cost_usd: float | None = None  # what its instance time cost so far, where the backend knows
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class BackendStatus:
     # (a local run started on another machine), and progress heartbeats decide.
     active: bool | None
     jobs: dict[str, JobStatus] = field(default_factory=dict)  # batch id → its job, where known
+    # Jobs that follow the map on the backend by themselves ("reduce", "name"), where there are.
+    followers: dict[str, JobStatus] = field(default_factory=dict)
 
 
 class Backend(Protocol):

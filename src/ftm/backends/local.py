@@ -31,7 +31,7 @@ from ftm import batch_records
 from ftm.backends.base import BackendStatus
 from ftm.quarters import Quarter
 from ftm.schemas import Batch, RunRecord
-from ftm.settings import FtmSettings, config_path, load_settings
+from ftm.settings import FtmSettings, config_path, load_settings, section_environment
 from ftm.storage import Store
 
 # A stopped worker writes its last records within this; then it is killed (its checkpoint stays).
@@ -216,8 +216,7 @@ def worker_environment(settings: FtmSettings, config: Path | None, workers: int)
     path = config_path(config)
     if path is not None:
         env["FTM_CONFIG"] = str(path.resolve())
-    for section in WORKER_SECTIONS:
-        env[f"FTM_{section.upper()}"] = getattr(settings, section).model_dump_json()
+    env.update(section_environment(settings, WORKER_SECTIONS))
     threads = str(max(1, (os.cpu_count() or 1) // workers))
     for name in THREAD_VARIABLES:
         env.setdefault(name, threads)

@@ -19,6 +19,12 @@ RootOption = Annotated[
     typer.Option("--root", help="Storage root: a folder or s3://bucket/prefix.", show_default=False),
 ]
 
+# The run a command is about (watch, cancel): default the latest.
+RunIdArgument = Annotated[
+    str | None,
+    typer.Argument(help="The run, as `ftm submit` printed it; default: the latest run.", show_default=False),
+]
+
 # Human output goes to stderr, so that stdout carries only `--json` documents.
 stderr = Console(stderr=True)
 

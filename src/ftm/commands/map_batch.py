@@ -22,9 +22,10 @@ from rich.progress import (
 
 from ftm import layout
 from ftm.commands import RootOption, print_json, settings_from, stderr
-from ftm.errors import PartialFailure, UsageError
+from ftm.errors import DataError, PartialFailure, UsageError
 from ftm.mapper import BatchResult, MapProgress, run_batch
 from ftm.quarters import Quarter
+from ftm.storage import Store
 
 # AWS Batch gives each child of an array job its index here; the index is the plan's line.
 ARRAY_INDEX_ENV = "AWS_BATCH_JOB_ARRAY_INDEX"
@@ -37,6 +38,9 @@ Examples:
   ftm map-batch --quarter 2023Q1 --batch-id 7 --root s3://my-bucket/ftm --json
 
   AWS_BATCH_JOB_ARRAY_INDEX=7 ftm map-batch --quarter 2023Q1     (as an AWS Batch array child)
+
+  AWS_BATCH_JOB_ARRAY_INDEX=7 ftm map-batch --quarter 2023Q1 \
+      --batches manifests/quarter=2023Q1/arrays/RUN-0.json --partial-ok   (what the batch backend runs)
 
 `ftm submit` runs this for every batch; run it by hand to redo or debug one batch. A killed
 batch goes on where its checkpoint stopped when it runs again. Exit codes: 0 every firm done
@@ -65,6 +69,23 @@ def map_batch(
             help=f"Added to ${ARRAY_INDEX_ENV}: AWS Batch array jobs hold at most 10,000 children.",
         ),
     ] = 0,
+    batches: Annotated[
+        str | None,
+        typer.Option(
+            "--batches",
+            help=f"A JSON list of batch ids under the storage root; ${ARRAY_INDEX_ENV} picks one "
+            "(how the batch backend's array jobs name their batches).",
+            show_default=False,
+        ),
+    ] = None,
+    partial_ok: Annotated[
+        bool,
+        typer.Option(
+            "--partial-ok",
+            help="Exit 0 when the batch finished with some firms failed (recorded), so that an "
+            "AWS Batch job succeeds and the jobs after it run; a tripped breaker still exits 3.",
+        ),
+    ] = False,
     root: RootOption = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the batch's result as JSON to stdout.")
@@ -80,12 +101,14 @@ def map_batch(
     the_quarter = Quarter.parse(quarter)
     settings = settings_from(ctx, storage__root=root)
     batch = _batch(batch_id, index_offset)
+    if batches is not None and isinstance(batch, int):
+        batch = _listed_batch(Store.from_settings(settings.storage), batches, batch)
     with interrupt_once(), _Display(str(batch)) as display:
         result = run_batch(settings, the_quarter, batch, on_progress=display.update)
     folder = layout.firm_topics_folder(the_quarter)
     if as_json:
         print_json(_summary(result))
-    _report(result, folder)
+    _report(result, folder, partial_ok)
 
 
 def _batch(batch_id: str | None, offset: int) -> str | int:
@@ -97,6 +120,15 @@ def _batch(batch_id: str | None, offset: int) -> str | int:
     if not index.strip().isdigit():
         raise UsageError(f"{ARRAY_INDEX_ENV}={index!r} is not a batch index")
     return int(index) + offset
+
+
+def _listed_batch(store: Store, path: str, index: int) -> str:
+    listed = store.read_json(path)
+    if not isinstance(listed, list) or not all(isinstance(item, str) for item in listed):
+        raise DataError(f"{store.uri(path)} is not a JSON list of batch ids")
+    if not 0 <= index < len(listed):
+        raise UsageError(f"index {index} is outside {store.uri(path)}, which lists {len(listed)} batches")
+    return listed[index]
 
 
 @contextmanager
@@ -139,7 +171,7 @@ def _summary(result: BatchResult) -> dict:
     }
 
 
-def _report(result: BatchResult, folder: str) -> None:
+def _report(result: BatchResult, folder: str, partial_ok: bool = False) -> None:
     name = result.batch_id
     if result.state == "failed":
         raise PartialFailure(f"{name} stopped: {result.message}")
@@ -155,6 +187,13 @@ def _report(result: BatchResult, folder: str) -> None:
         )
     if result.failures:
         first = result.failures[0]
+        if partial_ok:
+            stderr.print(
+                f"[yellow]{result.firms_failed} firm(s) of {name} failed[/], e.g. {escape(first.firm_id)}: "
+                f"{escape(first.error_type)}: {escape(first.message)} (all in {name}_failures.json)",
+                highlight=False,
+            )
+            return
         raise PartialFailure(
             f"{result.firms_failed} firm(s) of {name} failed, e.g. {first.firm_id}: {first.error_type}: "
             f"{first.message} (all in {name}_failures.json)"

@@ -19,7 +19,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from ftm.backends.aws_batch import name_command, name_kind
 from ftm.commands import RootOption, print_json, settings_from, stderr
+from ftm.commands.batch_job import BackendOption, DetachOption, run_as_job, wants_batch
 from ftm.errors import UsageError
 from ftm.llm_server import serving
 from ftm.naming import NamingProgress, NamingResult, check_input, name_quarter
@@ -40,6 +42,8 @@ Examples:
   ftm name --quarter 2016Q4 --serve          (on a GPU machine with vLLM: serves llm.model, then stops it)
 
   FTM_LLM__SERVE_ARGS='["--max-model-len", "8192"]' ftm name --quarter 2016Q4 --serve --model Qwen/Qwen3-4B
+
+  ftm name --quarter 2016Q4 --serve --backend batch   (an AWS Batch GPU job that serves its own LLM)
 
 Replies are cached beside the names: running the same command again sends nothing twice,
 and an interrupted run goes on where it stopped.
@@ -84,6 +88,8 @@ def name(
     ] = None,
     root: RootOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a summary as JSON to stdout.")] = False,
+    backend: BackendOption = "local",
+    detach: DetachOption = False,
 ) -> None:
     """Give every theme and firm topic of a quarter a short name and a one-sentence description.
 
@@ -101,6 +107,10 @@ def name(
     settings = settings_from(
         ctx, storage__root=root, llm__base_url=base_url, llm__model=model, llm__serve=serve
     )
+    if wants_batch(backend):  # a GPU job with its own vLLM server (--serve), else a CPU job
+        command = [*name_command(settings, the_quarter), "--what", what.value]
+        run_as_job(settings, command, kind=name_kind(settings), detach=detach)
+        return
     with _endpoint(settings, the_quarter, what) as settings, _ProgressDisplay(str(the_quarter)) as display:
         results = name_quarter(settings, the_quarter, what.value, on_progress=display.update)
     store = Store.from_settings(settings.storage)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -21,9 +20,12 @@ from rich.progress import (
 
 from ftm import layout
 from ftm.commands import RootOption, print_json, settings_from, stderr
+from ftm.commands.batch_job import BackendOption, DetachOption, run_as_job, wants_batch
+from ftm.errors import UsageError
 from ftm.prefetch import PrefetchProgress, PrefetchResult, PrefetchSurvey, survey
 from ftm.prefetch import prefetch as run_prefetch
 from ftm.quarters import Quarter
+from ftm.settings import FtmSettings
 from ftm.storage import Store
 
 EXAMPLES = """\
@@ -39,8 +41,11 @@ Examples:
 
   ftm prefetch 2016Q4 --source files --input transcripts.jsonl.gz --firms AAPL,MSFT --json
 
+  ftm prefetch 2016Q4 --input s3://my-bucket/raw/calls.jsonl.gz --backend batch   (an AWS Batch job)
+
 An interrupted prefetch resumes where it stopped when the same command runs again;
---overwrite starts the quarter over.
+--overwrite starts the quarter over. WRDS prefetches run here, never on the batch backend:
+each container would need its own Duo approval.
 """
 
 
@@ -51,10 +56,10 @@ def prefetch(
         str | None, typer.Option("--source", help="Where transcripts come from: wrds (the default) or files.")
     ] = None,
     input_path: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--input",
-            help="A .jsonl(.gz) or .csv(.gz) file of transcripts; implies --source files.",
+            help="A .jsonl(.gz) or .csv(.gz) file of transcripts, a path or s3://…; implies --source files.",
             show_default=False,
         ),
     ] = None,
@@ -81,6 +86,8 @@ def prefetch(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the manifest summary as JSON to stdout.")
     ] = False,
+    backend: BackendOption = "local",
+    detach: DetachOption = False,
 ) -> None:
     """Turn one quarter's earnings calls into cleaned sentence chunks and a manifest.
 
@@ -96,12 +103,15 @@ def prefetch(
         ctx,
         # --input alone means the files source, whatever source.kind says.
         source__kind=source or ("files" if input_path else None),
-        source__path=str(input_path) if input_path else None,
+        source__path=input_path,
         source__format=input_format,
         storage__root=root,
         preprocess__workers=workers,
     )
     wanted = [firm.strip() for item in firms or [] for firm in item.split(",") if firm.strip()]
+    if wants_batch(backend):
+        _prefetch_as_job(settings, the_quarter, wanted, overwrite, detach)
+        return
     if dry_run:
         with _ProgressDisplay(str(the_quarter)) as display:
             found = survey(settings, the_quarter, firms=wanted or None, on_progress=display.update)
@@ -118,6 +128,26 @@ def prefetch(
     if as_json:
         print_json(_summary(result, folder))
     _report(result, folder)
+
+
+def _prefetch_as_job(
+    settings: FtmSettings, quarter: Quarter, firms: list[str], overwrite: bool, detach: bool
+) -> None:
+    if settings.source.kind == "wrds":
+        raise UsageError(
+            "prefetch from WRDS cannot run on the batch backend: every container would need its own "
+            "Duo approval. Run `ftm prefetch` here (one approval; it writes to the S3 root just the "
+            "same), or prefetch from files on S3 with --input s3://…"
+        )
+    path = settings.source.path or ""
+    if not path.startswith("s3://"):
+        raise UsageError(
+            f"the batch backend's container cannot read {path or 'a local file'}: copy the input to "
+            "S3 and pass --input s3://BUCKET/KEY"
+        )
+    command = ["prefetch", str(quarter), "--source", "files", "--input", path]
+    command += [*(["--firms", ",".join(firms)] if firms else []), *(["--overwrite"] if overwrite else [])]
+    run_as_job(settings, command, kind="cpu", detach=detach)
 
 
 def _report_survey(found: PrefetchSurvey) -> None:

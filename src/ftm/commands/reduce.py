@@ -19,6 +19,7 @@ from rich.progress import (
 
 from ftm import layout
 from ftm.commands import RootOption, print_json, settings_from, stderr
+from ftm.commands.batch_job import BackendOption, DetachOption, run_as_job, wants_batch
 from ftm.quarters import Quarter
 from ftm.storage import Store
 from ftm.themes import ReduceProgress, ReduceResult, reduce_quarter
@@ -33,6 +34,8 @@ Examples:
   ftm reduce --quarter 2016Q4 --root s3://my-bucket/ftm
 
   ftm reduce --quarter 2023Q1 --allow-partial          (only the batches done so far; recorded)
+
+  ftm reduce --quarter 2023Q1 --backend batch          (as an AWS Batch job on the CPU queue)
 
 Writes themes/quarter=Q/themes.parquet, theme_topics.parquet and firm_theme_exposure.parquet
 (one row per firm and theme, with PERMNO, GVKEY and the share of the firm's sentences).
@@ -64,6 +67,8 @@ def reduce(
     ] = False,
     root: RootOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a summary as JSON to stdout.")] = False,
+    backend: BackendOption = "local",
+    detach: DetachOption = False,
 ) -> None:
     """Find the themes many firms talk about at once, and each firm's exposure to them.
 
@@ -75,6 +80,10 @@ def reduce(
     """
     the_quarter = Quarter.parse(quarter)
     settings = settings_from(ctx, storage__root=root)
+    if wants_batch(backend):
+        command = ["reduce", "--quarter", str(the_quarter), *(["--allow-partial"] if allow_partial else [])]
+        run_as_job(settings, command, kind="cpu", detach=detach)
+        return
     with _ProgressDisplay(str(the_quarter)) as display:
         result = reduce_quarter(
             settings, the_quarter, allow_partial=allow_partial, on_progress=display.update

@@ -13,10 +13,11 @@ from ftm.backends import BACKENDS, open_backend
 from ftm.backends.local import STOP_GRACE_S, log_folder
 from ftm.commands import RootOption, config_file, print_json, settings_from, stderr
 from ftm.commands.map_batch import interrupt_once
-from ftm.commands.watch import follow, render, report_end
+from ftm.commands.watch import BATCH_POLL_S, dollars, follow, render, report_end
 from ftm.quarters import Quarter
 from ftm.run_state import RunObserver
 from ftm.runs import Submission, prepare_submission, running_run, start_submission
+from ftm.schemas import RunRecord
 from ftm.storage import Store
 
 EXAMPLES = """\
@@ -32,7 +33,11 @@ Examples:
 
   ftm submit --quarter 2023Q1 --batch-size 500 --new        (start the quarter's map over)
 
-Ctrl-C stops the workers cleanly (their checkpoints stay, exit 130); the same command goes on.
+  ftm submit --quarter 2023Q1 --batch-size 1000 --backend batch   (AWS Batch on Spot GPUs, after
+                                         `ftm deploy` and `ftm image build`; reduce and name follow)
+
+Local: Ctrl-C stops the workers cleanly (their checkpoints stay, exit 130); the same command
+goes on. Batch: Ctrl-C stops following; the jobs go on (`ftm cancel RUN_ID` stops them).
 Exit codes: 0 every firm got topics or was skipped with a reason, 3 some firms or batches
 failed (the run ended; `ftm watch` shows which, and why), 2 a usage error, 130 interrupted.
 """
@@ -69,6 +74,14 @@ def submit(
             "--new", help="Start the quarter's map over: deletes its firm topics so far, plans anew."
         ),
     ] = False,
+    reduce: Annotated[
+        bool,
+        typer.Option("--reduce/--no-reduce", help="Batch backend: run `ftm reduce` as a job after the map."),
+    ] = True,
+    name: Annotated[
+        bool,
+        typer.Option("--name/--no-name", help="Batch backend: run `ftm name` as a job after reduce."),
+    ] = True,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and write nothing.")] = False,
     root: RootOption = None,
     as_json: Annotated[
@@ -85,7 +98,16 @@ def submit(
     the_quarter = Quarter.parse(quarter)
     settings = settings_from(ctx, storage__root=root, map__workers=workers)
     # The backend first: an unavailable one is refused before any planning.
-    the_backend = open_backend(backend, settings, workers=workers, detach=detach, config=config_file(ctx))
+    the_backend = open_backend(
+        backend,
+        settings,
+        workers=workers,
+        detach=detach,
+        config=config_file(ctx),
+        reduce=reduce,
+        name_after=name,
+        submitting=not dry_run,
+    )
     submission = prepare_submission(settings, the_quarter, batch_size=batch_size, new=new)
     if dry_run:
         if as_json:
@@ -95,12 +117,26 @@ def submit(
     run = start_submission(settings, submission, the_backend, running_run(settings, the_quarter))
     if as_json:
         print_json(run.to_json())
-    _announce(submission, Store.from_settings(settings.storage).uri(), detach)
+    _announce(submission, Store.from_settings(settings.storage).uri(), detach, run)
     if detach and submission.to_run:
         if not as_json:
             typer.echo(run.run_id)  # stdout: for scripts, `RUN=$(ftm submit ... --detach)`
         return
     observer = RunObserver(Store.from_settings(settings.storage), run, the_backend)
+    if the_backend.name == "batch":  # the jobs run on AWS: Ctrl-C only stops following them
+        try:
+            snapshot = follow(observer, BATCH_POLL_S)
+        except KeyboardInterrupt:
+            stderr.print(
+                f"stopped following; the jobs go on. Again: ftm watch {run.run_id}; "
+                f"stop them: ftm cancel {run.run_id}",
+                highlight=False,
+            )
+            return
+        code = report_end(snapshot)
+        if code:
+            raise typer.Exit(code)
+        return
     with interrupt_once():
         try:
             snapshot = follow(observer)
@@ -117,7 +153,7 @@ def submit(
         raise typer.Exit(code)
 
 
-def _announce(submission: Submission, root: str, detach: bool) -> None:
+def _announce(submission: Submission, root: str, detach: bool, run: RunRecord) -> None:
     quarter = submission.quarter
     plan = submission.plan
     what = "resumes" if submission.resumes else "starts"
@@ -131,7 +167,20 @@ def _announce(submission: Submission, root: str, detach: bool) -> None:
     if not submission.to_run:
         stderr.print("every batch is finished; nothing to run.", highlight=False)
     stderr.print(f"  firm topics → {escape(root)}/{layout.firm_topics_folder(quarter)}/", highlight=False)
-    if detach and submission.to_run:
+    if run.backend == "batch" and submission.to_run:
+        jobs = sorted({job.split(":")[0] for job in run.job_ids.values() if job}, key=str)
+        estimate = f"≈ {dollars(run.estimated_cost_usd)}" if run.estimated_cost_usd is not None else "unknown"
+        stderr.print(
+            f"  AWS Batch: {len(jobs)} map job(s) {', '.join(jobs[-3:])}"
+            f"{''.join(f'; then {what} {job}' for what, job in run.follow_jobs.items())}\n"
+            f"  code: {escape(run.code or '?')}; image: {escape(run.image or '?')}\n"
+            f"  estimated Spot cost: {estimate} (aws.firms_per_instance_hour); "
+            f"stop it: ftm cancel {submission.run_id}",
+            highlight=False,
+        )
+        if detach:
+            stderr.print(f"  follow it: ftm watch {submission.run_id}", highlight=False)
+    elif detach and submission.to_run:
         stderr.print(
             f"  the workers run in the background; follow them: ftm watch {submission.run_id}\n"
             f"  worker logs: {log_folder(submission.run_id)}/",

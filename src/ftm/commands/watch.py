@@ -13,13 +13,15 @@ from rich.text import Text
 
 from ftm import layout
 from ftm.backends import open_backend
-from ftm.commands import RootOption, print_json, settings_from, stderr
+from ftm.commands import RootOption, RunIdArgument, print_json, settings_from, stderr
 from ftm.quarters import Quarter
 from ftm.run_state import BatchView, RunObserver, RunSnapshot
 from ftm.runs import read_run
 from ftm.storage import Store
 
 POLL_S = 2.0
+# AWS Batch is polled less often than local progress files: its API is rate-limited.
+BATCH_POLL_S = 15.0
 STATE_STYLES = {
     "pending": "dim",
     "running": "cyan",
@@ -46,17 +48,20 @@ reason, 3 if some firms or batches failed. Ctrl-C stops watching; the run goes o
 
 def watch(
     ctx: typer.Context,
-    run_id: Annotated[
-        str | None,
-        typer.Argument(
-            help="The run, as `ftm submit` printed it; default: the latest run.", show_default=False
-        ),
-    ] = None,
+    run_id: RunIdArgument = None,
     root: RootOption = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one snapshot of the run as JSON to stdout and exit.")
     ] = False,
-    interval: Annotated[float, typer.Option("--interval", help="Seconds between looks.", min=0.2)] = POLL_S,
+    interval: Annotated[
+        float | None,
+        typer.Option(
+            "--interval",
+            help=f"Seconds between looks (default {POLL_S:g}; {BATCH_POLL_S:g} on the batch backend).",
+            min=0.2,
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Show a run's batches as a live table until the run ends.
 
@@ -73,7 +78,7 @@ def watch(
         print_json(observer.snapshot().to_json())
         return
     try:
-        snapshot = follow(observer, interval)
+        snapshot = follow(observer, interval or (BATCH_POLL_S if run.backend == "batch" else POLL_S))
     except KeyboardInterrupt:
         stderr.print(f"stopped watching; the run goes on. Again: ftm watch {run.run_id}", highlight=False)
         return
@@ -108,12 +113,16 @@ def render(snapshot: RunSnapshot) -> Table:
         for state in STATE_STYLES
         if snapshot.count(state)  # type: ignore[arg-type]
     )
+    caption = "ended" if snapshot.ended else f"updated {snapshot.taken_at:%H:%M:%S} UTC · Ctrl-C detaches"
+    if snapshot.followers:
+        caption = f"then {_followers(snapshot)} · {caption}"
     table = Table(
         title=f"run {escape(snapshot.run_id)} · {snapshot.quarter} · {snapshot.backend} backend",
-        caption="ended" if snapshot.ended else f"updated {snapshot.taken_at:%H:%M:%S} UTC · Ctrl-C detaches",
+        caption=caption,
         show_footer=True,
         expand=False,
     )
+    costs = snapshot.cost_usd is not None or snapshot.estimated_cost_usd is not None
     footer = {
         "batch": f"{len(snapshot.batches)} batches",
         "state": states,
@@ -123,9 +132,10 @@ def render(snapshot: RunSnapshot) -> Table:
         "firms/min": f"{snapshot.rate_per_min:.1f}",
         "elapsed": "",
         "ETA": duration(snapshot.eta_s),
+        "cost": _cost_footer(snapshot),
     }
-    for name in COLUMNS:
-        numeric = name in ("firms done", "attempts", "firms/min", "elapsed", "ETA")
+    for name in COLUMNS + (("cost",) if costs else ()):
+        numeric = name in ("firms done", "attempts", "firms/min", "elapsed", "ETA", "cost")
         table.add_column(
             name,
             footer=footer[name],
@@ -135,7 +145,7 @@ def render(snapshot: RunSnapshot) -> Table:
             overflow="ellipsis",
         )
     for batch in snapshot.batches:
-        table.add_row(
+        cells = [
             batch.batch_id,
             Text(batch.state, style=STATE_STYLES[batch.state]),
             f"{batch.firms_done:,}/{batch.firms_total:,}",
@@ -144,8 +154,28 @@ def render(snapshot: RunSnapshot) -> Table:
             f"{batch.rate_per_min:.1f}",
             duration(batch.elapsed_s),
             duration(batch.eta_s),
-        )
+        ]
+        table.add_row(*cells, *((dollars(batch.cost_usd),) if costs else ()))
     return table
+
+
+def dollars(amount: float | None) -> str:
+    return "–" if amount is None else f"${amount:,.2f}"
+
+
+def _cost_footer(snapshot: RunSnapshot) -> str:
+    spent = dollars(snapshot.cost_usd)
+    if snapshot.estimated_cost_usd is None:
+        return spent
+    return f"{spent} (est. {dollars(snapshot.estimated_cost_usd)})"
+
+
+def _followers(snapshot: RunSnapshot) -> str:
+    parts = []
+    for what, job in snapshot.followers.items():
+        reason = f" ({job.reason})" if job.reason and job.state in ("failed", "retrying") else ""
+        parts.append(f"{what}: {job.state}{reason}")
+    return ", then ".join(parts)
 
 
 def report_end(snapshot: RunSnapshot) -> int:
@@ -158,6 +188,10 @@ def report_end(snapshot: RunSnapshot) -> int:
         highlight=False,
         style="green" if snapshot.succeeded else "yellow",
     )
+    if snapshot.followers:
+        stderr.print(f"  then {_followers(snapshot)}", highlight=False, markup=False)
+    if snapshot.cost_usd is not None:
+        stderr.print(f"  cost so far ≈ {dollars(snapshot.cost_usd)} of Spot instance time", highlight=False)
     quarter = Quarter.parse(snapshot.quarter)
     if snapshot.firms_failed:
         stderr.print(
@@ -185,8 +219,8 @@ def _failed(batch: BatchView) -> str:
         reason = batch.message
     else:
         reason = batch.last_failure or batch.message or ""
-    if not batch.firms_failed:
-        return reason if batch.state in ("failed", "stopped") else ""
+    if not batch.firms_failed:  # why a batch failed, stopped, waits for capacity or is retried
+        return batch.message or ""
     return f"{batch.firms_failed:,} · {reason}" if reason else f"{batch.firms_failed:,}"
 
 
@@ -208,8 +242,15 @@ class _PlainLines:
                 f"{batch.firms_failed:,} failed{f' ({failed})' if batch.firms_failed and failed else ''}"
                 f"{f' ({batch.message})' if not batch.firms_failed and batch.message else ''}, "
                 f"attempt {batch.attempts}, {batch.rate_per_min:.1f} firms/min, "
-                f"elapsed {duration(batch.elapsed_s)}, ETA {duration(batch.eta_s)}",
+                f"elapsed {duration(batch.elapsed_s)}, ETA {duration(batch.eta_s)}"
+                f"{f', cost {dollars(batch.cost_usd)}' if batch.cost_usd is not None else ''}",
                 highlight=False,
                 markup=False,
                 soft_wrap=True,
             )
+        for what, job in snapshot.followers.items():
+            key = (job.state, job.reason)
+            if self.seen.get(what) != key:
+                self.seen[what] = key
+                reason = f" ({job.reason})" if job.reason else ""
+                stderr.print(f"{what} {job.state}{reason}", highlight=False, markup=False, soft_wrap=True)

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from ftm.quarters import Quarter
 from ftm.schemas import InputProblem
-from ftm.settings import SourceSettings
+from ftm.settings import SourceSettings, StorageSettings
 
 # The manifest lists this many input problems in full and counts the rest.
 MAX_LISTED_PROBLEMS = 200
@@ -84,11 +84,14 @@ class Source(Protocol):
 Notify = Callable[[str, str], None]
 
 
-def open_source(settings: SourceSettings, notify: Notify | None = None) -> Source:
+def open_source(
+    settings: SourceSettings, notify: Notify | None = None, storage: StorageSettings | None = None
+) -> Source:
+    """The configured source; `storage` reaches an s3:// input file (its endpoint and region)."""
     if settings.kind == "files":
         from ftm.sources.files import FilesSource
 
-        return FilesSource(settings)
+        return FilesSource(settings, storage)
     from ftm.sources.wrds import WrdsSource
 
     return WrdsSource(settings, notify)

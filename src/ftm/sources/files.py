@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from ftm.errors import DataError, UsageError
 from ftm.quarters import Quarter
 from ftm.schemas import InputProblem
-from ftm.settings import SourceSettings
+from ftm.settings import SourceSettings, StorageSettings
 from ftm.sources import MAX_LISTED_PROBLEMS, Call, CallList, Component, speaker_type
 
 CSV_REQUIRED = ("transcript_id", "order", "text")
@@ -78,16 +78,23 @@ class _CallIn(BaseModel):
 class FilesSource:
     """Reads transcripts from one JSON Lines or CSV file (see the module docstring)."""
 
-    def __init__(self, settings: SourceSettings):
+    def __init__(self, settings: SourceSettings, storage: StorageSettings | None = None):
         if not settings.path:
             raise UsageError("the files source needs an input file: pass --input PATH (or set source.path)")
-        self.path = Path(settings.path).expanduser()
+        self._folder = tempfile.TemporaryDirectory(prefix="ftm-spool-")
+        if settings.path.startswith("s3://"):
+            # Read from a local copy: the scan seeks and re-reads, which S3 streams cannot.
+            self.path = _download(settings.path, storage, Path(self._folder.name))
+            self.origin = settings.path
+        else:
+            self.path = Path(settings.path).expanduser()
+            self.origin = str(self.path.resolve())
         if not self.path.is_file():
+            self._folder.cleanup()
             raise UsageError(f"input {self.path} does not exist or is not a file")
         self.format = _format_of(self.path) if settings.format == "auto" else settings.format
         self.firm_id_field = settings.firm_id_field
         self.quarter_rule = settings.quarter_rule
-        self._folder = tempfile.TemporaryDirectory(prefix="ftm-spool-")
         self._spool = open(os.path.join(self._folder.name, "calls.jsonl"), "w+b")  # noqa: SIM115
         self._offsets: dict[str, list[tuple[int, int]]] = {}
 
@@ -112,7 +119,7 @@ class FilesSource:
         self._spool.flush()
         description = {
             "kind": "files",
-            "path": str(self.path.resolve()),
+            "path": self.origin,
             "format": self.format,
             "firm_id_field": self.firm_id_field,
             "quarter_rule": self.quarter_rule,
@@ -302,6 +309,19 @@ def _format_of(path: Path) -> str:
         f"cannot tell the format of {path} from its name: use .jsonl, .jsonl.gz, .csv or .csv.gz, "
         "or set --format jsonl|csv"
     )
+
+
+def _download(uri: str, storage: StorageSettings | None, folder: Path) -> Path:
+    """Copies an s3:// file into `folder`, under its own name (which tells its format)."""
+    from ftm.storage import Store
+
+    parent, _, name = uri.rstrip("/").rpartition("/")
+    store = Store(parent, storage.endpoint_url if storage else None, storage.region if storage else None)
+    if not name or not store.exists(name):
+        raise UsageError(f"input {uri} does not exist or is not a file")
+    local = folder / name
+    store.download(name, local)
+    return local
 
 
 def _open_binary(path: Path) -> BinaryIO:
