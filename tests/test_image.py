@@ -14,9 +14,10 @@ import pytest
 import tomlkit
 
 from ftm.cli import main
+from ftm.embedding import resolve_model
 from ftm.errors import UsageError
 from ftm.image import CONTEXT, dependency_hash, find_project, image_tag
-from ftm.settings import load_settings
+from ftm.settings import FtmSettings
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "containers" / "Dockerfile"
@@ -58,13 +59,14 @@ def test_the_map_image_matches_the_cuda_of_the_gpu_extra() -> None:
 def test_the_map_image_has_its_models_baked_in() -> None:
     map_stage = _stage("map")
     env = _env(map_stage)
-    model = env["FTM_EMBEDDING__MODEL"]
-    assert model.startswith("/")  # a local folder: nothing to download at run time
-    assert env["HF_HUB_OFFLINE"] == "1"
-    # The variable is the embedding model setting, spelled as ftm reads it.
-    assert load_settings(environ={"FTM_EMBEDDING__MODEL": model}).embedding.model == model
+    assert env["HF_HUB_OFFLINE"] == "1"  # nothing downloads at run time
+    # No embedding setting in the image: it would beat the settings a job is submitted with.
+    assert not any(name.startswith("FTM_") for name in env)
+    # The default model's name loads from the `models` extra (installed here too), by path.
+    default = FtmSettings().embedding.model
+    assert Path(resolve_model(default)).is_dir()
     runs = " ".join(rest for keyword, rest in map_stage["instructions"] if keyword == "RUN")
-    assert model in runs and "SentenceTransformer(" in runs  # made and loaded at build time
+    assert f"resolve_model('{default}')" in runs and "SentenceTransformer(" in runs  # loaded at build
     assert "load_model('en_core_web_sm')" in runs
 
 

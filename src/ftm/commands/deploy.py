@@ -100,8 +100,11 @@ def deploy(
     ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON to stdout.")] = False,
 ) -> None:
-    """Create or update the AWS stack (S3, ECR, AWS Batch on Spot GPUs) and write its outputs
-    into the settings."""
+    """Create or update the AWS stack (S3, ECR, AWS Batch on Spot GPUs); save its outputs.
+
+    The stack is deploy/ftm.yaml, applied through a change set; with nothing to change, nothing
+    changes. Its outputs (queues, job definitions, bucket, repository) go into the settings file.
+    """
     subnets = [subnet.strip() for subnet in subnet_ids.split(",") if subnet.strip()] if subnet_ids else None
     settings = settings_from(
         ctx, aws__vpc_id=vpc_id, aws__subnet_ids=subnets, aws__existing_bucket=existing_bucket
