@@ -55,6 +55,8 @@ def main() -> int:
 
     store = Store(str(root))
     quarter = Quarter.parse(QUARTER)
+    for folder in (layout.firm_topics_folder(quarter), layout.progress_folder(quarter)):
+        store.delete_folder(folder)  # a second run maps again, from nothing
     plan = make_plan(store, quarter, read_manifest(store, quarter), batch_size=args.firms)
     write_plan(store, quarter, plan.batches)
     batch = plan.batches[0]

@@ -21,6 +21,7 @@ Memory holds one group and the batch's rows of at most two chunks (`ftm.firm_inp
 
 from __future__ import annotations
 
+import ctypes
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -112,6 +113,26 @@ def run_batch(
     return _BatchRun(settings, store, quarter, manifest, planned, on_progress).run()
 
 
+def release_freed_memory() -> None:
+    """Hands the heap that a group freed back to the system. glibc keeps it otherwise: over a
+    990-firm batch a worker's peak resident memory was 2.66 GB without this and 1.85 GB with
+    it, most of the difference freed torch activations of varied shapes (embedding 60,000
+    sentences alone: 0.65 → 1.86 GB, 0.83 GB with a trim after each call;
+    benchmarks/map_memory.py). No-op without glibc."""
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: macOS, musl
+        return None
+
+
+_malloc_trim = _find_malloc_trim()
+
+
 def topics_schema(dimensions: int) -> pa.Schema:
     """FIRM_TOPICS with the centroid as long as the embedding model's vectors."""
     return pa.schema(
@@ -188,6 +209,7 @@ class _BatchRun:
             self.processing_since = time.monotonic()
             for group in groups:
                 self._run_group(group)
+                release_freed_memory()
             self.checkpoint = self.checkpoint.model_copy(
                 update={"finished": True, "attempt": self.attempt, "updated_at": now()}
             )
