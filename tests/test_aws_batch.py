@@ -235,13 +235,16 @@ def test_resubmit_on_batch_runs_only_the_unfinished_batch_as_a_single_job(
 
 
 def test_reduce_and_name_run_as_jobs_and_wrds_prefetch_is_refused_on_batch(
-    batch_env: dict[str, str], capsys: pytest.CaptureFixture
+    batch_env: dict[str, str], capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("FTM_AWS__REGION", "us-east-1")
     assert main(["reduce", "--quarter", str(QUARTER), "--backend", "batch", "--detach"]) == 0
     job = _job(capsys.readouterr().out.strip())
     assert job["container"]["command"] == ["reduce", "--quarter", str(QUARTER)]
     assert job["jobQueue"] == batch_env["FTM_AWS__CPU_JOB_QUEUE"]
     assert "FTM_REDUCE" in _environment(job) and "FTM_CODE" in _environment(job)
+    # The job's storage is in the stack's region, whatever the submitting machine's default.
+    assert json.loads(_environment(job)["FTM_STORAGE"])["region"] == "us-east-1"
 
     assert (
         main(["name", "--quarter", str(QUARTER), "--what", "themes", "--backend", "batch", "--detach"]) == 0

@@ -217,7 +217,12 @@ class AwsBatchBackend:
         require_deployed(self.settings, queue_key, definition_key)
         queue = getattr(self.settings.aws, queue_key)
         definition = getattr(self.settings.aws, definition_key)
-        environment = {**section_environment(self.settings, SECTIONS[command[0]]), CODE_ENV: code}
+        # The jobs' storage is in the stack's region whatever the submitting machine's default.
+        storage = self.settings.storage
+        if storage.region is None and self.settings.aws.region:
+            storage = storage.model_copy(update={"region": self.settings.aws.region})
+        job_settings = self.settings.model_copy(update={"storage": storage})
+        environment = {**section_environment(job_settings, SECTIONS[command[0]]), CODE_ENV: code}
         aws_settings = self.settings.aws
         request: dict[str, Any] = {
             "jobName": _job_name(name),
