@@ -4,12 +4,14 @@ and renders what it returns; what every command shares is here."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import Progress, ProgressColumn
 
 from ftm.settings import FtmSettings, load_settings
 
@@ -27,6 +29,39 @@ RunIdArgument = Annotated[
 
 # Human output goes to stderr, so that stdout carries only `--json` documents.
 stderr = Console(stderr=True)
+
+
+class ProgressDisplay:
+    """A command's progress: a rich bar on a terminal, a plain line now and then otherwise
+    (container logs, CI). Each command's display names its columns and says what a report means;
+    this holds what they share: the bar's life and the pace of plain lines."""
+
+    def __init__(self, *columns: ProgressColumn | str):
+        self.live = stderr.is_terminal
+        self.progress = Progress(*columns, console=stderr, transient=True)
+        self.started = time.monotonic()
+        self._last_line = 0.0
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def __enter__(self):  # the subclass's type, for `with Display(...) as display`
+        if self.live:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live:
+            self.progress.stop()
+
+    def line_due(self, every_s: float, now: bool = False) -> bool:
+        """Whether a plain line is due: `every_s` after the last one, or `now`."""
+        clock = time.monotonic()
+        if now or clock - self._last_line >= every_s:
+            self._last_line = clock
+            return True
+        return False
 
 
 @dataclass(frozen=True)

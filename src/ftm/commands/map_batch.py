@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
@@ -14,14 +13,13 @@ from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
-    Progress,
     SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
 )
 
 from ftm import layout
-from ftm.commands import RootOption, print_json, settings_from, stderr
+from ftm.commands import ProgressDisplay, RootOption, print_json, settings_from, stderr
 from ftm.errors import DataError, PartialFailure, UsageError
 from ftm.mapper import BatchResult, MapProgress, run_batch
 from ftm.quarters import Quarter
@@ -200,35 +198,22 @@ def _report(result: BatchResult, folder: str, partial_ok: bool = False) -> None:
         )
 
 
-class _Display:
+class _Display(ProgressDisplay):
     """A progress bar on a terminal; a count line every so often otherwise (container logs)."""
 
     PLAIN_EVERY_S = 30.0
 
     def __init__(self, batch: str):
-        self.batch = batch
-        self.live = stderr.is_terminal
-        self.progress = Progress(
+        super().__init__(
             SpinnerColumn(),
             TextColumn("[bold]{task.fields[batch]}[/] {task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("firms · {task.fields[failed]} failed · {task.fields[rate]:.1f} firms/min"),
             TimeElapsedColumn(),
-            console=stderr,
-            transient=True,
         )
+        self.batch = batch
         self.task = None
-        self.last_line = 0.0
-
-    def __enter__(self) -> _Display:
-        if self.live:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.live:
-            self.progress.stop()
 
     def update(self, state: MapProgress) -> None:
         self.batch = state.batch_id
@@ -245,9 +230,7 @@ class _Display:
                 rate=state.rate_per_s * 60,
             )
             return
-        now = time.monotonic()
-        if state.phase != "processing" or now - self.last_line >= self.PLAIN_EVERY_S:
-            self.last_line = now
+        if self.line_due(self.PLAIN_EVERY_S, now=state.phase != "processing"):
             stderr.print(
                 f"{state.batch_id}: {description or f'{state.firms_done:,}/{state.firms_total:,} firms done'}"
                 f", {state.firms_failed} failed, {state.rate_per_s * 60:.1f} firms/min",

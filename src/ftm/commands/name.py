@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -14,13 +13,12 @@ from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
-    Progress,
     TextColumn,
     TimeRemainingColumn,
 )
 
 from ftm.backends.aws_batch import name_command, name_kind
-from ftm.commands import RootOption, print_json, settings_from, stderr
+from ftm.commands import ProgressDisplay, RootOption, print_json, settings_from, stderr
 from ftm.commands.batch_job import BackendOption, DetachOption, run_as_job, wants_batch
 from ftm.errors import UsageError
 from ftm.llm_server import serving
@@ -174,16 +172,14 @@ def _report(result: NamingResult, location: str) -> None:
         )
 
 
-class _ProgressDisplay:
+class _ProgressDisplay(ProgressDisplay):
     """A rich progress bar on a terminal; a count line every few seconds otherwise (logs, CI)."""
 
     PLAIN_EVERY_S = 10.0
 
     def __init__(self, quarter: str):
-        self.quarter = quarter
-        self.live = stderr.is_terminal
         # One line that fits 80 columns even at 100,000 topics; the cached count is in the report.
-        self.progress = Progress(
+        super().__init__(
             TextColumn("[bold]{task.fields[kind]}s[/]"),
             BarColumn(bar_width=8),
             MofNCompleteColumn(),
@@ -192,20 +188,9 @@ class _ProgressDisplay:
                 "{task.fields[tokens]} tok"
             ),
             TimeRemainingColumn(),
-            console=stderr,
-            transient=True,
         )
+        self.quarter = quarter
         self.tasks: dict[str, int] = {}
-        self.last_line = 0.0
-
-    def __enter__(self) -> _ProgressDisplay:
-        if self.live:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.live:
-            self.progress.stop()
 
     def update(self, state: NamingProgress) -> None:
         fields = {
@@ -221,9 +206,7 @@ class _ProgressDisplay:
                 )
             self.progress.update(self.tasks[state.kind], completed=state.done, total=state.total, **fields)
             return
-        now = time.monotonic()
-        if state.finished or now - self.last_line >= self.PLAIN_EVERY_S:
-            self.last_line = now
+        if self.line_due(self.PLAIN_EVERY_S, now=state.finished):
             stderr.print(
                 f"name {state.kind}s {self.quarter}: {state.done:,}/{state.total:,} names, "
                 f"{state.in_flight} in flight, {state.retries:,} retries, {state.from_cache:,} cached, "

@@ -11,7 +11,6 @@ from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
-    Progress,
     SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -19,7 +18,7 @@ from rich.progress import (
 )
 
 from ftm import layout
-from ftm.commands import RootOption, print_json, settings_from, stderr
+from ftm.commands import ProgressDisplay, RootOption, print_json, settings_from, stderr
 from ftm.commands.batch_job import BackendOption, DetachOption, run_as_job, wants_batch
 from ftm.errors import UsageError
 from ftm.prefetch import PrefetchProgress, PrefetchResult, PrefetchSurvey, survey
@@ -209,7 +208,7 @@ def _report(result: PrefetchResult, folder: str) -> None:
     )
 
 
-class _ProgressDisplay:
+class _ProgressDisplay(ProgressDisplay):
     """A rich progress bar on a terminal; a count line every few seconds otherwise (logs, CI)."""
 
     PLAIN_EVERY_S = 10.0
@@ -221,9 +220,7 @@ class _ProgressDisplay:
     }
 
     def __init__(self, quarter: str):
-        self.quarter = quarter
-        self.live = stderr.is_terminal
-        self.progress = Progress(
+        super().__init__(
             SpinnerColumn(),
             TextColumn("[bold]prefetch {task.fields[quarter]}[/] {task.description}"),
             BarColumn(),
@@ -232,22 +229,10 @@ class _ProgressDisplay:
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
-            console=stderr,
-            transient=True,
         )
+        self.quarter = quarter
         self.task = None
-        self.started = time.monotonic()
-        self.last_line = 0.0
         self.first_done: int | None = None
-
-    def __enter__(self) -> _ProgressDisplay:
-        if self.live:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.live:
-            self.progress.stop()
 
     def update(self, state: PrefetchProgress) -> None:
         now = time.monotonic()
@@ -281,8 +266,7 @@ class _ProgressDisplay:
                 sentences=state.sentences,
                 rate=rate,
             )
-        elif state.phase == "done" or now - self.last_line >= self.PLAIN_EVERY_S:
-            self.last_line = now
+        elif self.line_due(self.PLAIN_EVERY_S, now=state.phase == "done"):
             stderr.print(
                 f"prefetch {self.quarter}: {state.firms_done:,}/{state.firms_total:,} firms, "
                 f"{state.sentences:,} sentences, {rate:.1f} firms/s",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict
 from typing import Annotated
 
@@ -11,14 +10,13 @@ from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
-    Progress,
     SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
 )
 
 from ftm import layout
-from ftm.commands import RootOption, print_json, settings_from, stderr
+from ftm.commands import ProgressDisplay, RootOption, print_json, settings_from, stderr
 from ftm.commands.batch_job import BackendOption, DetachOption, run_as_job, wants_batch
 from ftm.quarters import Quarter
 from ftm.storage import Store
@@ -133,38 +131,26 @@ def _report(result: ReduceResult, store: Store, elapsed: float) -> None:
         )
 
 
-class _ProgressDisplay:
+class _ProgressDisplay(ProgressDisplay):
     """A spinner with the phase on a terminal; a line per phase otherwise (logs, CI)."""
 
     def __init__(self, quarter: str):
-        self.quarter = quarter
-        self.live = stderr.is_terminal
-        self.progress = Progress(
+        super().__init__(
             SpinnerColumn(),
             TextColumn("[bold]reduce {task.fields[quarter]}[/] {task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            console=stderr,
-            transient=True,
         )
+        self.quarter = quarter
         self.task: int | None = None
         self.phase: str | None = None
-        self.started = time.monotonic()
-
-    @property
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
 
     def __enter__(self) -> _ProgressDisplay:
+        super().__enter__()
         if self.live:
-            self.progress.start()
             self.task = self.progress.add_task("", total=None, quarter=self.quarter)
         return self
-
-    def __exit__(self, *exc) -> None:
-        if self.live:
-            self.progress.stop()
 
     def update(self, state: ReduceProgress) -> None:
         description = PHASES[state.phase]
