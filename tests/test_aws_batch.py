@@ -445,3 +445,17 @@ def test_cancel_terminates_the_arrays_and_the_jobs_after_them(stand_in: BatchSta
     terminated = {body["jobId"] for op, body in stand_in.calls if op == "terminatejob"}
     assert terminated == {parent, run.follow_jobs["reduce"]}
     assert all(stand_in.jobs[f"{parent}:{index}"]["status"] == "FAILED" for index in range(3))
+
+
+def test_submit_on_batch_follows_the_run_to_its_end_without_detach(
+    batch_env: dict[str, str], source: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """moto ends every job at once, without running it: the children never wrote a record, so
+    the batches end unstarted (exit 3), and the jobs after the map are shown with their state."""
+    config = write_config(tmp_path)
+    copy_prefetch(source, _s3_store(batch_env))
+    args = ["--config", str(config), "submit", "--quarter", str(QUARTER), "--batch-size", "6"]
+    assert main([*args, "--backend", "batch"]) == 3
+    err = " ".join(capsys.readouterr().err.split())
+    assert "estimated Spot cost" in err and "ftm cancel" in err
+    assert "batch_000 stopped" in err and "reduce succeeded" in err and "name succeeded" in err
