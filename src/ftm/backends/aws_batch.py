@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from ftm import aws, layout
-from ftm.backends.base import BackendStatus, JobState, JobStatus
+from ftm import __version__, aws, layout
+from ftm.backends.base import MAP_BATCH_SECTIONS, BackendStatus, JobState, JobStatus
 from ftm.errors import FtmError, UsageError
 from ftm.quarters import Quarter
 from ftm.schemas import Batch, RunRecord
@@ -47,7 +47,7 @@ SPOT_RETRY = [
 ]
 # The settings each command's job runs with, as FTM_* variables; the rest keep their defaults.
 SECTIONS = {
-    "map-batch": ("storage", "embedding", "topics", "map"),
+    "map-batch": MAP_BATCH_SECTIONS,
     "reduce": ("storage", "reduce"),
     "name": ("storage", "llm"),
     "prefetch": ("storage", "source", "preprocess", "prefetch"),
@@ -107,10 +107,9 @@ def require_s3_storage(store: Store) -> None:
 
 @dataclass(frozen=True)
 class Submitted:
-    """A job ftm submitted: its id and what it will run."""
+    """A job ftm submitted."""
 
     job_id: str
-    command: list[str]
     size: int  # children of an array job; 1 for a single job
 
 
@@ -122,7 +121,7 @@ class AwsBatchBackend:
         self.follow = {"reduce": reduce, "name": name and reduce}
         self._client: Any = None
         self._price: float | None | bool = False  # False: not looked up yet
-        self._children: dict[str, _Child] = {}  # child job id → what its last look said
+        self._children: dict[str, _Child] = {}  # job id (array child or plain) → its last look
         self._settled: dict[tuple[str, str], int] = {}  # (parent, final status) → children listed
 
     # --- submit --------------------------------------------------------------------------------
@@ -137,12 +136,9 @@ class AwsBatchBackend:
         require_s3_storage(Store.from_settings(self.settings.storage))
 
     def submit(self, run: RunRecord, batches: list[Batch]) -> RunRecord:
-        from ftm import code_package
-
         self.check_submit()
         store = Store.from_settings(self.settings.storage)
-        package = code_package.build()
-        code = code_package.upload(store, package)  # the same bytes, the same path: stored once
+        code = _upload_code(store)
         quarter = Quarter.parse(run.quarter)
         chunks = array_chunks([batch.batch_id for batch in batches])
         if len(chunks) > MAX_DEPENDENCIES and self.follow["reduce"]:
@@ -193,7 +189,7 @@ class AwsBatchBackend:
             update={
                 "job_ids": {**run.job_ids, **job_ids},
                 "follow_jobs": followers,
-                "code": f"ftm {package.version} {store.uri(code)}",
+                "code": f"ftm {__version__} {store.uri(code)}",
                 "image": self.settings.aws.image or _default_image(self.settings),
                 "estimated_cost_usd": self.estimate_cost(firms),
             }
@@ -256,7 +252,20 @@ class AwsBatchBackend:
             reply = self._batch().submit_job(**request)
         except Exception as error:
             raise aws.explain(error, f"submitting {request['jobName']} to {queue}") from None
-        return Submitted(job_id=reply["jobId"], command=command, size=size)
+        return Submitted(job_id=reply["jobId"], size=size)
+
+    def submit_command(self, command: list[str], *, kind: str) -> Submitted:
+        """Runs one ftm command as an AWS Batch job in the image, with this machine's ftm code."""
+        store = Store.from_settings(self.settings.storage)
+        require_s3_storage(store)
+        require_deployed(self.settings, *JOB_KINDS[kind])
+        name = f"ftm-{command[0]}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
+        return self.submit_job(command, name=name, kind=kind, code=_upload_code(store))
+
+    def job_status(self, job_id: str) -> JobStatus | None:
+        """A job's state, attempts, reason and cost; None when AWS Batch does not know it."""
+        job = self.describe([job_id]).get(job_id)
+        return None if job is None else _Child.of(job).status(self.price_per_hour(), time.time())
 
     def estimate_cost(self, firms: int) -> float | None:
         """Instance hours at aws.firms_per_instance_hour × the Spot price; None without a price."""
@@ -289,11 +298,11 @@ class AwsBatchBackend:
             active = active or parent["status"] not in FINAL
             if parent.get("arrayProperties", {}).get("size"):
                 self._refresh_children(parent)
-                for child_id, child in self._children.items():
-                    if child_id.split(":")[0] == parent_id and child_id in batch_of:
-                        jobs[batch_of[child_id]] = child.status(price, now)
-            elif parent_id in batch_of:
-                jobs[batch_of[parent_id]] = _Child.of(parent).status(price, now)
+            else:  # one batch as a plain job
+                self._children[parent_id] = _Child.of(parent)
+        for job_id, batch in batch_of.items():
+            if job_id in self._children:
+                jobs[batch] = self._children[job_id].status(price, now)
         follower_states = {}
         for what, job_id in followers.items():
             job = described.get(job_id)
@@ -452,9 +461,9 @@ class _Child:
             state, attempts, reason = "succeeded", max(ended, 1), None
         elif self.state == "FAILED":
             state, attempts = "failed", ended
-            reason = last if last and not self.status_reason else self.status_reason or last
-            if last and self.status_reason and last not in self.status_reason:
-                reason = f"{last} ({self.status_reason})"
+            # The last attempt's cause first; the job's own reason (a cancel, a failed dependency) beside it.
+            both = last and self.status_reason
+            reason = f"{last} ({self.status_reason})" if both else last or self.status_reason
         elif self.state == "RUNNING":
             state, attempts = "running", ended + 1
             reason = f"attempt {ended + 1}{of}, after {last}" if last else None
@@ -495,26 +504,9 @@ def _default_image(settings: FtmSettings) -> str | None:
     return f"{settings.aws.repository}:latest" if settings.aws.repository else None
 
 
-def submit_command(settings: FtmSettings, command: list[str], *, kind: str) -> Submitted:
-    """Runs one ftm command as an AWS Batch job in the image, with this machine's ftm code."""
-    store = Store.from_settings(settings.storage)
-    require_s3_storage(store)
-    require_deployed(settings, *JOB_KINDS[kind])
-    code = upload_code(store)
-    stamp = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
-    name = f"ftm-{command[0]}-{stamp}"
-    return AwsBatchBackend(settings).submit_job(command, name=name, kind=kind, code=code)
-
-
-def job_status(settings: FtmSettings, job_id: str) -> JobStatus | None:
-    """A job's state, attempts, reason and cost; None when AWS Batch does not know it."""
-    backend = AwsBatchBackend(settings)
-    job = backend.describe([job_id]).get(job_id)
-    return None if job is None else _Child.of(job).status(backend.price_per_hour(), time.time())
-
-
-def upload_code(store: Store) -> str:
-    """The running ftm as a content-addressed package under the root; its path there."""
+def _upload_code(store: Store) -> str:
+    """The running ftm as a content-addressed package under the root (the same bytes, the same
+    path: stored once); its path there."""
     from ftm import code_package
 
     return code_package.upload(store, code_package.build())

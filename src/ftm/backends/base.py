@@ -11,6 +11,10 @@ from typing import Literal, Protocol
 
 from ftm.schemas import Batch, RunRecord
 
+# The settings sections `ftm map-batch` reads: every backend hands its workers exactly these from
+# the submitter, so that a worker never runs with other settings than the run record shows.
+MAP_BATCH_SECTIONS = ("storage", "embedding", "topics", "map")
+
 # How a backend sees one batch's job. "unknown": the backend keeps no per-batch state (the
 # local backend: its workers' progress records say it all).
 JobState = Literal["queued", "running", "succeeded", "failed", "retrying", "unknown"]

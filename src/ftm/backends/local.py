@@ -28,7 +28,7 @@ from collections import deque
 from pathlib import Path
 
 from ftm import batch_records
-from ftm.backends.base import BackendStatus
+from ftm.backends.base import MAP_BATCH_SECTIONS, BackendStatus
 from ftm.quarters import Quarter
 from ftm.schemas import Batch, RunRecord
 from ftm.settings import FtmSettings, config_path, load_settings, section_environment
@@ -37,8 +37,6 @@ from ftm.storage import Store
 # A stopped worker writes its last records within this; then it is killed (its checkpoint stays).
 STOP_GRACE_S = 60.0
 POLL_S = 0.2
-# Sections `ftm map-batch` reads; the workers get these, and nothing else, from the submitter.
-WORKER_SECTIONS = ("storage", "embedding", "topics", "map")
 # Detached supervisors started by this process: held so that Python does not warn, when the
 # Popen object goes, that a process it started is still running, which is the point of detaching.
 _DETACHED: list[subprocess.Popen[bytes]] = []
@@ -216,7 +214,7 @@ def worker_environment(settings: FtmSettings, config: Path | None, workers: int)
     path = config_path(config)
     if path is not None:
         env["FTM_CONFIG"] = str(path.resolve())
-    env.update(section_environment(settings, WORKER_SECTIONS))
+    env.update(section_environment(settings, MAP_BATCH_SECTIONS))
     threads = str(max(1, (os.cpu_count() or 1) // workers))
     for name in THREAD_VARIABLES:
         env.setdefault(name, threads)

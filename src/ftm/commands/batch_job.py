@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from ftm.backends.aws_batch import job_status, submit_command
+from ftm.backends.aws_batch import AwsBatchBackend
 from ftm.commands import stderr
 from ftm.commands.watch import BATCH_POLL_S, dollars
 from ftm.errors import FtmError, UsageError
@@ -38,7 +38,8 @@ def run_as_job(
 ) -> None:
     """Submits `ftm <command>` as a job and follows its state until it ends (or prints its id
     with `detach`); a failed job is an error with its reason."""
-    job = submit_command(settings, command, kind=kind)
+    backend = AwsBatchBackend(settings)  # one for the whole follow: it keeps the Spot price
+    job = backend.submit_command(command, kind=kind)
     stderr.print(
         f"submitted `ftm {escape(' '.join(command))}` to AWS Batch as job {job.job_id}"
         f"{f'; its logs are in {settings.aws.log_group}' if settings.aws.log_group else ''}",
@@ -50,7 +51,7 @@ def run_as_job(
     last = None
     try:
         while True:
-            status = job_status(settings, job.job_id)
+            status = backend.job_status(job.job_id)
             if status is None:
                 raise FtmError(f"AWS Batch does not know job {job.job_id} any more")
             seen = (status.state, status.attempts, status.reason)
