@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from ftm.storage import Store
     from wrds_server import WrdsServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,6 +75,14 @@ def storage_settings(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str
 def shared_corpus() -> Path:
     assert SHARED_CORPUS.is_file(), f"the shared corpus is missing: expected {SHARED_CORPUS}"
     return SHARED_CORPUS
+
+
+@pytest.fixture(scope="session")
+def full_quarter(tmp_path_factory: pytest.TempPathFactory, shared_corpus: Path) -> Store:
+    """The whole of 2016Q4 from the shared corpus, prefetched once for the session (read-only)."""
+    from map_inputs import prefetch_quarter
+
+    return prefetch_quarter(shared_corpus, tmp_path_factory.mktemp("full-quarter"))
 
 
 @pytest.fixture(scope="session")

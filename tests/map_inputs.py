@@ -1,8 +1,9 @@
-"""A small prefetched quarter for the map tests, made once per test session, and what those tests
-do to it: copy it to a fresh root, break a firm's rows, read back the firm topics.
+"""Prefetched quarters for the map tests, made once per test session, and what those tests do to
+them: copy one to a fresh root, break a firm's rows, read back the firm topics.
 
 Twelve firms of the bundled sample (2016Q4), about 80 sentences each: big enough for real topics,
-small enough that a local run of two batches takes well under a minute on two cores.
+small enough that a local run of two batches takes well under a minute on two cores. And the whole
+of 2016Q4 of the shared corpus (173 calls), for the prefetch tests and the whole-path map test.
 """
 
 from __future__ import annotations
@@ -64,6 +65,28 @@ def prefetched(tmp_path_factory: pytest.TempPathFactory) -> Path:
         assert main([*args, "--root", str(root), "--firms", ",".join(sample_firms())]) == 0
         _cache["root"] = root
     return _cache["root"]
+
+
+def prefetch_quarter(corpus: Path, folder: Path) -> Store:
+    """Every 2016Q4 call of `corpus` prefetched into `folder`, in chunks of 50 firms."""
+    config = folder / "ftm.toml"
+    config.write_text("[prefetch]\nfirms_per_chunk = 50\ncheckpoint_every = 20\n")
+    root = str(folder / "root")
+    args = ["--config", str(config), "prefetch", str(QUARTER), "--source", "files", "--input", str(corpus)]
+    assert main([*args, "--root", root, "--json"]) == 0
+    return Store(root)
+
+
+def quarter_firms(corpus: Path) -> set[str]:
+    """Firms with a call in 2016Q4, found independently of ftm's reader."""
+    firms = set()
+    with gzip.open(corpus, "rt") as lines:
+        for line in lines:
+            record = json.loads(line)
+            day = record["call_date"]
+            if day and "2016-10-01" <= day < "2017-01-01":
+                firms.add(record["ticker"])
+    return firms
 
 
 def copy_prefetch(source: Path, target: Store) -> Store:

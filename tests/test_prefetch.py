@@ -21,6 +21,7 @@ from ftm.quarters import Quarter
 from ftm.schemas import SENTENCES, PrefetchManifest
 from ftm.settings import StorageSettings
 from ftm.storage import Store
+from map_inputs import prefetch_quarter, quarter_firms
 
 QUARTER = Quarter.parse("2016Q4")
 FOLDER = layout.prefetch_folder(QUARTER)
@@ -77,49 +78,16 @@ def reference(tmp_path_factory: pytest.TempPathFactory, small_config: Path) -> S
 
 
 @pytest.fixture(scope="module")
-def full_quarter(tmp_path_factory: pytest.TempPathFactory, shared_corpus: Path) -> tuple[Store, Store, dict]:
-    """The whole of 2016Q4 from the shared corpus, prefetched twice into two roots."""
-    config = tmp_path_factory.mktemp("config") / "ftm.toml"
-    config.write_text("[prefetch]\nfirms_per_chunk = 50\ncheckpoint_every = 20\n")
-    stores, summary = [], {}
-    for name in ("first", "second"):
-        root = str(tmp_path_factory.mktemp(name))
-        args = [
-            "--config",
-            str(config),
-            "prefetch",
-            str(QUARTER),
-            "--source",
-            "files",
-            "--input",
-            str(shared_corpus),
-            "--root",
-            root,
-            "--json",
-        ]
-        assert main(args) == 0
-        stores.append(Store(root))
-    summary = json.loads(stores[0].read_bytes(layout.prefetch_manifest(QUARTER)))
-    return stores[0], stores[1], summary
-
-
-def _expected_firms(corpus: Path) -> set[str]:
-    """Firms with a call in 2016Q4, found independently of ftm's reader."""
-    firms = set()
-    with gzip.open(corpus, "rt") as lines:
-        for line in lines:
-            record = json.loads(line)
-            day = record["call_date"]
-            if day and "2016-10-01" <= day < "2017-01-01":
-                firms.add(record["ticker"])
-    return firms
+def second_prefetch(tmp_path_factory: pytest.TempPathFactory, shared_corpus: Path) -> Store:
+    """The same quarter as the session's `full_quarter`, prefetched again into another root."""
+    return prefetch_quarter(shared_corpus, tmp_path_factory.mktemp("second"))
 
 
 @pytest.mark.slow
-def test_full_quarter_has_every_firm_in_exactly_one_chunk(full_quarter, shared_corpus: Path) -> None:
-    store, _, manifest = full_quarter
-    manifest = PrefetchManifest.model_validate(manifest)
-    expected = _expected_firms(shared_corpus)
+def test_full_quarter_has_every_firm_in_exactly_one_chunk(full_quarter: Store, shared_corpus: Path) -> None:
+    store = full_quarter
+    manifest = PrefetchManifest.model_validate(store.read_json(layout.prefetch_manifest(QUARTER)))
+    expected = quarter_firms(shared_corpus)
     skipped = {skip.firm_id: skip.reason for skip in manifest.skipped_firms}
     assert set(manifest.firm_to_chunk) | set(skipped) == expected
     assert not set(manifest.firm_to_chunk) & set(skipped)
@@ -154,8 +122,10 @@ def test_full_quarter_has_every_firm_in_exactly_one_chunk(full_quarter, shared_c
 
 
 @pytest.mark.slow
-def test_full_quarter_gives_identical_chunks_and_sentence_ids_on_a_second_run(full_quarter) -> None:
-    first, second, _ = full_quarter
+def test_full_quarter_gives_identical_chunks_and_sentence_ids_on_a_second_run(
+    full_quarter: Store, second_prefetch: Store
+) -> None:
+    first, second = full_quarter, second_prefetch
     assert _files(first) == _files(second)
     assert _manifest(first)["firm_to_chunk"] == _manifest(second)["firm_to_chunk"]
     assert not first.list(layout.prefetch_staging(QUARTER)) and not first.exists(

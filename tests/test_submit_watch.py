@@ -21,7 +21,7 @@ from ftm.commands.watch import COLUMNS
 from ftm.plan import read_plan
 from ftm.runs import latest_run
 from ftm.storage import Store
-from map_inputs import QUARTER, copy_prefetch, manifest, prefetched, topic_rows, write_config
+from map_inputs import QUARTER, copy_prefetch, manifest, prefetched, quarter_firms, topic_rows, write_config
 
 BATCH_SIZE = "6"  # two batches of six firms, each written in three parts of two
 
@@ -71,6 +71,52 @@ def test_submit_maps_every_firm_into_schema_checked_part_files(reference: Store)
         assert row["quarter"] == "2016Q4" and topic >= 0 and row["keywords"] and row["representation"]
         assert row["n_sentences"] == len(row["sentence_ids"]) > 0 and row["representative_sentences"]
         assert len(row["centroid"]) == 384  # the mean of its sentences' MiniLM embeddings
+
+
+def test_a_whole_quarter_maps_on_two_workers_and_every_firm_is_accounted_for(
+    full_quarter: Store, shared_corpus: Path, tmp_path: Path
+) -> None:
+    """The whole path on all of 2016Q4 of the shared corpus with the default topic settings: each
+    firm of the quarter has topics, or is recorded as skipped with its reason (by the prefetch, or
+    by the map when it is too small or all outliers), in exactly one of those places."""
+    store = copy_prefetch(Path(full_quarter.root), Store(str(tmp_path / "root")))
+    config = tmp_path / "ftm.toml"
+    config.write_text("[map]\nheartbeat_s = 1.0\n")
+    assert main(_submit(config, store.root, "--batch-size", "90", "--workers", "2")) == 0
+
+    prefetch = manifest(store)
+    plan = read_plan(store, QUARTER)
+    assert plan is not None and len(plan) == 2
+    assert sorted(f for b in plan for f in b.firm_ids) == sorted(prefetch.firm_to_chunk)
+    map_skips: dict[str, str] = {}
+    for batch in plan:
+        checkpoint = batch_records.read_checkpoint(store, QUARTER, batch.batch_id)
+        assert checkpoint is not None and checkpoint.finished and not checkpoint.failed_firm_ids
+        assert sorted(checkpoint.completed_firm_ids) == sorted(batch.firm_ids)
+        map_skips.update({s.firm_id: s.reason for s in checkpoint.skipped_firms})
+    prefetch_skips = {s.firm_id: s.reason for s in prefetch.skipped_firms}
+    rows = topic_rows(store)  # every part file checked against FIRM_TOPICS; no (firm, topic) twice
+    with_topics = {firm for firm, _ in rows}
+    places = [with_topics, set(map_skips), set(prefetch_skips)]
+    expected = quarter_firms(shared_corpus)
+    assert set().union(*places) == expected and sum(map(len, places)) == len(expected)
+    assert all(map_skips.values()) and all(prefetch_skips.values())
+    assert len(with_topics) >= len(expected) // 4, "the map should find topics in most long calls"
+
+    # Each topic holds the firm's own sentences, and no sentence is in two topics of a firm.
+    sentences: dict[str, set[str]] = {}
+    for chunk in prefetch.chunks:
+        table = store.read_table(f"{layout.prefetch_folder(QUARTER)}/{chunk.file}")
+        for firm, sentence in zip(
+            table.column("firm_id").to_pylist(), table.column("sentence_id").to_pylist(), strict=True
+        ):
+            sentences.setdefault(firm, set()).add(sentence)
+    used: dict[str, list[str]] = {}
+    for (firm, _), row in rows.items():
+        assert row["n_sentences"] == len(row["sentence_ids"]) >= 10  # topics.hdbscan_min_cluster_size
+        assert set(row["sentence_ids"]) <= sentences[firm] and row["keywords"] and row["representation"]
+        used.setdefault(firm, []).extend(row["sentence_ids"])
+    assert all(len(ids) == len(set(ids)) <= len(sentences[firm]) for firm, ids in used.items())
 
 
 def test_run_record_holds_the_plan_backend_and_masked_settings(reference: Store) -> None:
