@@ -166,6 +166,15 @@ def test_name_serve_starts_the_server_names_through_it_and_stops_it(
     assert _port_is_free(stand_in.port)
     assert not list(tmp_path.glob("ftm-llm-server-*"))  # the log goes with a run that went well
 
+    # The same command again: every reply is cached, so no server is started for nothing.
+    stand_in.record.unlink()
+    assert main(["name", "--quarter", str(QUARTER), "--serve"]) == 0
+    assert "every reply is cached: no server started" in capsys.readouterr().err
+    assert not stand_in.record.exists()
+    assert store.read_table(layout.topic_names(QUARTER)).to_pylist()[0]["source"] == f"llm:{MODEL}"
+    again = store.read_table(layout.theme_names(QUARTER)).to_pylist()
+    assert [row["name"] for row in again] == [row["name"] for row in themes]
+
 
 def test_name_serve_with_a_base_url_is_a_usage_error_and_starts_nothing(
     root: str, stand_in: StandIn, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture

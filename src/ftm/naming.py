@@ -142,18 +142,33 @@ def name_quarter(
     when the endpoint refuses the key or does not know the model.
     """
     store = Store.from_settings(settings.storage)
-    kinds: list[Kind] = ["theme", "topic"] if what == "all" else ["theme" if what == "themes" else "topic"]
+    kinds = _kinds(what)
     for kind in kinds:  # refuse before any work, so a missing input costs nothing
         check_input(store, quarter, kind)
     results = []
     for kind in kinds:
-        total, chunks = (
-            _theme_chunks(store, quarter, settings.llm.topics_per_request)
-            if kind == "theme"
-            else _topic_chunks(store, quarter, settings.llm.topics_per_request)
-        )
+        total, chunks = _chunks(store, quarter, kind, settings.llm.topics_per_request)
         results.append(name_items(store, quarter, kind, total, chunks, settings.llm, on_progress))
     return results
+
+
+def requests_to_send(settings: FtmSettings, quarter: Quarter, what: What = "all") -> int:
+    """How many requests `name_quarter` would send now: its chunks whose reply is not cached.
+
+    Reads the inputs and the cache, sends nothing. `ftm name --serve` starts no server when this
+    is 0, since loading a model takes minutes of GPU time. Raises UsageError like name_quarter.
+    """
+    store = Store.from_settings(settings.storage)
+    kinds = _kinds(what)
+    for kind in kinds:
+        check_input(store, quarter, kind)
+    cached = _cached_keys(store, quarter)
+    size = settings.llm.topics_per_request
+    return sum(
+        cache_key(prompt_messages(chunk), settings.llm.model) not in cached
+        for kind in kinds
+        for chunk in _chunks(store, quarter, kind, size)[1]
+    )
 
 
 def name_items(
@@ -248,6 +263,23 @@ def check_input(store: Store, quarter: Quarter, kind: Kind) -> None:
             f"{quarter} has no firm topics yet (nothing in {store.uri(layout.firm_topics_folder(quarter))}): "
             f"run `ftm submit --quarter {quarter}` first"
         )
+
+
+def _kinds(what: What) -> list[Kind]:
+    return ["theme", "topic"] if what == "all" else ["theme" if what == "themes" else "topic"]
+
+
+def _chunks(store: Store, quarter: Quarter, kind: Kind, size: int) -> tuple[int, Iterator[list[Item]]]:
+    """How many items of `kind` there are, and the items in request-sized chunks (read lazily)."""
+    if kind == "theme":
+        return _theme_chunks(store, quarter, size)
+    return _topic_chunks(store, quarter, size)
+
+
+def _cached_keys(store: Store, quarter: Quarter) -> set[str]:
+    """The cache keys of the replies stored for the quarter: one listing, no entry read."""
+    folder = layout.name_cache_entry(quarter, "x").rsplit("/", 1)[0]
+    return {path.rsplit("/", 1)[-1].removesuffix(".json") for path in store.list(folder)}
 
 
 def _topic_parts(store: Store, quarter: Quarter) -> list[str]:
@@ -442,9 +474,7 @@ class _Namer:
         # there are requests in flight, more than asyncio's default pool gives on a small host.
         loop.set_default_executor(ThreadPoolExecutor(max_workers=self.llm.concurrency + 2))
         # One listing says which replies are cached; entries are read only when their chunk comes.
-        cache_folder = layout.name_cache_entry(self.quarter, "x").rsplit("/", 1)[0]
-        listed = await asyncio.to_thread(self.store.list, cache_folder)
-        self.cached = {path.rsplit("/", 1)[-1].removesuffix(".json") for path in listed}
+        self.cached = await asyncio.to_thread(_cached_keys, self.store, self.quarter)
         results: dict[int, list[Name]] = {}
         queue: asyncio.Queue[tuple[int, Sequence[Item]] | None] = asyncio.Queue(2 * self.llm.concurrency)
         headers = {"Authorization": f"Bearer {self.secret}"} if self.secret else {}
@@ -670,6 +700,7 @@ __all__ = [
     "NamingProgress",
     "NamingResult",
     "cache_key",
+    "requests_to_send",
     "keyword_name",
     "name_items",
     "name_quarter",

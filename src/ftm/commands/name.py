@@ -22,7 +22,7 @@ from ftm.commands import ProgressDisplay, RootOption, print_json, settings_from,
 from ftm.commands.batch_job import BackendOption, DetachOption, run_as_job, wants_batch
 from ftm.errors import UsageError
 from ftm.llm_server import serving
-from ftm.naming import NamingProgress, NamingResult, check_input, name_quarter
+from ftm.naming import NamingProgress, NamingResult, name_quarter, requests_to_send
 from ftm.quarters import Quarter
 from ftm.settings import FtmSettings
 from ftm.storage import Store
@@ -133,12 +133,13 @@ def _endpoint(settings: FtmSettings, quarter: Quarter, what: What) -> Iterator[F
             "or llm.base_url in ftm.toml) to name through a started server, or pass --no-serve to "
             "name through that endpoint."
         )
-    # name_quarter checks its inputs too, but only after the model has loaded: minutes of GPU
-    # time for a missing file.
-    store = Store.from_settings(settings.storage)
-    for kind in ("theme", "topic"):
-        if what.value in ("all", f"{kind}s"):
-            check_input(store, quarter, kind)
+    # Counted before the model loads (minutes of GPU time); a missing input is refused here too.
+    if requests_to_send(settings, quarter, what.value) == 0:
+        _server_event("every reply is cached: no server started")
+        # The address a started server would have: nothing is sent there, every reply is cached.
+        llm = settings.llm.model_copy(update={"base_url": f"http://127.0.0.1:{settings.llm.serve_port}/v1"})
+        yield settings.model_copy(update={"llm": llm})
+        return
     with serving(settings.llm, on_event=_server_event) as url:
         llm = settings.llm.model_copy(update={"base_url": url})
         yield settings.model_copy(update={"llm": llm})
