@@ -13,7 +13,7 @@ loads the model and embeds the firm's sentences itself, with BERTopic's default 
 vectorizer; torch uses every core for the embedding, as it does by default.
 
 ftm: `--workers` processes (default: one per core), each with one torch thread, each embedding all
-of its share of the firms in one `Embedder.encode` call and then running `FirmProcessor` per firm.
+of its share of the firms in one `Embedder.encode_firms` call and then running `FirmProcessor` per firm.
 Several single-threaded workers rather than one process on all cores, because that measured twice
 the embedding throughput on 2 cores (small matrix products scale poorly across threads); it is
 also how the local backend runs batches.
@@ -126,14 +126,14 @@ def ftm_worker(firms: list[Firm], topics: dict[str, Any]) -> dict[str, Any]:
     embedder = Embedder(EmbeddingSettings(cpu_threads=1))
     processor = FirmProcessor(TopicsSettings(**topics))
     ready = time.perf_counter()
-    vectors = embedder.encode([s for _, _, raw, _ in firms for s in raw])
+    vectors = embedder.encode_firms([raw for _, _, raw, _ in firms])
     embedded = time.perf_counter()
     results: dict[str, Any] = {}
     offset = 0
-    for ticker, name, raw, cleaned in firms:
+    for (ticker, name, raw, cleaned), firm_vectors in zip(firms, vectors, strict=True):
         ids = [f"{ticker}:{i}" for i in range(len(raw))]
         firm = FirmInput(ticker, name, "all", None, None, None, ids, raw, cleaned)
-        outcome = processor.process(firm, vectors[offset : offset + len(raw)])
+        outcome = processor.process(firm, firm_vectors)
         offset += len(raw)
         labels = [-1] * len(raw)
         for row in outcome.rows:

@@ -92,6 +92,21 @@ def test_encode_gives_normalised_rows_in_input_order(embedder: Embedder, sentenc
     assert embedder.encode([]).shape == (0, 384)
 
 
+def test_a_firms_embeddings_are_the_same_bits_whichever_firms_are_embedded_with_it(
+    embedder: Embedder, sentences: list[str]
+) -> None:
+    """Topics are chaotic in the embeddings' last bits; batches never mix firms, so a firm's bits,
+    and its topics, do not depend on the batch size or on the firms grouped with it."""
+    a, b, c = sentences[:20], sentences[20:45], sentences[45:]
+    alone = embedder.encode(a)
+    after_b = embedder.encode_firms([b, a])
+    between = embedder.encode_firms([c, a, b])
+    assert [v.shape for v in between] == [(19, 384), (20, 384), (25, 384)]
+    assert np.array_equal(after_b[1], alone) and np.array_equal(between[1], alone)
+    assert np.array_equal(after_b[0], between[2]) and np.array_equal(between[0], embedder.encode(c))
+    assert embedder.encode_firms([]) == [] and embedder.encode_firms([[], a])[0].shape == (0, 384)
+
+
 def test_encode_matches_sentence_transformers(sentences: list[str]) -> None:
     """The own batching (Rust tokenizer, length-sorted stream) gives what `encode` gives."""
     from sentence_transformers import SentenceTransformer

@@ -155,10 +155,10 @@ def test_circuit_breaker_stops_after_consecutive_failures_and_a_fixed_batch_goes
 # --- determinism and restarts -----------------------------------------------------------------
 
 
-def test_two_runs_of_a_batch_give_identical_topics(
-    one_batch: tuple[Store, list[str]], source: Path, tmp_path: Path
+def test_two_runs_of_a_batch_give_identical_topics_whatever_the_batches_and_groups(
+    one_batch: tuple[Store, list[str]], source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    first, _ = one_batch
+    first, firms = one_batch
     second = copy_prefetch(source, Store(str(tmp_path / "second")))
     write_plan(second, QUARTER, read_plan(first, QUARTER) or [])
     config = write_config(tmp_path)
@@ -169,6 +169,19 @@ def test_two_runs_of_a_batch_give_identical_topics(
     assert [path.rsplit("/", 1)[1] for path in first.list(layout.firm_topics_folder(QUARTER))] == [
         path.rsplit("/", 1)[1] for path in second.list(layout.firm_topics_folder(QUARTER))
     ]
+
+    # Other batches, and groups of three firms instead of two: each firm's topics are the same.
+    third = copy_prefetch(source, Store(str(tmp_path / "third")))
+    halves = [
+        Batch(batch_id="batch_000", firm_ids=firms[3:]),
+        Batch(batch_id="batch_001", firm_ids=firms[:3]),
+    ]
+    write_plan(third, QUARTER, halves)
+    monkeypatch.setenv("FTM_MAP__FIRMS_PER_PART", "3")
+    assert (
+        _map(third, config, "--batch-id", "batch_000") == _map(third, config, "--batch-id", "batch_001") == 0
+    )
+    assert topic_rows(third) == rows
 
 
 def test_a_finished_batch_is_left_alone_and_found_by_its_array_index(

@@ -1,13 +1,13 @@
 """One batch of the map (`ftm map-batch`): its firms' prefetched sentences in, their topics out.
 
 Firms run in a fixed order (by chunk, then firm id), in groups of `map.firms_per_part`. A group's
-sentences are embedded in one `Embedder.encode` call (many firms at once keep a GPU busy), then
-each firm goes through the firm processor; the group's rows become one part file, then the
+sentences are embedded in one `Embedder.encode_firms` stream (many firms at once keep a GPU
+busy), then each firm goes through the firm processor; the group's rows become one part file, then the
 failures file is written, then the checkpoint, never in another order. So a kill at any moment
 leaves a checkpoint listing only whole groups whose part files exist. A restart deletes the
 batch's part files the checkpoint does not list and redoes the unfinished group from its first
-firm: groups, and the sentences embedded together, are those of an uninterrupted run, and so are
-the topics. No firm is written twice and none is lost.
+firm, with the same topics as an uninterrupted run (a firm's embeddings and topics depend on the
+firm alone). No firm is written twice and none is lost.
 
 Firm failures are data. A firm whose rows break the sentence contract, whose embedding fails, or
 on which the processor raises is recorded (firm, error type, message) and the batch goes on,
@@ -324,32 +324,30 @@ class _BatchRun:
         self._commit(tables, done, skipped, failed, recovered)
 
     def _embed(self, firms: list[FirmInput]) -> dict[str, np.ndarray | Exception]:
-        """Embeds the group's firms in one call; if that fails, each firm alone, to find the culprit."""
+        """Embeds the group's firms in one stream; if that fails, each firm alone, to find the
+        culprit (a firm's embeddings are the same either way: `Embedder.encode_firms`)."""
         assert self.embedder is not None
         try:
-            vectors = self._encode([text for firm in firms for text in firm.raw_texts])
+            return dict(zip([f.firm_id for f in firms], self._encode(firms), strict=True))
         except Exception:
-            vectors = None
+            pass
         embeddings: dict[str, np.ndarray | Exception] = {}
-        start = 0
         for firm in firms:
-            if vectors is not None:
-                embeddings[firm.firm_id] = vectors[start : start + len(firm.raw_texts)]
-                start += len(firm.raw_texts)
-                continue
             try:
-                embeddings[firm.firm_id] = self._encode(firm.raw_texts)
+                embeddings[firm.firm_id] = self._encode([firm])[0]
             except Exception as error:
                 embeddings[firm.firm_id] = error
         return embeddings
 
-    def _encode(self, texts: list[str]) -> np.ndarray:
+    def _encode(self, firms: list[FirmInput]) -> list[np.ndarray]:
         assert self.embedder is not None
-        vectors = self.embedder.encode(texts)
-        if vectors.shape != (len(texts), self.embedder.dimensions):
-            raise DataError(
-                f"the embedder returned an array of shape {vectors.shape} for {len(texts)} sentence(s)"
-            )
+        vectors = self.embedder.encode_firms([firm.raw_texts for firm in firms])
+        for firm, array in zip(firms, vectors, strict=True):
+            if array.shape != (len(firm.raw_texts), self.embedder.dimensions):
+                raise DataError(
+                    f"the embedder returned an array of shape {array.shape} for "
+                    f"{len(firm.raw_texts)} sentence(s)"
+                )
         return vectors
 
     def _process(self, firm: FirmInput, vectors: np.ndarray) -> tuple[pa.Table | None, SkippedFirm | None]:
