@@ -207,8 +207,15 @@ class EmbeddingSettings(Section):
 
 
 class TopicsSettings(Section):
+    # cpu by default: it is the measured and tested path. cuML has never run under ftm (no machine
+    # here has had both a GPU and cuML), and the CUDA 11 releases the gpu extra can install
+    # (cuML < 25.08) predate NVIDIA's fixes for UMAP points thrown far out on small inputs
+    # (rapidsai/cuml#7473), which is what one firm is. See README "GPU".
     backend: Literal["auto", "cuml", "cpu"] = Field(
-        "auto", description="auto uses cuML when a GPU and cuML are present"
+        "cpu",
+        description=(
+            "cpu: umap-learn and hdbscan; cuml: cuML on the GPU; auto: cuML when a GPU and cuML are present"
+        ),
     )
     umap_n_neighbors: int = Field(15, ge=2, description="UMAP neighbours")
     umap_n_components: int = Field(5, ge=1, description="UMAP output dimensions")
