@@ -28,7 +28,8 @@ QUARTER = Quarter.parse("2016Q4")
 N_FIRMS = 12
 # Small parts, so that a batch of six firms writes three part files and three checkpoints; small
 # clusters, so that firms of 20 to 170 sentences have topics; a quick heartbeat, so that the tests
-# never wait on one.
+# never wait on one; firms clustered in the batch's own process, since starting worker processes
+# would cost each in-process map-batch more than its few firms take (one test uses them).
 CONFIG = """\
 [preprocess]
 workers = 1
@@ -39,6 +40,7 @@ hdbscan_min_cluster_size = 5
 [map]
 firms_per_part = 2
 heartbeat_s = 1.0
+cluster_processes = 1
 """
 
 _cache: dict[str, Path] = {}

@@ -18,7 +18,16 @@ from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from ftm.embedding import Embedder
 from ftm.errors import SettingsError
-from ftm.firm_topics import FirmInput, FirmProcessor, _exact_knn, min_sentences, resolve_backend
+from ftm.firm_topics import (
+    FirmError,
+    FirmInput,
+    FirmOutcome,
+    FirmProcessor,
+    FirmProcessorPool,
+    _exact_knn,
+    min_sentences,
+    resolve_backend,
+)
 from ftm.schemas import FIRM_TOPICS, centroid_type, conform
 from ftm.settings import EmbeddingSettings, TopicsSettings
 
@@ -158,6 +167,24 @@ def test_a_real_firm_gets_topics_per_the_schema(
 def test_the_same_firm_gives_the_same_topics(firm: tuple[FirmInput, np.ndarray], outcome: Any) -> None:
     again = FirmProcessor(TopicsSettings()).process(*firm)
     assert comparable(again.rows) == comparable(outcome.rows)
+
+
+def test_worker_processes_give_the_same_topics_in_order_and_report_a_firms_error(
+    firm: tuple[FirmInput, np.ndarray], outcome: Any
+) -> None:
+    firm_in, vectors = firm
+    second = replace(firm_in, firm_id="SECOND")
+    broken = replace(firm_in, firm_id="BROKEN", raw_texts=firm_in.raw_texts[:-1])
+    pool = FirmProcessorPool(TopicsSettings(), processes=2)
+    try:
+        assert pool.processes == 2
+        results = list(pool.process_all([(firm_in, vectors), (broken, vectors), (second, vectors)]))
+    finally:
+        pool.close()
+    first, error, last = results
+    assert isinstance(first, FirmOutcome) and comparable(first.rows) == comparable(outcome.rows)
+    assert isinstance(error, FirmError) and error.error_type == "ValueError" and "must match" in str(error)
+    assert isinstance(last, FirmOutcome) and last.firm_id == "SECOND" and len(last.rows) == len(outcome.rows)
 
 
 @pytest.mark.parametrize("size", [1, 5, 19])

@@ -170,7 +170,8 @@ def test_two_runs_of_a_batch_give_identical_topics_whatever_the_batches_and_grou
         path.rsplit("/", 1)[1] for path in second.list(layout.firm_topics_folder(QUARTER))
     ]
 
-    # Other batches, and groups of three firms instead of two: each firm's topics are the same.
+    # Other batches, groups of three firms instead of two, clustered in two worker processes:
+    # each firm's topics are the same.
     third = copy_prefetch(source, Store(str(tmp_path / "third")))
     halves = [
         Batch(batch_id="batch_000", firm_ids=firms[3:]),
@@ -178,6 +179,7 @@ def test_two_runs_of_a_batch_give_identical_topics_whatever_the_batches_and_grou
     ]
     write_plan(third, QUARTER, halves)
     monkeypatch.setenv("FTM_MAP__FIRMS_PER_PART", "3")
+    monkeypatch.setenv("FTM_MAP__CLUSTER_PROCESSES", "2")
     assert (
         _map(third, config, "--batch-id", "batch_000") == _map(third, config, "--batch-id", "batch_001") == 0
     )

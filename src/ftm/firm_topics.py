@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import importlib.util
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any, Literal
@@ -134,11 +135,17 @@ class FirmProcessor:
             return FirmOutcome(
                 firm.firm_id, "skipped", [], "no cleaned text has a word to take keywords from"
             )
-        vectors = _normalised(embeddings)
-        labels, keywords = self._fit(firm.cleaned_texts, vectors)
-        if not keywords:
-            return FirmOutcome(firm.firm_id, "no_topics", [], "every sentence is an outlier")
-        return FirmOutcome(firm.firm_id, "ok", self._rows(firm, vectors, labels, keywords))
+        from threadpoolctl import threadpool_limits
+
+        # One thread for BLAS and OpenMP: a thread count changes the last bits of sums (the
+        # neighbour matrix product, UMAP's spectral start), which UMAP amplifies into other
+        # topics. So the topics are the same in any process; these inputs are small anyway.
+        with threadpool_limits(limits=1):
+            vectors = _normalised(embeddings)
+            labels, keywords = self._fit(firm.cleaned_texts, vectors)
+            if not keywords:
+                return FirmOutcome(firm.firm_id, "no_topics", [], "every sentence is an outlier")
+            return FirmOutcome(firm.firm_id, "ok", self._rows(firm, vectors, labels, keywords))
 
     def _fit(self, cleaned_texts: list[str], vectors: np.ndarray) -> tuple[np.ndarray, dict[int, list[str]]]:
         """BERTopic's fit: topic labels per sentence (-1 for outliers) and keywords per topic."""
@@ -235,6 +242,86 @@ class FirmProcessor:
                 }
             )
         return rows
+
+
+class FirmError(Exception):
+    """A firm's processing raised in a worker process: that error's type name and message (the
+    error itself may not survive pickling back to the batch)."""
+
+    def __init__(self, error_type: str, message: str):
+        super().__init__(error_type, message)  # both in args: an exception unpickles from them
+        self.error_type, self.message = error_type, message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class FirmProcessorPool:
+    """`FirmProcessor.process` over many firms in `processes` worker processes, outcomes in order.
+
+    Why: UMAP runs one thread per firm (it is seeded), so one process clusters on one core. The
+    local backend gets its cores busy with one map-batch per core, but a single map-batch (an AWS
+    Batch job, whose GPU embeds in a moment what takes the clustering minutes) would leave the
+    other cores idle. A firm's topics are the same in a worker or in the batch's own process
+    (`FirmProcessor.process` clusters on one thread wherever it runs). With one process, or
+    with cuML (which shares one GPU), firms are processed in this process and nothing starts.
+    """
+
+    def __init__(self, settings: TopicsSettings, processes: int):
+        self.processor = FirmProcessor(settings)
+        self.processes = 1 if self.processor.backend == "cuml" else max(1, processes)
+        self._pool: Any = None
+        if self.processes > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(
+                self.processes,
+                mp_context=multiprocessing.get_context("spawn"),  # no forked torch or threads
+                initializer=_start_worker,
+                initargs=(settings,),
+            )
+
+    def process_all(self, work: list[tuple[FirmInput, np.ndarray]]) -> Iterator[FirmOutcome | Exception]:
+        """Each firm's outcome, or the error it raised, in the order of `work`."""
+        if self._pool is None:
+            for firm, embeddings in work:
+                try:
+                    yield self.processor.process(firm, embeddings)
+                except Exception as error:
+                    yield error
+            return
+        futures = [self._pool.submit(_process_in_worker, firm, embeddings) for firm, embeddings in work]
+        try:
+            for future in futures:
+                try:
+                    yield future.result()
+                except Exception as error:  # the pool broke: a worker died (out of memory?)
+                    yield error
+        finally:
+            for future in futures:  # a stopped batch does not wait for firms it will not record
+                future.cancel()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+_worker_processor: FirmProcessor | None = None
+
+
+def _start_worker(settings: TopicsSettings) -> None:
+    global _worker_processor
+    _worker_processor = FirmProcessor(settings)
+
+
+def _process_in_worker(firm: FirmInput, embeddings: np.ndarray) -> FirmOutcome | FirmError:
+    assert _worker_processor is not None
+    try:
+        return _worker_processor.process(firm, embeddings)
+    except Exception as error:
+        return FirmError(type(error).__name__, str(error))
 
 
 _umap_cached = False

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -48,12 +48,12 @@ from ftm.schemas import (
     centroid_type,
     conform,
 )
-from ftm.settings import FtmSettings, MapSettings
+from ftm.settings import FtmSettings, MapSettings, usable_cores
 from ftm.storage import Store
 
 if TYPE_CHECKING:  # torch and the clustering libraries load only when a batch has work
     from ftm.embedding import Embedder
-    from ftm.firm_topics import FirmInput, FirmProcessor
+    from ftm.firm_topics import FirmInput, FirmOutcome, FirmProcessorPool
 
 
 Phase = Literal["loading", "processing", "done"]
@@ -171,7 +171,7 @@ class _BatchRun:
         self.processing_since = time.monotonic()
         self.last_failure = previous.last_failure if previous else None
         self.embedder: Embedder | None = None
-        self.processor: FirmProcessor | None = None
+        self.processor: FirmProcessorPool | None = None
 
     # --- the run -----------------------------------------------------------------------------
 
@@ -226,6 +226,9 @@ class _BatchRun:
         except BaseException as error:
             self.record.end(state="failed", message=_describe(error), **self._counts())
             raise
+        finally:
+            if self.processor is not None:
+                self.processor.close()
         self.record.end(state="succeeded", message=None, **self._counts())
         self._report("done")
         return self._result("succeeded")
@@ -276,10 +279,11 @@ class _BatchRun:
 
     def _prepare(self) -> None:
         from ftm.embedding import Embedder
-        from ftm.firm_topics import FirmProcessor
+        from ftm.firm_topics import FirmProcessorPool
 
         self.embedder = Embedder(self.settings.embedding)
-        self.processor = FirmProcessor(self.settings.topics)
+        processes = self.policy.cluster_processes or usable_cores()
+        self.processor = FirmProcessorPool(self.settings.topics, processes)
         self.reader = FirmReader(self.store, self.quarter, self.firm_to_chunk, set(self.batch.firm_ids))
         self.schema = topics_schema(self.embedder.dimensions)
 
@@ -293,6 +297,24 @@ class _BatchRun:
             except DataError as error:
                 inputs.append((firm_id, error))
         embeddings = self._embed([firm for _, firm in inputs if not isinstance(firm, Exception)])
+        assert self.processor is not None
+        ready = [
+            (firm, embeddings[firm.firm_id])
+            for _, firm in inputs
+            if not isinstance(firm, Exception) and not isinstance(embeddings[firm.firm_id], Exception)
+        ]
+        outcomes = self.processor.process_all(ready)  # lazily, in the order of `inputs`
+        try:
+            self._record_group(inputs, embeddings, outcomes)
+        finally:
+            outcomes.close()  # a tripped breaker leaves firms in the pool: cancel them
+
+    def _record_group(
+        self,
+        inputs: list[tuple[str, FirmInput | Exception]],
+        embeddings: dict[str, np.ndarray | Exception],
+        outcomes: Iterator[FirmOutcome | Exception],
+    ) -> None:
 
         tables: list[pa.Table] = []
         recovered = False
@@ -306,7 +328,10 @@ class _BatchRun:
                 vectors = embeddings[firm_id]
                 if isinstance(vectors, Exception):
                     raise vectors
-                table, skip = self._process(firm, vectors)
+                outcome = next(outcomes)
+                if isinstance(outcome, Exception):
+                    raise outcome
+                table, skip = self._table(firm, outcome)
             except Exception as error:  # any firm's failure is data; the batch goes on
                 failed.append(firm_id)
                 self._fail(firm_id, error)
@@ -350,9 +375,7 @@ class _BatchRun:
                 )
         return vectors
 
-    def _process(self, firm: FirmInput, vectors: np.ndarray) -> tuple[pa.Table | None, SkippedFirm | None]:
-        assert self.processor is not None
-        outcome = self.processor.process(firm, vectors)
+    def _table(self, firm: FirmInput, outcome: FirmOutcome) -> tuple[pa.Table | None, SkippedFirm | None]:
         if outcome.firm_id != firm.firm_id:
             raise DataError(f"the firm processor answered for {outcome.firm_id!r}")
         if outcome.status == "skipped" or not outcome.rows:
@@ -365,7 +388,8 @@ class _BatchRun:
         return conform(table, self.schema, f"firm {firm.firm_id} of {self.batch.batch_id}"), None
 
     def _fail(self, firm_id: str, error: Exception) -> None:
-        failure = FirmFailure(firm_id=firm_id, error_type=type(error).__name__, message=str(error), at=now())
+        error_type = getattr(error, "error_type", type(error).__name__)  # FirmError: from a worker
+        failure = FirmFailure(firm_id=firm_id, error_type=error_type, message=str(error), at=now())
         self.failures[firm_id] = failure
         self.last_failure = f"{firm_id}: {failure.error_type}: {failure.message}"
         self.consecutive_failures += 1

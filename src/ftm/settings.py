@@ -239,6 +239,14 @@ class TopicsSettings(Section):
 class MapSettings(Section):
     firms_per_part: int = Field(50, ge=1, description="firms per part file and checkpoint")
     workers: int = Field(0, ge=0, description="local backend worker processes; 0 means one per CPU core")
+    cluster_processes: int = Field(
+        0,
+        ge=0,
+        description=(
+            "processes clustering one batch's firms; 0 means one per CPU core it may use "
+            "(the local backend gives each of its workers an equal share)"
+        ),
+    )
     allow_failures: bool = Field(True, description="record a failed firm and go on")
     max_consecutive_failures: int = Field(
         5, ge=1, description="stop a batch after this many failures in a row"
@@ -418,6 +426,14 @@ def explain_settings(
         for key in _flatten(layer):
             origin[key] = name
     return [(key, value, origin.get(key, "default")) for key, value in _flatten(settings.masked()).items()]
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on: what a setting's "0 means one per CPU core" means."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def config_path(config: Path | None, environ: Mapping[str, str] | None = None) -> Path | None:

@@ -16,7 +16,6 @@ call per task; the parent only reads input and writes Parquet. Sending strings b
 from __future__ import annotations
 
 import multiprocessing
-import os
 import re
 import signal
 from collections import deque
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ftm.errors import FtmError, SettingsError
-from ftm.settings import PreprocessSettings
+from ftm.settings import PreprocessSettings, usable_cores
 from ftm.sources import Component
 
 T = TypeVar("T")
@@ -79,7 +78,7 @@ class Preprocessor:
 
     def __init__(self, settings: PreprocessSettings):
         self.settings = settings
-        self.workers = settings.workers or _cpu_count()
+        self.workers = settings.workers or usable_cores()
         self._rules: _Rules | None = None
         self._pool: ProcessPoolExecutor | None = None
 
@@ -225,13 +224,6 @@ def _pack(parts: list[str], max_chars: int) -> list[str]:
     if current:
         pieces.append(current)
     return pieces
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 _worker_rules: _Rules | None = None

@@ -31,7 +31,7 @@ from ftm import batch_records
 from ftm.backends.base import MAP_BATCH_SECTIONS, BackendStatus
 from ftm.quarters import Quarter
 from ftm.schemas import Batch, RunRecord
-from ftm.settings import FtmSettings, config_path, load_settings, section_environment
+from ftm.settings import FtmSettings, config_path, load_settings, section_environment, usable_cores
 from ftm.storage import Store
 
 # A stopped worker writes its last records within this; then it is killed (its checkpoint stays).
@@ -60,7 +60,7 @@ class LocalBackend:
         config: Path | None = None,
     ):
         self.settings = settings
-        self.workers = workers or settings.map.workers or os.cpu_count() or 1
+        self.workers = workers or settings.map.workers or usable_cores()
         self.detach = detach
         self.config = config
         self._supervisor: Supervisor | None = None
@@ -215,9 +215,11 @@ def worker_environment(settings: FtmSettings, config: Path | None, workers: int)
     if path is not None:
         env["FTM_CONFIG"] = str(path.resolve())
     env.update(section_environment(settings, MAP_BATCH_SECTIONS))
-    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    share = max(1, usable_cores() // workers)
+    if not settings.map.cluster_processes:  # the workers share the cores, not each take them all
+        env["FTM_MAP__CLUSTER_PROCESSES"] = str(share)
     for name in THREAD_VARIABLES:
-        env.setdefault(name, threads)
+        env.setdefault(name, str(share))
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
