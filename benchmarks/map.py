@@ -30,6 +30,7 @@ share; topics per firm. Firms that a side skips or fails on are counted and left
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 import math
@@ -40,6 +41,7 @@ import sys
 import time
 import warnings
 from collections import defaultdict
+from collections.abc import Iterator
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -176,15 +178,21 @@ def run_ftm(firms: list[Firm], workers: int, topics: dict[str, Any]) -> tuple[fl
         lightest = sizes.index(min(sizes))
         shares[lightest].append(firm)
         sizes[lightest] += len(firm[2])
-    # One thread per worker for BLAS and OpenMP too; set before the workers start, so they inherit it.
-    saved = {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    os.environ.update({name: "1" for name in saved})
     context = multiprocessing.get_context("spawn")
-    try:
+    with one_thread(), context.Pool(workers) as pool:
         started = time.perf_counter()
-        with context.Pool(workers) as pool:
-            reports = pool.starmap(ftm_worker, [(share, topics) for share in shares if share])
+        reports = pool.starmap(ftm_worker, [(share, topics) for share in shares if share])
         return time.perf_counter() - started, reports
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """One BLAS/OpenMP/numba thread in the worker processes started inside (they inherit it)."""
+    names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update({name: "1" for name in names})
+    try:
+        yield
     finally:
         for name, value in saved.items():
             if value is None:

@@ -25,6 +25,7 @@ from ftm.firm_topics import (
     FirmProcessor,
     FirmProcessorPool,
     _exact_knn,
+    min_cluster_size,
     min_sentences,
     resolve_backend,
 )
@@ -104,7 +105,7 @@ def check_rows(
         for key in ("firm_id", "firm_name", "quarter", "permno", "gvkey", "earnings_call_date"):
             assert row[key] == getattr(firm, key)
         ids = row["sentence_ids"]
-        assert row["n_sentences"] == len(ids) >= settings.hdbscan_min_cluster_size
+        assert row["n_sentences"] == len(ids) >= min_cluster_size(settings, len(firm.sentence_ids))
         assert set(ids) <= set(position) and not seen & set(ids) and len(set(ids)) == len(ids)
         seen |= set(ids)
         members = [position[sid] for sid in ids]
@@ -187,7 +188,16 @@ def test_worker_processes_give_the_same_topics_in_order_and_report_a_firms_error
     assert isinstance(last, FirmOutcome) and last.firm_id == "SECOND" and len(last.rows) == len(outcome.rows)
 
 
-@pytest.mark.parametrize("size", [1, 5, 19])
+def test_small_firms_get_smaller_clusters_and_firms_of_190_sentences_or_more_the_setting() -> None:
+    settings = TopicsSettings()
+    sizes = {n: min_cluster_size(settings, n) for n in (16, 43, 109, 110, 150, 189, 190, 1000)}
+    assert sizes == {16: 5, 43: 5, 109: 5, 110: 6, 150: 8, 189: 9, 190: 10, 1000: 10}
+    assert min_sentences(settings) == 16  # 2 × 5, and umap_n_neighbors + 1
+    one_size = TopicsSettings(small_firm_min_cluster_size=10)
+    assert {min_cluster_size(one_size, n) for n in (20, 100, 5000)} == {10} and min_sentences(one_size) == 20
+
+
+@pytest.mark.parametrize("size", [1, 5, 15])
 def test_too_small_firms_are_skipped_with_a_reason(
     firm: tuple[FirmInput, np.ndarray], processor: FirmProcessor, size: int
 ) -> None:
@@ -202,12 +212,12 @@ def test_a_firm_at_the_minimum_size_does_not_crash(
     firm: tuple[FirmInput, np.ndarray], processor: FirmProcessor
 ) -> None:
     firm_in, vectors = firm
-    assert min_sentences(processor.settings) == 20
-    small = firm_input(firm_in.firm_id, None, firm_in.raw_texts[:20])
-    result = processor.process(small, vectors[:20])
+    assert min_sentences(processor.settings) == 16
+    small = firm_input(firm_in.firm_id, None, firm_in.raw_texts[:16])
+    result = processor.process(small, vectors[:16])
     assert result.status in ("ok", "no_topics")
     if result.status == "ok":
-        check_rows(small, vectors[:20], result.rows, processor.settings)
+        check_rows(small, vectors[:16], result.rows, processor.settings)
 
 
 def test_a_firm_of_only_outliers_has_no_topics(firm: tuple[FirmInput, np.ndarray]) -> None:
@@ -215,7 +225,7 @@ def test_a_firm_of_only_outliers_has_no_topics(firm: tuple[FirmInput, np.ndarray
     firm_in, _ = firm
     rng = np.random.default_rng(7)
     noise = rng.normal(size=(30, 384)).astype(np.float32)
-    settings = TopicsSettings(hdbscan_min_cluster_size=15)
+    settings = TopicsSettings(hdbscan_min_cluster_size=15, small_firm_min_cluster_size=15)
     result = FirmProcessor(settings).process(firm_input("NOISE", None, firm_in.raw_texts[:30]), noise)
     assert result.status == "no_topics" and result.rows == [] and "outlier" in result.reason
 

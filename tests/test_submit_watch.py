@@ -113,7 +113,7 @@ def test_a_whole_quarter_maps_on_two_workers_and_every_firm_is_accounted_for(
             sentences.setdefault(firm, set()).add(sentence)
     used: dict[str, list[str]] = {}
     for (firm, _), row in rows.items():
-        assert row["n_sentences"] == len(row["sentence_ids"]) >= 10  # topics.hdbscan_min_cluster_size
+        assert row["n_sentences"] == len(row["sentence_ids"]) >= 5  # topics.small_firm_min_cluster_size
         assert set(row["sentence_ids"]) <= sentences[firm] and row["keywords"] and row["representation"]
         used.setdefault(firm, []).extend(row["sentence_ids"])
     assert all(len(ids) == len(set(ids)) <= len(sentences[firm]) for firm, ids in used.items())

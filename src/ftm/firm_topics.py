@@ -23,10 +23,16 @@ prefix); `representative_sentences`, the `topics.n_representative` distinct raw 
 to the centroid; `centroid`, the mean of the topic's normalised embeddings (not renormalised:
 its length says how tight the topic is). Topic ids are BERTopic's: 0 is the largest topic.
 
-Small firms: a firm needs at least `min_sentences(settings)` sentences, that is
-max(umap_n_neighbors + 1, 2 × hdbscan_min_cluster_size): fewer cannot make a neighbour graph, or
-hold two clusters, so such a firm is `skipped` with its reason. A firm whose sentences are all
-outliers gets status `no_topics`: recorded, not an error.
+Small firms: a firm of n sentences clusters with HDBSCAN's min_cluster_size
+min(hdbscan_min_cluster_size, max(small_firm_min_cluster_size, round(n / 20))), so 10 from 190
+sentences up (every real Capital IQ call) and down to 5 below 110. With 10 for all, 78 of the 171
+firms of the 2016Q4 sample (median 43 sentences) ended with every sentence an outlier; with this
+rule 25 do, while the topic quality measured by `benchmarks/small_firms.py` held (NPMI over
+shuffled labels 0.147 against 0.142, diversity 0.974 against 0.978, 8 seeds); a floor of 3 made
+topics of 2 to 5 sentences, measurably weaker. A firm needs at least `min_sentences(settings)`
+sentences, max(umap_n_neighbors + 1, 2 × small_firm_min_cluster_size): fewer cannot make a
+neighbour graph, or hold two clusters, so such a firm is `skipped` with its reason. A firm whose
+sentences are all outliers gets status `no_topics`: recorded, not an error.
 
 Determinism: UMAP is seeded (`topics.random_state`, which also makes umap-learn run its layout on
 one thread), HDBSCAN is deterministic, ties are broken by sentence order, so the same firm gives
@@ -78,9 +84,20 @@ class FirmOutcome:
     reason: str | None = None
 
 
+# Sentences per unit of a small firm's min_cluster_size (see the module docstring): measured.
+_SENTENCES_PER_CLUSTER_SIZE = 20
+
+
+def min_cluster_size(settings: TopicsSettings, n_sentences: int) -> int:
+    """HDBSCAN's min_cluster_size for a firm of `n_sentences`: smaller for small firms."""
+    scaled = max(settings.small_firm_min_cluster_size, round(n_sentences / _SENTENCES_PER_CLUSTER_SIZE))
+    return min(settings.hdbscan_min_cluster_size, scaled)
+
+
 def min_sentences(settings: TopicsSettings) -> int:
     """The fewest sentences a firm needs: a neighbour graph and room for two clusters."""
-    return max(settings.umap_n_neighbors + 1, 2 * settings.hdbscan_min_cluster_size)
+    smallest = min(settings.hdbscan_min_cluster_size, settings.small_firm_min_cluster_size)
+    return max(settings.umap_n_neighbors + 1, 2 * smallest)
 
 
 def resolve_backend(
@@ -129,7 +146,7 @@ class FirmProcessor:
                 "skipped",
                 [],
                 f"{n} sentences, fewer than the {self.min_sentences} needed "
-                f"(max of topics.umap_n_neighbors + 1 and 2 × topics.hdbscan_min_cluster_size)",
+                f"(max of topics.umap_n_neighbors + 1 and 2 × topics.small_firm_min_cluster_size)",
             )
         if not any(_has_word(text) for text in firm.cleaned_texts):
             return FirmOutcome(
@@ -191,7 +208,7 @@ class FirmProcessor:
             init=s.umap_init,
         )
         hdbscan_kwargs: dict[str, Any] = dict(
-            min_cluster_size=s.hdbscan_min_cluster_size,
+            min_cluster_size=min_cluster_size(s, len(vectors)),
             min_samples=s.hdbscan_min_samples,
             metric="euclidean",
             cluster_selection_method="eom",

@@ -227,7 +227,17 @@ class TopicsSettings(Section):
     umap_init: Literal["spectral", "random"] = Field(
         "spectral", description="UMAP initial layout (both umap-learn and cuML have these)"
     )
-    hdbscan_min_cluster_size: int = Field(10, ge=2, description="HDBSCAN minimum cluster size")
+    hdbscan_min_cluster_size: int = Field(
+        10, ge=2, description="HDBSCAN minimum cluster size (firms of 200+ sentences; smaller get less)"
+    )
+    small_firm_min_cluster_size: int = Field(
+        5,
+        ge=2,
+        description=(
+            "a firm of n sentences gets min(hdbscan_min_cluster_size, max(this, round(n / 20))); "
+            "set it to hdbscan_min_cluster_size for one size for all"
+        ),
+    )
     hdbscan_min_samples: int | None = Field(
         None, description="HDBSCAN min_samples; None uses the cluster size"
     )
