@@ -209,8 +209,8 @@ class EmbeddingSettings(Section):
 class TopicsSettings(Section):
     # cpu by default: it is the measured and tested path. cuML has never run under ftm (no machine
     # here has had both a GPU and cuML), and the CUDA 11 releases the gpu extra can install
-    # (cuML < 25.08) predate NVIDIA's fixes for UMAP points thrown far out on small inputs
-    # (rapidsai/cuml#7473), which is what one firm is. See README "GPU".
+    # (cuml-cu11 < 25.07, as pinned) predate NVIDIA's fix for UMAP points thrown far out on
+    # small inputs (rapidsai/cuml#7473), which is what one firm is. See the README's map section.
     backend: Literal["auto", "cuml", "cpu"] = Field(
         "cpu",
         description=(
