@@ -315,7 +315,6 @@ class _BatchRun:
         embeddings: dict[str, np.ndarray | Exception],
         outcomes: Iterator[FirmOutcome | Exception],
     ) -> None:
-
         tables: list[pa.Table] = []
         recovered = False
         done: list[str] = []

@@ -228,7 +228,7 @@ class TopicsSettings(Section):
         "spectral", description="UMAP initial layout (both umap-learn and cuML have these)"
     )
     hdbscan_min_cluster_size: int = Field(
-        10, ge=2, description="HDBSCAN minimum cluster size (firms of 200+ sentences; smaller get less)"
+        10, ge=2, description="HDBSCAN minimum cluster size (firms of 190+ sentences; smaller get less)"
     )
     small_firm_min_cluster_size: int = Field(
         5,
