@@ -48,9 +48,9 @@ from typing import Any
 
 import numpy as np
 
+from ftm.prefetch.sources import Component
+from ftm.prefetch.text import Preprocessor
 from ftm.settings import EmbeddingSettings, PreprocessSettings, TopicsSettings
-from ftm.sources import Component
-from ftm.text import Preprocessor
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "corpus.jsonl.gz"
 
@@ -121,8 +121,8 @@ def plain_worker(firms: list[Firm], model: str) -> dict[str, Any]:
 
 def ftm_worker(firms: list[Firm], topics: dict[str, Any]) -> dict[str, Any]:
     """ftm: one Embedder call over all of this worker's firms, then FirmProcessor per firm."""
-    from ftm.embedding import Embedder
-    from ftm.firm_topics import FirmInput, FirmProcessor
+    from ftm.map.embedding import Embedder
+    from ftm.map.firm_topics import FirmInput, FirmProcessor
 
     started = time.perf_counter()
     embedder = Embedder(EmbeddingSettings(cpu_threads=1))
@@ -264,7 +264,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
     args = parser.parse_args()
 
-    from ftm.embedding import resolve_model
+    from ftm.map.embedding import resolve_model
 
     model = resolve_model(EmbeddingSettings().model)
     topics: dict[str, Any] = {} if args.epochs is None else {"umap_n_epochs": args.epochs}

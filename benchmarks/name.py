@@ -26,7 +26,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the test server and the corpus-derived inputs
 
-from ftm.naming import name_quarter  # noqa: E402
+from ftm.name.naming import name_quarter  # noqa: E402
 from ftm.quarters import Quarter  # noqa: E402
 from ftm.settings import FtmSettings  # noqa: E402
 from ftm.storage import Store  # noqa: E402

@@ -21,10 +21,10 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from ftm.prefetch.sources import Component
+from ftm.prefetch.text import Preprocessor, _Rules, load_model, split_text
 from ftm.quarters import Quarter
 from ftm.settings import PreprocessSettings
-from ftm.sources import Component
-from ftm.text import Preprocessor, _Rules, load_model, split_text
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "corpus.jsonl.gz"
 

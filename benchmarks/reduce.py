@@ -38,15 +38,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ftm import batch_records, layout
+from ftm import layout
 from ftm.cli import main as ftm_main
+from ftm.map import records
 from ftm.plan import make_plan, write_plan
 from ftm.prefetch import read_manifest
 from ftm.quarters import Quarter
+from ftm.reduce.themes import centred, cluster_topics
 from ftm.schemas import FIRM_TOPICS, SENTENCES, BatchCheckpoint, ChunkInfo, PrefetchManifest, centroid_type
 from ftm.settings import ReduceSettings
 from ftm.storage import Store
-from ftm.themes import centred, cluster_topics
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "corpus" / "corpus.jsonl.gz"
@@ -122,7 +123,7 @@ def _mapped_seed(cache: Path, n_firms: int, quarter: str) -> Path:
     store = Store(str(root))
     the_quarter = Quarter.parse(quarter)
     if store.exists(layout.batch_checkpoint(the_quarter, "batch_000")):
-        checkpoint = batch_records.read_checkpoint(store, the_quarter, "batch_000")
+        checkpoint = records.read_checkpoint(store, the_quarter, "batch_000")
         if checkpoint is not None and checkpoint.finished:
             return root
     log(f"mapping {n_firms} corpus firms of {quarter} for the seed (once; kept in {folder})…")
@@ -262,7 +263,7 @@ def _write_quarter(store: Store, s: dict[str, Any]) -> dict[str, Any]:
             store.write_table(path, _part_table(s, rows, schema, stamp), schema)
             parts.append(path)
         n_parts += len(parts)
-        batch_records.write_checkpoint(
+        records.write_checkpoint(
             store,
             QUARTER,
             BatchCheckpoint(

@@ -20,7 +20,7 @@ for small firms; min_samples 5 for every firm). Two data sets:
   alone (column "max n chg": the largest firm whose labels differ from fixed 10).
 
 Sentences come from ftm's own spaCy preprocessing (`map.preprocess`); embeddings from
-`ftm.embedding.Embedder` on the CPU with the packaged MiniLM (no download), once per data set
+`ftm.map.embedding.Embedder` on the CPU with the packaged MiniLM (no download), once per data set
 (`--cache` keeps both in a pickle for the next run). The fits run in `--workers` processes of
 one thread each. Each distinct (firm, min_cluster_size, min_samples, seed) is fitted once and
 shared by the rules that ask for it: a fit is seeded and deterministic. `--seeds N` repeats every
@@ -132,7 +132,7 @@ def load(path: Path, n_firms: int | None, workers: int) -> tuple[list[bench_map.
 
 
 def _embed(sentences: list[str]) -> np.ndarray:
-    from ftm.embedding import Embedder
+    from ftm.map.embedding import Embedder
 
     return Embedder(EmbeddingSettings(device="cpu", cpu_threads=1)).encode(sentences)
 
@@ -181,7 +181,7 @@ def _init_worker(data: dict[str, tuple[list[bench_map.Firm], np.ndarray]]) -> No
 
 
 def _fit(task: Task) -> dict[str, Any]:
-    from ftm.firm_topics import FirmInput, FirmProcessor
+    from ftm.map.firm_topics import FirmInput, FirmProcessor
 
     name, ticker, m, samples, seed = task
     (ticker, company, raw, cleaned), vectors = _WORKER["firms"][name, ticker]

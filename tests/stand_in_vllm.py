@@ -1,4 +1,4 @@
-"""An executable that behaves like `vllm serve` for the tests of `ftm.llm_server`.
+"""An executable that behaves like `vllm serve` for the tests of `ftm.name.llm_server`.
 
     python tests/stand_in_vllm.py serve MODEL --host H --port P [more arguments]
 

@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from batch_stand_in import BatchStandIn
-from ftm import batch_records, layout
+from ftm import layout
 from ftm.backends.aws_batch import (
     MAX_ARRAY_SIZE,
     MAX_DESCRIBE,
@@ -28,8 +28,9 @@ from ftm.backends.aws_batch import (
     describe_chunks,
 )
 from ftm.cli import app, main
+from ftm.map import records
 from ftm.plan import read_plan
-from ftm.runs import write_run
+from ftm.runs.record import write_run
 from ftm.schemas import RunRecord
 from ftm.storage import Store
 from map_inputs import QUARTER, copy_prefetch, prefetched, sample_firms, topic_rows, write_config
@@ -193,7 +194,7 @@ def test_submit_on_batch_makes_an_array_job_and_a_child_writes_what_a_local_batc
     assert child.returncode == 0, child.stderr[-3000:]
     sha = Path(environment["FTM_CODE"]).stem
     assert (scratch / "ftm-code" / sha / "ftm" / "__init__.py").is_file()  # it ran the uploaded code
-    checkpoint = batch_records.read_checkpoint(store, QUARTER, "batch_000")
+    checkpoint = records.read_checkpoint(store, QUARTER, "batch_000")
     assert checkpoint is not None and checkpoint.finished
 
     # The same batch on a local root gives the same topics.
@@ -214,7 +215,7 @@ def test_resubmit_on_batch_runs_only_the_unfinished_batch_as_a_single_job(
     first = RunRecord.model_validate(json.loads(capsys.readouterr().out))
     assert set(first.follow_jobs) == {"reduce"}  # --no-name
     # batch_000 finished (as if its child ran); batch_001's child never ran.
-    done = batch_records.read_progress(store, QUARTER, "batch_000")
+    done = records.read_progress(store, QUARTER, "batch_000")
     assert done is not None
     checkpoint = {
         "batch_id": "batch_000",
@@ -320,7 +321,7 @@ def _scripted_run(stand_in: BatchStandIn, tmp_path: Path, children: int) -> tupl
     lines = "".join(json.dumps({"batch_id": b, "firm_ids": [f"F{b}"]}) + "\n" for b in batch_ids)
     store.write_bytes(layout.batch_plan(QUARTER), lines.encode())
     for batch in batch_ids:
-        batch_records.mark_pending(store, QUARTER, batch, 1)
+        records.mark_pending(store, QUARTER, batch, 1)
     run = RunRecord(
         run_id="2016Q4-20260101T000000Z-test",
         quarter=str(QUARTER),
@@ -329,7 +330,7 @@ def _scripted_run(stand_in: BatchStandIn, tmp_path: Path, children: int) -> tupl
         job_ids={batch: f"{parent}:{index}" for index, batch in enumerate(batch_ids)},
         follow_jobs={"reduce": reduce_job},
         settings={"map": {"heartbeat_s": 1.0}},
-        submitted_at=batch_records.now(),
+        submitted_at=records.now(),
     )
     write_run(store, run)
     return store, run, parent
@@ -388,7 +389,7 @@ def test_watch_shows_capacity_waits_spot_retries_and_out_of_memory_failures_with
     stand_in.set(f"{parent}:3", status="SUCCEEDED", attempts=[{"startedAt": now_ms, "stoppedAt": now_ms}])
     stand_in.set(run.follow_jobs["reduce"], status="FAILED", statusReason="Dependent Job failed")
     for batch in ("batch_000", "batch_001", "batch_003"):
-        batch_records.mark_ended(store, QUARTER, batch, "succeeded", None)
+        records.mark_ended(store, QUARTER, batch, "succeeded", None)
     result = CliRunner().invoke(
         app, ["watch", "--root", store.root, "--interval", "0.2"], env={"COLUMNS": "250"}
     )
@@ -409,7 +410,7 @@ def test_watch_table_shows_the_cost_column_and_the_runnable_reason(
 
     from ftm.backends.aws_batch import AwsBatchBackend
     from ftm.commands.watch import render
-    from ftm.run_state import RunObserver
+    from ftm.runs.state import RunObserver
     from ftm.settings import load_settings
 
     run = RunRecord.model_validate(store.read_json(layout.run_record("2016Q4-20260101T000000Z-test")))

@@ -16,7 +16,8 @@ import boto3
 import pytest
 
 import ftm
-from ftm import code_package, layout
+from ftm import layout
+from ftm.aws import code_package
 from ftm.errors import FtmError
 from ftm.settings import CODE_ACTIVE_ENV, CODE_ENV
 from ftm.storage import Store
@@ -29,8 +30,11 @@ def test_build_is_deterministic_and_holds_the_package_without_compiled_files() -
     names = zipfile.ZipFile(io.BytesIO(first.data)).namelist()
     assert names == sorted(names)
     assert "ftm/__init__.py" in names and "ftm/__main__.py" in names
-    sql = {name for name in names if name.startswith("ftm/sources/") and name.endswith(".sql")}
-    shipped = {f"ftm/sources/{path.name}" for path in (Path(ftm.__file__).parent / "sources").glob("*.sql")}
+    sql = {name for name in names if name.startswith("ftm/prefetch/sources/") and name.endswith(".sql")}
+    shipped = {
+        f"ftm/prefetch/sources/{path.name}"
+        for path in (Path(ftm.__file__).parent / "prefetch" / "sources").glob("*.sql")
+    }
     assert sql == shipped and sql
     assert not [name for name in names if name.endswith(".pyc") or "__pycache__" in name]
     assert first.version == ftm.__version__
@@ -42,7 +46,7 @@ def test_build_ignores_caches_and_temporary_files_but_sees_code_changes(tmp_path
     before = code_package.build(package)
     (package / "__pycache__").mkdir(exist_ok=True)
     (package / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"compiled")
-    (package / "naming.py~").write_text("editor backup")
+    (package / "name" / "naming.py~").write_text("editor backup")
     (package / ".settings.py.swp").write_text("editor swap")
     os.utime(package / "layout.py", (0, 0))  # timestamps are not content
     assert code_package.build(package).sha256 == before.sha256

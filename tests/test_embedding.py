@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from ftm import sample
-from ftm.embedding import Embedder, resolve_device, resolve_model, resolve_precision
 from ftm.errors import SettingsError
+from ftm.map.embedding import Embedder, resolve_device, resolve_model, resolve_precision
 from ftm.settings import EmbeddingSettings
 
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")

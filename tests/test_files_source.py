@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from ftm.errors import DataError
+from ftm.prefetch.sources import Call, CallList, Component
+from ftm.prefetch.sources.files import FilesSource
 from ftm.quarters import Quarter
 from ftm.settings import SourceSettings
-from ftm.sources import Call, CallList, Component
-from ftm.sources.files import FilesSource
 
 Q4 = Quarter.parse("2016Q4")
 

@@ -16,9 +16,9 @@ import pyarrow as pa
 import pytest
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-from ftm.embedding import Embedder
 from ftm.errors import SettingsError
-from ftm.firm_topics import (
+from ftm.map.embedding import Embedder
+from ftm.map.firm_topics import (
     FirmError,
     FirmInput,
     FirmOutcome,

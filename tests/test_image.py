@@ -13,10 +13,10 @@ import boto3
 import pytest
 import tomlkit
 
+from ftm.aws.image import CONTEXT, dependency_hash, find_project, image_tag
 from ftm.cli import main
-from ftm.embedding import resolve_model
 from ftm.errors import UsageError
-from ftm.image import CONTEXT, dependency_hash, find_project, image_tag
+from ftm.map.embedding import resolve_model
 from ftm.settings import FtmSettings
 
 REPO = Path(__file__).resolve().parents[1]

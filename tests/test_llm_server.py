@@ -1,4 +1,4 @@
-"""`ftm.llm_server` and `ftm name --serve` against tests/stand_in_vllm.py, a real executable that
+"""`ftm.name.llm_server` and `ftm name --serve` against tests/stand_in_vllm.py, a real executable that
 takes `vllm serve`'s arguments and serves vLLM's routes on 127.0.0.1: started, waited for, named
 through, and stopped with its whole process group, whatever happens."""
 
@@ -20,10 +20,11 @@ import httpx
 import pytest
 
 from chat_server import expected_name
-from ftm import layout, llm_server
+from ftm import layout
 from ftm.cli import main
 from ftm.errors import FtmError
-from ftm.llm_server import serving
+from ftm.name import llm_server
+from ftm.name.llm_server import serving
 from ftm.quarters import Quarter
 from ftm.settings import LlmSettings
 from ftm.storage import Store

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from ftm import batch_records, layout
+from ftm import layout
 from ftm.cli import main
+from ftm.map import records
 from ftm.plan import partition, read_plan, write_plan
 from ftm.schemas import Batch
 from ftm.settings import StorageSettings
@@ -104,11 +105,11 @@ def test_poison_firms_are_recorded_and_the_batch_goes_on(
     assert "2 firm(s) of batch_000 failed" in " ".join(captured.err.split())
     assert "Traceback" not in captured.err
 
-    failures = {f.firm_id: f for f in batch_records.read_failures(store, QUARTER, "batch_000")}
+    failures = {f.firm_id: f for f in records.read_failures(store, QUARTER, "batch_000")}
     assert set(failures) == {null_text, missing}
     assert failures[null_text].error_type == "DataError" and "raw_text" in failures[null_text].message
     assert "no sentences" in failures[missing].message
-    checkpoint = batch_records.read_checkpoint(store, QUARTER, "batch_000")
+    checkpoint = records.read_checkpoint(store, QUARTER, "batch_000")
     assert checkpoint is not None and checkpoint.finished
     assert sorted(checkpoint.failed_firm_ids) == sorted(failures)
     assert set(checkpoint.completed_firm_ids) == set(firms) - set(failures)
@@ -117,7 +118,7 @@ def test_poison_firms_are_recorded_and_the_batch_goes_on(
     with_topics = {firm for firm, _ in topic_rows(store)}
     assert with_topics | set(skipped) == set(checkpoint.completed_firm_ids)
     assert not with_topics & set(skipped)
-    progress = batch_records.read_progress(store, QUARTER, "batch_000")
+    progress = records.read_progress(store, QUARTER, "batch_000")
     assert progress is not None and progress.state == "succeeded"
     assert (progress.firms_failed, progress.firms_done) == (2, len(firms) - 2)
     assert progress.last_failure and missing in progress.last_failure
@@ -135,21 +136,21 @@ def test_circuit_breaker_stops_after_consecutive_failures_and_a_fixed_batch_goes
     err = " ".join(capsys.readouterr().err.split())
     assert "circuit breaker: 2 firms failed in a row" in err and "map.max_consecutive_failures" in err
     assert "Traceback" not in err
-    progress = batch_records.read_progress(store, QUARTER, "batch_000")
+    progress = records.read_progress(store, QUARTER, "batch_000")
     assert (
         progress is not None and progress.state == "failed" and "circuit breaker" in (progress.message or "")
     )
-    checkpoint = batch_records.read_checkpoint(store, QUARTER, "batch_000")
+    checkpoint = records.read_checkpoint(store, QUARTER, "batch_000")
     assert checkpoint is not None and not checkpoint.finished
     assert checkpoint.completed_firm_ids == firms[:2]  # the first part, and nothing after it
-    assert {f.firm_id for f in batch_records.read_failures(store, QUARTER, "batch_000")} == set(firms[2:4])
+    assert {f.firm_id for f in records.read_failures(store, QUARTER, "batch_000")} == set(firms[2:4])
 
     copy_prefetch(source, store)  # the cause is fixed: the same command goes on
     assert _map(store, config, "--batch-id", "0") == 0
-    checkpoint = batch_records.read_checkpoint(store, QUARTER, "batch_000")
+    checkpoint = records.read_checkpoint(store, QUARTER, "batch_000")
     assert checkpoint is not None and checkpoint.finished and checkpoint.attempt == 2
     assert sorted(checkpoint.completed_firm_ids) == firms and not checkpoint.failed_firm_ids
-    assert batch_records.read_failures(store, QUARTER, "batch_000") == []
+    assert records.read_failures(store, QUARTER, "batch_000") == []
 
 
 # --- determinism and restarts -----------------------------------------------------------------

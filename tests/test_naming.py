@@ -19,7 +19,7 @@ import pytest
 from chat_server import ChatServer, expected_name
 from ftm import layout
 from ftm.cli import main
-from ftm.naming import INSTRUCTIONS, Item, keyword_name
+from ftm.name.naming import INSTRUCTIONS, Item, keyword_name
 from ftm.quarters import Quarter
 from ftm.storage import Store
 from naming_inputs import corpus_topics, write_firm_topics, write_themes

@@ -14,7 +14,7 @@ import pytest
 from botocore.stub import Stubber
 from cfnlint.decode.cfn_yaml import loads
 
-from ftm import stack
+from ftm.aws import stack
 from ftm.cli import main
 from ftm.errors import FtmError, UsageError
 from ftm.settings import AwsSettings, load_settings
@@ -638,7 +638,7 @@ def test_failed_stack_names_the_failing_resources_and_their_reasons(monkeypatch:
     """moto creates a stack in one step and cannot fail it halfway; CloudFormation's replies are
     scripted here instead, as they come when a compute environment cannot be created."""
     cfn = boto3.client("cloudformation", region_name="us-east-1")
-    monkeypatch.setattr(stack.aws, "client", lambda service, settings: cfn)
+    monkeypatch.setattr(stack.clients, "client", lambda service, settings: cfn)
     stack_id = "arn:aws:cloudformation:us-east-1:123456789012:stack/ftm/1"
     change_set = "arn:aws:cloudformation:us-east-1:123456789012:changeSet/ftm-1/1"
     missing = {"Error": {"Code": "ValidationError", "Message": "Stack with id ftm does not exist"}}

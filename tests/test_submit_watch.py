@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ftm import batch_records, layout
+from ftm import layout
 from ftm.cli import app, main
 from ftm.commands.watch import COLUMNS
+from ftm.map import records
 from ftm.plan import read_plan
-from ftm.runs import latest_run
+from ftm.runs.record import latest_run
 from ftm.storage import Store
 from map_inputs import QUARTER, copy_prefetch, manifest, prefetched, quarter_firms, topic_rows, write_config
 
@@ -60,7 +61,7 @@ def test_submit_maps_every_firm_into_schema_checked_part_files(reference: Store)
     with_topics = {firm for firm, _ in rows}
     skipped: dict[str, str] = {}
     for batch in plan:
-        checkpoint = batch_records.read_checkpoint(reference, QUARTER, batch.batch_id)
+        checkpoint = records.read_checkpoint(reference, QUARTER, batch.batch_id)
         assert checkpoint is not None and checkpoint.finished and not checkpoint.failed_firm_ids
         assert sorted(checkpoint.completed_firm_ids) == sorted(batch.firm_ids)
         assert len(checkpoint.part_files) <= 3 and all(reference.exists(p) for p in checkpoint.part_files)
@@ -90,7 +91,7 @@ def test_a_whole_quarter_maps_on_two_workers_and_every_firm_is_accounted_for(
     assert sorted(f for b in plan for f in b.firm_ids) == sorted(prefetch.firm_to_chunk)
     map_skips: dict[str, str] = {}
     for batch in plan:
-        checkpoint = batch_records.read_checkpoint(store, QUARTER, batch.batch_id)
+        checkpoint = records.read_checkpoint(store, QUARTER, batch.batch_id)
         assert checkpoint is not None and checkpoint.finished and not checkpoint.failed_firm_ids
         assert sorted(checkpoint.completed_firm_ids) == sorted(batch.firm_ids)
         map_skips.update({s.firm_id: s.reason for s in checkpoint.skipped_firms})
@@ -215,12 +216,12 @@ def test_a_killed_worker_and_ctrl_c_lose_nothing_and_submit_again_gives_identica
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 240
     while True:  # mid-batch: a part file and its checkpoint written, more firms to go
-        checkpoint = batch_records.read_checkpoint(store, QUARTER, "batch_000")
+        checkpoint = records.read_checkpoint(store, QUARTER, "batch_000")
         if checkpoint is not None and checkpoint.part_files and not checkpoint.finished:
             break
         assert process.poll() is None and time.monotonic() < deadline, "no checkpoint in time"
         time.sleep(0.05)
-    progress = batch_records.read_progress(store, QUARTER, "batch_000")
+    progress = records.read_progress(store, QUARTER, "batch_000")
     assert progress is not None and progress.pid
     os.kill(progress.pid, signal.SIGKILL)
     os.killpg(process.pid, signal.SIGINT)
@@ -228,16 +229,16 @@ def test_a_killed_worker_and_ctrl_c_lose_nothing_and_submit_again_gives_identica
     assert process.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
 
-    killed = batch_records.read_progress(store, QUARTER, "batch_000")
+    killed = records.read_progress(store, QUARTER, "batch_000")
     assert killed is not None and killed.state == "failed" and "SIGKILL" in (killed.message or "")
-    other = batch_records.read_progress(store, QUARTER, "batch_001")
+    other = records.read_progress(store, QUARTER, "batch_001")
     assert other is not None and other.state in ("stopped", "succeeded")
     assert main(["watch", "--root", store.root]) == 3  # the run ended with an unfinished batch
 
     assert main(_submit(config, store.root)) == 0
     assert topic_rows(store) == topic_rows(reference)
     for batch_id in ("batch_000", "batch_001"):
-        checkpoint = batch_records.read_checkpoint(store, QUARTER, batch_id)
+        checkpoint = records.read_checkpoint(store, QUARTER, batch_id)
         assert checkpoint is not None and checkpoint.finished
-    resumed = batch_records.read_checkpoint(store, QUARTER, "batch_000")
+    resumed = records.read_checkpoint(store, QUARTER, "batch_000")
     assert resumed is not None and resumed.attempt == 2

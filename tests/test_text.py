@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from ftm.prefetch.sources import Component
+from ftm.prefetch.text import CallText, Preprocessor, split_text
 from ftm.settings import FINANCE_STOP_WORDS, PreprocessSettings
-from ftm.sources import Component
-from ftm.text import CallText, Preprocessor, split_text
 
 
 @pytest.fixture(scope="module")

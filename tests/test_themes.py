@@ -15,14 +15,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from ftm import batch_records, layout
+from ftm import layout
 from ftm.cli import main
+from ftm.map import records
 from ftm.plan import sentence_counts
 from ftm.prefetch import read_manifest
+from ftm.reduce.themes import METADATA_KEY, average_linkage, cluster_topics, nearest_neighbours
 from ftm.schemas import FIRM_THEME_EXPOSURE, FIRM_TOPICS, THEME_TOPICS, THEMES
 from ftm.settings import ReduceSettings
 from ftm.storage import Store
-from ftm.themes import METADATA_KEY, average_linkage, cluster_topics, nearest_neighbours
 from reduce_inputs import QUARTER, batch_ids, mapped
 
 MIN_FIRMS = ReduceSettings().min_firms
@@ -185,9 +186,9 @@ def test_an_incomplete_map_is_refused_naming_its_batches_and_accepted_with_allow
     store = Store(str(root))
     first, second = batch_ids(root)
     # The first batch stopped half-way (its checkpoint not finished), the second never started.
-    checkpoint = batch_records.read_checkpoint(store, QUARTER, first)
+    checkpoint = records.read_checkpoint(store, QUARTER, first)
     assert checkpoint is not None
-    batch_records.write_checkpoint(store, QUARTER, checkpoint.model_copy(update={"finished": False}))
+    records.write_checkpoint(store, QUARTER, checkpoint.model_copy(update={"finished": False}))
     store.delete(layout.batch_checkpoint(QUARTER, second))
 
     assert _reduce(root, source[1])[0] == 2

@@ -16,6 +16,10 @@ from ftm.quarters import Quarter
 from ftm.settings import FtmSettings, load_settings
 from ftm.storage import Store
 
+# `ftm.prefetch` is the function imported above, as it always was, not the stage's package (that
+# is sys.modules["ftm.prefetch"]): `from ftm.prefetch.text import X` works, but
+# `import ftm.prefetch.text as text` does not.
+
 __all__ = [
     "DataError",
     "FtmError",

@@ -6,7 +6,7 @@ import sys
 def run() -> None:
     # Before the CLI is imported: with FTM_CODE set (a container started by the batch backend),
     # this process is replaced by one running the uploaded code, which then imports its own CLI.
-    from ftm import code_package
+    from ftm.aws import code_package
     from ftm.errors import FtmError
 
     try:

@@ -64,7 +64,7 @@ def array_batches(quarter: Quarter, name: str) -> str:
 
 
 def code_package(sha256: str) -> str:
-    """ftm's code as a zip of its package folder, named by content (see ftm.code_package)."""
+    """ftm's code as a zip of its package folder, named by content (see ftm.aws.code_package)."""
     return f"code/{sha256}.zip"
 
 

@@ -5,6 +5,11 @@ fewest sentences so far (ties: the lower batch index), each batch taking at most
 firms; batches then take about the same time, and no worker idles while one slow batch finishes.
 With a stable order and stable ties, the plan is a pure function of the manifest and the batch
 size: planning again gives the same batches, which is what lets a resubmission resume.
+
+Part of the spine, beside `layout` and `schemas`, because the plan is a data contract between
+stages: `submit` (ftm.runs) writes it, `map-batch` (ftm.map) finds its batch in it, `reduce`
+(ftm.reduce) checks that every batch in it finished, and `watch` lists its batches. In `runs/`,
+map and reduce would import upward. It imports only spine modules.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ ENV_PREFIX = "FTM_"
 ENV_NESTING = "__"
 DEFAULT_CONFIG = Path("ftm.toml")
 # Environment variables with the prefix that are not settings themselves: the settings file,
-# and the code package a container runs instead of its own ftm (see ftm.code_package).
+# and the code package a container runs instead of its own ftm (see ftm.aws.code_package).
 CONFIG_ENV = "FTM_CONFIG"
 CODE_ENV = "FTM_CODE"
 CODE_ACTIVE_ENV = "FTM_CODE_ACTIVE"

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from ftm import __version__, aws, layout
+from ftm import __version__, layout
+from ftm.aws import clients
 from ftm.backends.base import MAP_BATCH_SECTIONS, BackendStatus, JobState, JobStatus
 from ftm.errors import FtmError, UsageError
 from ftm.quarters import Quarter
@@ -251,7 +252,7 @@ class AwsBatchBackend:
         try:
             reply = self._batch().submit_job(**request)
         except Exception as error:
-            raise aws.explain(error, f"submitting {request['jobName']} to {queue}") from None
+            raise clients.explain(error, f"submitting {request['jobName']} to {queue}") from None
         return Submitted(job_id=reply["jobId"], size=size)
 
     def submit_command(self, command: list[str], *, kind: str) -> Submitted:
@@ -318,7 +319,7 @@ class AwsBatchBackend:
             try:
                 reply = self._batch().describe_jobs(jobs=chunk)
             except Exception as error:
-                raise aws.explain(error, "reading the run's jobs from AWS Batch") from None
+                raise clients.explain(error, "reading the run's jobs from AWS Batch") from None
             found.update({job["jobId"]: job for job in reply.get("jobs", [])})
         return found
 
@@ -353,7 +354,7 @@ class AwsBatchBackend:
             try:
                 reply = self._batch().list_jobs(**request)
             except Exception as error:
-                raise aws.explain(error, f"listing the children of array job {parent_id}") from None
+                raise clients.explain(error, f"listing the children of array job {parent_id}") from None
             yield from reply.get("jobSummaryList", [])
             token = reply.get("nextToken")
             if not token:
@@ -371,11 +372,11 @@ class AwsBatchBackend:
             try:
                 self._batch().terminate_job(jobId=job_id, reason=f"cancelled by ftm cancel {run.run_id}")
             except Exception as error:
-                raise aws.explain(error, f"cancelling job {job_id}") from None
+                raise clients.explain(error, f"cancelling job {job_id}") from None
 
     def _batch(self) -> Any:
         if self._client is None:
-            self._client = aws.client("batch", self.settings.aws)
+            self._client = clients.client("batch", self.settings.aws)
         return self._client
 
 
@@ -392,7 +393,7 @@ def spot_price(settings: FtmSettings) -> float | None:
     """US dollars per hour for the cheapest of aws.gpu_instance_types, as Spot, now; None when
     AWS does not say (no permission, no offers), so that a missing price never stops a run."""
     try:
-        ec2 = aws.client("ec2", settings.aws)
+        ec2 = clients.client("ec2", settings.aws)
         reply = ec2.describe_spot_price_history(
             InstanceTypes=settings.aws.gpu_instance_types,
             ProductDescriptions=["Linux/UNIX"],
@@ -507,6 +508,6 @@ def _default_image(settings: FtmSettings) -> str | None:
 def _upload_code(store: Store) -> str:
     """The running ftm as a content-addressed package under the root (the same bytes, the same
     path: stored once); its path there."""
-    from ftm import code_package
+    from ftm.aws import code_package
 
     return code_package.upload(store, code_package.build())

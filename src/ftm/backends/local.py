@@ -27,8 +27,8 @@ import time
 from collections import deque
 from pathlib import Path
 
-from ftm import batch_records
 from ftm.backends.base import MAP_BATCH_SECTIONS, BackendStatus
+from ftm.map import records
 from ftm.quarters import Quarter
 from ftm.schemas import Batch, RunRecord
 from ftm.settings import FtmSettings, config_path, load_settings, section_environment, usable_cores
@@ -206,7 +206,7 @@ class Supervisor:
             state, message = "failed", f"the worker exited with code {code}: {_last_line(log)} (log: {log})"
         # Storage unreachable: `watch` then sees a stale heartbeat instead.
         with contextlib.suppress(Exception):
-            batch_records.mark_ended(self.store, self.quarter, batch_id, state, message)  # type: ignore[arg-type]
+            records.mark_ended(self.store, self.quarter, batch_id, state, message)  # type: ignore[arg-type]
 
 
 def worker_environment(settings: FtmSettings, config: Path | None, workers: int) -> dict[str, str]:
@@ -225,7 +225,7 @@ def worker_environment(settings: FtmSettings, config: Path | None, workers: int)
 
 
 def _job_id(pid: int) -> str:
-    return f"local:{batch_records.host()}:{pid}:{_start_time(pid) or ''}"
+    return f"local:{records.host()}:{pid}:{_start_time(pid) or ''}"
 
 
 def _pid(job: str) -> int:
@@ -239,7 +239,7 @@ def _alive(job: str) -> bool | None:
         pid = int(pid_text)
     except ValueError:
         return None
-    if host != batch_records.host():
+    if host != records.host():
         return None
     try:
         os.kill(pid, 0)

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ftm import stack
+from ftm.aws import stack
 from ftm.commands import config_file, print_json, settings_from, stderr
 from ftm.errors import UsageError
 from ftm.settings import DEFAULT_CONFIG, FtmSettings, StorageSettings, config_path, update_config_file

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from ftm.aws import image
 from ftm.commands import config_file, print_json, settings_from, stderr
-from ftm.image import SETTING, build_image
 from ftm.settings import DEFAULT_CONFIG, config_path
 
 EXAMPLES = """\
@@ -69,7 +69,7 @@ def build(
     """
     settings = settings_from(ctx)
     settings_file = config_path(config_file(ctx)) or DEFAULT_CONFIG
-    result = build_image(
+    result = image.build_image(
         settings.aws,
         target=target.value,
         tag=tag,
@@ -92,9 +92,11 @@ def build(
         )
     where = ""
     if result.settings_file:
-        where = f"; {SETTING[result.target]} set in {escape(str(result.settings_file))}"
+        where = f"; {image.SETTING[result.target]} set in {escape(str(result.settings_file))}"
     done = "pushed" if result.pushed else ("built" if result.built else "already in ECR")
     stderr.print(f"[green]{done}[/]: {escape(result.uri)}{where}", highlight=False)
-    if result.settings_file and result.uri != getattr(settings.aws, SETTING[result.target].split(".")[1]):
+    if result.settings_file and result.uri != getattr(
+        settings.aws, image.SETTING[result.target].split(".")[1]
+    ):
         # AWS Batch cannot take an image at submit time: the job definitions must name it.
         stderr.print("next: `ftm deploy`, so that the job definitions run this image", highlight=False)

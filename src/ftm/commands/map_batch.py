@@ -21,7 +21,7 @@ from rich.progress import (
 from ftm import layout
 from ftm.commands import ProgressDisplay, RootOption, print_json, settings_from, stderr
 from ftm.errors import DataError, PartialFailure, UsageError
-from ftm.mapper import BatchResult, MapProgress, run_batch
+from ftm.map import BatchResult, MapProgress, run_batch
 from ftm.quarters import Quarter
 from ftm.storage import Store
 

@@ -21,8 +21,7 @@ from ftm.backends.aws_batch import name_command, name_kind
 from ftm.commands import ProgressDisplay, RootOption, print_json, settings_from, stderr
 from ftm.commands.batch_job import BackendOption, DetachOption, run_as_job, wants_batch
 from ftm.errors import UsageError
-from ftm.llm_server import serving
-from ftm.naming import NamingProgress, NamingResult, name_quarter, requests_to_send
+from ftm.name import NamingProgress, NamingResult, name_quarter, requests_to_send, serving
 from ftm.quarters import Quarter
 from ftm.settings import FtmSettings
 from ftm.storage import Store

@@ -19,8 +19,8 @@ from ftm import layout
 from ftm.commands import ProgressDisplay, RootOption, print_json, settings_from, stderr
 from ftm.commands.batch_job import BackendOption, DetachOption, run_as_job, wants_batch
 from ftm.quarters import Quarter
+from ftm.reduce import ReduceProgress, ReduceResult, reduce_quarter
 from ftm.storage import Store
-from ftm.themes import ReduceProgress, ReduceResult, reduce_quarter
 
 EXAMPLES = """\
 Examples:

@@ -15,8 +15,7 @@ from ftm.commands import RootOption, config_file, print_json, settings_from, std
 from ftm.commands.map_batch import interrupt_once
 from ftm.commands.watch import BATCH_POLL_S, dollars, follow, render, report_end
 from ftm.quarters import Quarter
-from ftm.run_state import RunObserver
-from ftm.runs import Submission, prepare_submission, running_run, start_submission
+from ftm.runs import RunObserver, Submission, prepare_submission, running_run, start_submission
 from ftm.schemas import RunRecord
 from ftm.storage import Store
 

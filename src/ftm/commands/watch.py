@@ -1,4 +1,4 @@
-"""`ftm watch`: a run's batches, live. The drawing is here; the state comes from `ftm.run_state`."""
+"""`ftm watch`: a run's batches, live. The drawing is here; the state comes from `ftm.runs.state`."""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ from ftm import layout
 from ftm.backends import open_backend
 from ftm.commands import RootOption, RunIdArgument, print_json, settings_from, stderr
 from ftm.quarters import Quarter
-from ftm.run_state import BatchView, RunObserver, RunSnapshot
-from ftm.runs import read_run
+from ftm.runs import BatchView, RunObserver, RunSnapshot, read_run
 from ftm.storage import Store
 
 POLL_S = 2.0

@@ -24,10 +24,10 @@ from importlib import resources
 from typing import Any
 
 from ftm.errors import FtmError, SettingsError
+from ftm.prefetch.sources import MAX_LISTED_PROBLEMS, Call, CallList, Component, Notify
 from ftm.quarters import Quarter
 from ftm.schemas import InputProblem
 from ftm.settings import SourceSettings, WrdsSettings
-from ftm.sources import MAX_LISTED_PROBLEMS, Call, CallList, Component, Notify
 
 EARNINGS_CALLS = 48  # keydeveventtypeid of "Earnings Calls"
 APPLICATION_NAME = "ftm"  # shows in pg_stat_activity, so an administrator can tell ftm's session
@@ -51,7 +51,7 @@ def speaker_type(component_type: str | None, speaker: str | None) -> str:
 
 
 class WrdsSource:
-    """The `Source` of `ftm.sources` over WRDS's PostgreSQL server."""
+    """The `Source` of `ftm.prefetch.sources` over WRDS's PostgreSQL server."""
 
     def __init__(self, settings: SourceSettings, notify: Notify | None = None):
         self.settings = settings.wrds

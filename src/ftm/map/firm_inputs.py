@@ -3,8 +3,8 @@
 Firms are read in chunk order, so each chunk is read once: only the columns a firm needs, only
 the batch's rows kept, two chunks held at most (a part's firms may straddle two). A firm whose
 rows break the sentence contract (a null or empty text, duplicate ids, another quarter) or that
-its chunk lacks is a DataError for that firm alone: a poison firm, recorded by the mapper as the
-firm's failure, never one that fails its whole chunk.
+its chunk lacks is a DataError for that firm alone: a poison firm, recorded by the map batch
+(`batch.py`) as the firm's failure, never one that fails its whole chunk.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from ftm.quarters import Quarter
 from ftm.schemas import SENTENCES
 from ftm.storage import Store
 
-if TYPE_CHECKING:  # ftm.firm_topics pulls in the clustering libraries
-    from ftm.firm_topics import FirmInput
+if TYPE_CHECKING:  # ftm.map.firm_topics pulls in the clustering libraries
+    from ftm.map.firm_topics import FirmInput
 
 # The sentence columns a firm needs; the others (transcript ids, speakers) stay on storage.
 FIRM_COLUMNS = [
@@ -93,7 +93,7 @@ class FirmReader:
 
 def _firm_input(firm_id: str, chunk: str, quarter: str, rows: dict[str, list[Any]]) -> FirmInput:
     """A firm's rows as the processor's input, or a DataError naming what breaks the contract."""
-    from ftm.firm_topics import FirmInput
+    from ftm.map.firm_topics import FirmInput
 
     n = len(rows["sentence_id"])
     for name in _REQUIRED:

@@ -58,8 +58,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ftm import __version__, batch_records, layout
+from ftm import __version__, layout
 from ftm.errors import DataError, UsageError
+from ftm.map import read_checkpoint
 from ftm.plan import read_plan, sentence_counts
 from ftm.prefetch import read_manifest
 from ftm.quarters import Quarter
@@ -157,7 +158,7 @@ def map_state(store: Store, quarter: Quarter) -> MapState:
     missing, unfinished, parts = [], [], []
     failed = 0
     for batch in batches:
-        checkpoint = batch_records.read_checkpoint(store, quarter, batch.batch_id)
+        checkpoint = read_checkpoint(store, quarter, batch.batch_id)
         if checkpoint is None:
             missing.append(batch.batch_id)
             continue

@@ -1,7 +1,7 @@
 """The container image: built from the project's checkout with Docker and pushed to ECR.
 
 The image holds ftm's dependencies, not its code: the code travels as a code package
-(`ftm.code_package`). So the image is named by a hash of what it depends on, the dependency
+(`ftm.aws.code_package`). So the image is named by a hash of what it depends on, the dependency
 lists in pyproject.toml and the Dockerfile, and is rebuilt only when that hash changes: a tag
 already in ECR is not built again.
 """
@@ -181,14 +181,14 @@ def _parse_repository(uri: str) -> dict[str, str]:
 
 
 def _ecr_client(aws: AwsSettings, region: str):  # -> botocore client
-    from ftm import aws as aws_clients
+    from ftm.aws import clients
 
     # The repository's URI names its region; a different aws.region would look in the wrong one.
-    return aws_clients.client("ecr", aws.model_copy(update={"region": region}))
+    return clients.client("ecr", aws.model_copy(update={"region": region}))
 
 
 def _ecr_has(ecr, repository: dict[str, str], tag: str) -> bool:
-    from ftm.aws import error_code, explain
+    from ftm.aws.clients import error_code, explain
 
     try:
         ecr.describe_images(
@@ -209,7 +209,7 @@ def _ecr_has(ecr, repository: dict[str, str], tag: str) -> bool:
 
 
 def _docker_login(ecr, repository: dict[str, str], on_step: Report) -> None:
-    from ftm.aws import explain
+    from ftm.aws.clients import explain
 
     try:
         reply = ecr.get_authorization_token(registryIds=[repository["account"]])

@@ -20,6 +20,8 @@ import pyarrow as pa
 
 from ftm import __version__, layout
 from ftm.errors import DataError, UsageError
+from ftm.prefetch.sources import Call, Source, open_source
+from ftm.prefetch.text import CallText, Preprocessor
 from ftm.quarters import Quarter
 from ftm.schemas import (
     SENTENCES,
@@ -30,9 +32,7 @@ from ftm.schemas import (
     content_hash,
 )
 from ftm.settings import FtmSettings, PrefetchSettings
-from ftm.sources import Call, Source, open_source
 from ftm.storage import Store
-from ftm.text import CallText, Preprocessor
 
 
 @dataclass(frozen=True)

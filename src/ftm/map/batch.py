@@ -16,7 +16,7 @@ within the failure policy (`map` settings): the circuit breaker stops the batch 
 `failure_rate_after` firms were tried. A restart retries the failed firms of the unfinished group.
 
 The map reads only the prefetch (never WRDS): a quarter that was not prefetched is an error.
-Memory holds one group and the batch's rows of at most two chunks (`ftm.firm_inputs`).
+Memory holds one group and the batch's rows of at most two chunks (`ftm.map.firm_inputs`).
 """
 
 from __future__ import annotations
@@ -30,10 +30,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from ftm import batch_records, layout
-from ftm.batch_records import ProgressRecorder, now
+from ftm import layout
 from ftm.errors import DataError, FtmError
-from ftm.firm_inputs import FirmReader
+from ftm.map import records
+from ftm.map.firm_inputs import FirmReader
+from ftm.map.records import ProgressRecorder, now
 from ftm.plan import find_batch
 from ftm.prefetch import read_manifest
 from ftm.quarters import Quarter
@@ -52,8 +53,8 @@ from ftm.settings import FtmSettings, MapSettings, usable_cores
 from ftm.storage import Store
 
 if TYPE_CHECKING:  # torch and the clustering libraries load only when a batch has work
-    from ftm.embedding import Embedder
-    from ftm.firm_topics import FirmInput, FirmOutcome, FirmProcessorPool
+    from ftm.map.embedding import Embedder
+    from ftm.map.firm_topics import FirmInput, FirmOutcome, FirmProcessorPool
 
 
 Phase = Literal["loading", "processing", "done"]
@@ -157,12 +158,12 @@ class _BatchRun:
         self.batch = batch
         self.on_progress = on_progress
         self.firm_to_chunk = manifest.firm_to_chunk
-        self.checkpoint = batch_records.read_checkpoint(store, quarter, batch.batch_id) or BatchCheckpoint(
+        self.checkpoint = records.read_checkpoint(store, quarter, batch.batch_id) or BatchCheckpoint(
             batch_id=batch.batch_id, attempt=0, completed_firm_ids=[], part_files=[], updated_at=now()
         )
-        previous = batch_records.read_progress(store, quarter, batch.batch_id)
+        previous = records.read_progress(store, quarter, batch.batch_id)
         self.attempt = max(previous.attempt if previous else 0, self.checkpoint.attempt) + 1
-        self.failures = {f.firm_id: f for f in batch_records.read_failures(store, quarter, batch.batch_id)}
+        self.failures = {f.firm_id: f for f in records.read_failures(store, quarter, batch.batch_id)}
         self.done = set(self.checkpoint.completed_firm_ids)
         self.n_skipped = len(self.checkpoint.skipped_firms)
         self.resumed_at = len(self.done) + len(self.checkpoint.failed_firm_ids)
@@ -187,8 +188,8 @@ class _BatchRun:
                 firms_skipped=self.n_skipped,
                 firms_failed=len(self.failures),
                 attempt=self.attempt,
-                host=batch_records.host(),
-                pid=batch_records.pid(),
+                host=records.host(),
+                pid=records.pid(),
                 state="running",
                 last_failure=self.last_failure,
                 started_at=now(),
@@ -213,7 +214,7 @@ class _BatchRun:
             self.checkpoint = self.checkpoint.model_copy(
                 update={"finished": True, "attempt": self.attempt, "updated_at": now()}
             )
-            batch_records.write_checkpoint(self.store, self.quarter, self.checkpoint)
+            records.write_checkpoint(self.store, self.quarter, self.checkpoint)
         except CircuitBreakerTripped as trip:
             self._forget_unfinished_group()
             self.record.end(state="failed", message=str(trip), **self._counts())
@@ -236,7 +237,7 @@ class _BatchRun:
     def _confirm_finished(self) -> None:
         """Leaves a finished batch's records as they are, but for a progress record that does not
         say succeeded (a worker killed after the last checkpoint, or a pending mark)."""
-        previous = batch_records.read_progress(self.store, self.quarter, self.batch.batch_id)
+        previous = records.read_progress(self.store, self.quarter, self.batch.batch_id)
         if previous is not None and previous.state == "succeeded":
             return
         base = previous or self.record.current
@@ -251,7 +252,7 @@ class _BatchRun:
                 "heartbeat_at": now(),
             }
         )
-        batch_records.write_progress(self.store, self.quarter, done)
+        records.write_progress(self.store, self.quarter, done)
 
     def _forget_unfinished_group(self) -> None:
         """A restart redoes the group under way: count only what the checkpoint holds."""
@@ -278,8 +279,8 @@ class _BatchRun:
                 self.store.delete(path)
 
     def _prepare(self) -> None:
-        from ftm.embedding import Embedder
-        from ftm.firm_topics import FirmProcessorPool
+        from ftm.map.embedding import Embedder
+        from ftm.map.firm_topics import FirmProcessorPool
 
         self.embedder = Embedder(self.settings.embedding)
         processes = self.policy.cluster_processes or usable_cores()
@@ -393,7 +394,7 @@ class _BatchRun:
         self.last_failure = f"{firm_id}: {failure.error_type}: {failure.message}"
         self.consecutive_failures += 1
         # Written at once, so the reason is on storage even if the batch dies before its part.
-        batch_records.write_failures(self.store, self.quarter, self.batch.batch_id, self._failure_list())
+        records.write_failures(self.store, self.quarter, self.batch.batch_id, self._failure_list())
         self._firm_handled()
         self._check_policy(firm_id, failure)
 
@@ -433,7 +434,7 @@ class _BatchRun:
             self.store.write_table(path, pa.concat_tables(tables), self.schema)
             part_files.append(path)
         if recovered:  # new failures were written as they came; firms that now worked leave the file
-            batch_records.write_failures(self.store, self.quarter, self.batch.batch_id, self._failure_list())
+            records.write_failures(self.store, self.quarter, self.batch.batch_id, self._failure_list())
         self.checkpoint = self.checkpoint.model_copy(
             update={
                 "attempt": self.attempt,
@@ -444,7 +445,7 @@ class _BatchRun:
                 "updated_at": now(),
             }
         )
-        batch_records.write_checkpoint(self.store, self.quarter, self.checkpoint)
+        records.write_checkpoint(self.store, self.quarter, self.checkpoint)
         self.record.update(force=True, **self._counts())
 
     # --- progress ----------------------------------------------------------------------------

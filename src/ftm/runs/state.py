@@ -12,9 +12,8 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal, get_args
 
-from ftm import batch_records
-from ftm.backends.base import Backend, BackendStatus, JobStatus
-from ftm.batch_records import now
+from ftm.backends import Backend, BackendStatus, JobStatus
+from ftm.map import records
 from ftm.plan import read_plan
 from ftm.quarters import Quarter
 from ftm.schemas import BatchProgress, RunRecord
@@ -155,7 +154,7 @@ class RunObserver:
 
     def snapshot(self) -> RunSnapshot:
         status = self.backend.status(self.run)
-        taken = now()
+        taken = records.now()
         views = []
         for batch_id in self.run.batch_ids:
             view = self._final.get(batch_id) or self._view(batch_id, status, taken)
@@ -180,11 +179,11 @@ class RunObserver:
         )
 
     def _view(self, batch_id: str, status: BackendStatus, taken: datetime) -> BatchView:
-        progress = batch_records.read_progress(self.store, self.quarter, batch_id)
+        progress = records.read_progress(self.store, self.quarter, batch_id)
         total = self.sizes.get(batch_id, progress.firms_total if progress else 0)
         job = status.jobs.get(batch_id)
         if progress is None:
-            checkpoint = batch_records.read_checkpoint(self.store, self.quarter, batch_id)
+            checkpoint = records.read_checkpoint(self.store, self.quarter, batch_id)
             if checkpoint is not None and checkpoint.finished:
                 progress = BatchProgress(
                     batch_id=batch_id,

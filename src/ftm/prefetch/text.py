@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ftm.errors import FtmError, SettingsError
+from ftm.prefetch.sources import Component
 from ftm.settings import PreprocessSettings, usable_cores
-from ftm.sources import Component
 
 T = TypeVar("T")
 

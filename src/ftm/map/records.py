@@ -1,8 +1,8 @@
 """The records a batch leaves beside its part files: checkpoint, failures and progress (DESIGN §4).
 
-The mapper writes all three (the progress record through `ProgressRecorder`, with its heartbeat);
-`submit` marks a batch pending before a backend starts it, and a backend records the end of a
-worker that died without a word. Everyone reads them through here.
+The map batch (`batch.py`) writes all three (the progress record through `ProgressRecorder`, with
+its heartbeat); `submit` marks a batch pending before a backend starts it, and a backend records
+the end of a worker that died without a word. Everyone reads them through here.
 """
 
 from __future__ import annotations

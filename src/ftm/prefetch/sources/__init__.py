@@ -89,9 +89,9 @@ def open_source(
 ) -> Source:
     """The configured source; `storage` reaches an s3:// input file (its endpoint and region)."""
     if settings.kind == "files":
-        from ftm.sources.files import FilesSource
+        from ftm.prefetch.sources.files import FilesSource
 
         return FilesSource(settings, storage)
-    from ftm.sources.wrds import WrdsSource
+    from ftm.prefetch.sources.wrds import WrdsSource
 
     return WrdsSource(settings, notify)

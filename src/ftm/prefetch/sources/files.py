@@ -29,10 +29,10 @@ from typing import Any, BinaryIO
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from ftm.errors import DataError, UsageError
+from ftm.prefetch.sources import MAX_LISTED_PROBLEMS, Call, CallList, Component, speaker_type
 from ftm.quarters import Quarter
 from ftm.schemas import InputProblem
 from ftm.settings import SourceSettings, StorageSettings
-from ftm.sources import MAX_LISTED_PROBLEMS, Call, CallList, Component, speaker_type
 
 CSV_REQUIRED = ("transcript_id", "order", "text")
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from ftm import __version__, batch_records, layout
-from ftm.backends.base import Backend
-from ftm.batch_records import now
+from ftm import __version__, layout
+from ftm.backends import Backend
 from ftm.errors import DataError, UsageError
+from ftm.map import records
 from ftm.plan import DEFAULT_BATCH_SIZE, Plan, make_plan, plan_of, read_plan, write_plan
 from ftm.prefetch import read_manifest
 from ftm.quarters import Quarter
-from ftm.run_state import RunObserver
+from ftm.runs.state import RunObserver
 from ftm.schemas import RunRecord
 from ftm.settings import FtmSettings
 from ftm.storage import Store
@@ -110,7 +110,7 @@ def start_submission(
         write_plan(store, quarter, submission.plan.batches)
     batches = [batch for batch in submission.plan.batches if batch.batch_id in submission.to_run]
     for batch in batches:
-        batch_records.mark_pending(store, quarter, batch.batch_id, len(batch.firm_ids))
+        records.mark_pending(store, quarter, batch.batch_id, len(batch.firm_ids))
     earlier = read_run(store, submission.resumes) if submission.resumes else None
     run = RunRecord(
         run_id=submission.run_id,
@@ -121,7 +121,7 @@ def start_submission(
         job_ids=earlier.job_ids if earlier and earlier.backend == backend.name else {},
         code=f"ftm {__version__}",
         settings=settings.masked(),
-        submitted_at=now(),
+        submitted_at=records.now(),
     )
     write_run(store, run)  # first: `watch` may look for it as soon as a worker starts
     if batches:
@@ -184,7 +184,7 @@ def write_run(store: Store, run: RunRecord) -> None:
 
 def new_run_id(quarter: Quarter) -> str:
     """Sorts by submission time; the random tail keeps two submissions in one second apart."""
-    return f"{quarter}-{now():%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:4]}"
+    return f"{quarter}-{records.now():%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:4]}"
 
 
 def _submission(
@@ -204,7 +204,7 @@ def _submission(
 
 
 def _finished(store: Store, quarter: Quarter, batch_id: str) -> bool:
-    checkpoint = batch_records.read_checkpoint(store, quarter, batch_id)
+    checkpoint = records.read_checkpoint(store, quarter, batch_id)
     return checkpoint is not None and checkpoint.finished
 
 

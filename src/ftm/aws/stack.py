@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from ftm import aws
+from ftm.aws import clients
 from ftm.errors import FtmError, UsageError
 from ftm.settings import AwsSettings
 
@@ -91,7 +91,7 @@ def template_text() -> str:
     shipped = resources.files("ftm") / "deploy" / "ftm.yaml"
     if shipped.is_file():
         return shipped.read_text(encoding="utf-8")
-    return (Path(__file__).resolve().parents[2] / "deploy" / "ftm.yaml").read_text(encoding="utf-8")
+    return (Path(__file__).resolve().parents[3] / "deploy" / "ftm.yaml").read_text(encoding="utf-8")
 
 
 def parameters(settings: AwsSettings) -> list[dict[str, str]]:
@@ -151,7 +151,7 @@ def deploy(settings: AwsSettings, on_event: EventCallback | None = None) -> Depl
     would change nothing changes nothing. Returns the outputs as settings."""
     report = on_event or _ignore
     stack_parameters = parameters(settings)
-    cfn = aws.client("cloudformation", settings)
+    cfn = clients.client("cloudformation", settings)
     name = settings.stack_name
     status = _stack_status(cfn, name)
     if status == "ROLLBACK_COMPLETE":
@@ -216,7 +216,7 @@ def destroy(
     """Deletes the stack and everything it made. `confirm` gets a description of what goes and
     returns whether to go on (None: no question). Refuses while the stack's own bucket holds data."""
     report = on_event or _ignore
-    cfn = aws.client("cloudformation", settings)
+    cfn = clients.client("cloudformation", settings)
     name = settings.stack_name
     status = _stack_status(cfn, name)
     if status is None:
@@ -307,7 +307,7 @@ def _call(doing: str, method: Callable[..., Any], **kwargs: Any) -> Any:
     try:
         return method(**kwargs)
     except Exception as error:
-        raise aws.explain(error, doing) from None
+        raise clients.explain(error, doing) from None
 
 
 def _stack_status(cfn: Any, name: str) -> str | None:
@@ -316,11 +316,11 @@ def _stack_status(cfn: Any, name: str) -> str | None:
     try:
         stacks = cfn.describe_stacks(StackName=name)["Stacks"]
     except ClientError as error:
-        if aws.error_code(error) == "ValidationError" and "does not exist" in str(error):
+        if clients.error_code(error) == "ValidationError" and "does not exist" in str(error):
             return None
-        raise aws.explain(error, f"looking up stack {name}") from None
+        raise clients.explain(error, f"looking up stack {name}") from None
     except BotoCoreError as error:  # no credentials, no network: said plainly
-        raise aws.explain(error, f"looking up stack {name}") from None
+        raise clients.explain(error, f"looking up stack {name}") from None
     return stacks[0]["StackStatus"] if stacks else None
 
 
@@ -362,7 +362,7 @@ def _failure(cfn: Any, name: str, doing: str) -> str:
     try:
         reasons = _failure_reasons(cfn, name)
     except Exception as error:  # the events are a courtesy; the status still tells what happened
-        reasons = [f"  (could not read the stack's events: {aws.explain(error, 'reading them')})"]
+        reasons = [f"  (could not read the stack's events: {clients.explain(error, 'reading them')})"]
     lines = [f"{doing} failed: the stack is {status}"]
     lines += reasons or ["  (CloudFormation gave no reason: see the stack's events in its console)"]
     if status == "ROLLBACK_COMPLETE":
@@ -434,15 +434,15 @@ def _created_bucket(cfn: Any, name: str) -> str | None:
 def _holds_objects(settings: AwsSettings, bucket: str) -> bool:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    s3 = aws.client("s3", settings)
+    s3 = clients.client("s3", settings)
     try:
         return s3.list_objects_v2(Bucket=bucket, MaxKeys=1).get("KeyCount", 0) > 0
     except ClientError as error:
-        if aws.error_code(error) == "NoSuchBucket":
+        if clients.error_code(error) == "NoSuchBucket":
             return False
-        raise aws.explain(error, f"looking into bucket {bucket}") from None
+        raise clients.explain(error, f"looking into bucket {bucket}") from None
     except BotoCoreError as error:
-        raise aws.explain(error, f"looking into bucket {bucket}") from None
+        raise clients.explain(error, f"looking into bucket {bucket}") from None
 
 
 def _region(settings: AwsSettings) -> str | None:
@@ -457,13 +457,13 @@ def _region(settings: AwsSettings) -> str | None:
 
 
 def _failed(name: str, error: Exception, doing: str, fix: str) -> Check:
-    detail = error if isinstance(error, FtmError) else aws.explain(error, doing)
+    detail = error if isinstance(error, FtmError) else clients.explain(error, doing)
     return Check(name, False, str(detail), fix)
 
 
 def _credentials_check(settings: AwsSettings) -> Check:
     try:
-        identity = aws.client("sts", settings).get_caller_identity()
+        identity = clients.client("sts", settings).get_caller_identity()
     except Exception as error:
         return _failed(
             "credentials",
@@ -478,7 +478,7 @@ def _stack_check(settings: AwsSettings) -> tuple[Check, dict[str, str]]:
     name = settings.stack_name
     deploy_fix = "run `ftm deploy --vpc-id VPC --subnet-ids SUBNET,SUBNET`"
     try:
-        cfn = aws.client("cloudformation", settings)
+        cfn = clients.client("cloudformation", settings)
         status = _stack_status(cfn, name)
         outputs = _outputs(cfn, name) if status else {}
     except Exception as error:
@@ -523,19 +523,19 @@ def _bucket_check(settings: AwsSettings, bucket: str | None) -> Check:
         return Check("bucket", False, "no bucket: aws.bucket is not set", "run ftm deploy, which sets it")
     from botocore.exceptions import ClientError
 
-    s3 = aws.client("s3", settings)
+    s3 = clients.client("s3", settings)
     try:
         s3.head_bucket(Bucket=bucket)
         try:
             block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
         except ClientError as error:
-            if aws.error_code(error) != "NoSuchPublicAccessBlockConfiguration":
+            if clients.error_code(error) != "NoSuchPublicAccessBlockConfiguration":
                 raise
             block = {}
         try:
             public = s3.get_bucket_policy_status(Bucket=bucket)["PolicyStatus"]["IsPublic"]
         except ClientError as error:
-            if aws.error_code(error) != "NoSuchBucketPolicy":
+            if clients.error_code(error) != "NoSuchBucketPolicy":
                 raise
             public = False
     except Exception as error:
@@ -594,12 +594,12 @@ def _image_check(settings: AwsSettings, image: str | None, name: str = "image") 
         )
     image_id = {"imageDigest": match["digest"]} if match["digest"] else {"imageTag": match["tag"] or "latest"}
     try:
-        ecr = aws.client("ecr", settings.model_copy(update={"region": match["region"]}))
+        ecr = clients.client("ecr", settings.model_copy(update={"region": match["region"]}))
         ecr.describe_images(
             registryId=match["registry"], repositoryName=match["repository"], imageIds=[image_id]
         )
     except Exception as error:
-        if aws.error_code(error) in ("ImageNotFoundException", "RepositoryNotFoundException"):
+        if clients.error_code(error) in ("ImageNotFoundException", "RepositoryNotFoundException"):
             return Check(name, False, f"{image} is not in ECR: the jobs could not start", build)
         return _failed(name, error, f"looking for {image}", build)
     return Check(name, True, f"{image} is in ECR")
@@ -613,7 +613,7 @@ def _job_image_check(settings: AwsSettings, expected: dict[str, str | None]) -> 
     if not definitions:
         return Check(name, False, "not set (aws.map_job_definition, …)", "run ftm deploy, which sets them")
     try:
-        found = aws.client("batch", settings).describe_job_definitions(jobDefinitions=definitions)
+        found = clients.client("batch", settings).describe_job_definitions(jobDefinitions=definitions)
     except Exception as error:
         return _failed(name, error, "describing the job definitions", "check aws.*_job_definition")
     images: dict[str, str] = {}
@@ -643,7 +643,7 @@ def _queue_check(settings: AwsSettings, name: str, key: str, queue: str | None) 
     if not queue:
         return Check(name, False, f"not set (aws.{key})", "run ftm deploy, which sets it")
     try:
-        batch = aws.client("batch", settings)
+        batch = clients.client("batch", settings)
         found = batch.describe_job_queues(jobQueues=[queue])["jobQueues"]
         environments = (
             [order["computeEnvironment"] for order in found[0]["computeEnvironmentOrder"]] if found else []
@@ -687,13 +687,13 @@ def _quota_check(settings: AwsSettings, region: str) -> Check:
         f"--desired-value {needed} --region {region}`"
     )
     try:
-        quotas = aws.client("service-quotas", settings)
+        quotas = clients.client("service-quotas", settings)
         try:
             value = quotas.get_service_quota(ServiceCode="ec2", QuotaCode=SPOT_GPU_QUOTA_CODE)["Quota"][
                 "Value"
             ]
         except Exception as error:
-            if aws.error_code(error) != "NoSuchResourceException":
+            if clients.error_code(error) != "NoSuchResourceException":
                 raise
             # Never changed in this account: the default applies.
             value = quotas.get_aws_default_service_quota(ServiceCode="ec2", QuotaCode=SPOT_GPU_QUOTA_CODE)[
@@ -703,7 +703,7 @@ def _quota_check(settings: AwsSettings, region: str) -> Check:
         return Check(
             name,
             None,
-            f"could not read the quota ({aws.explain(error, 'reading quota ' + SPOT_GPU_QUOTA_CODE)})",
+            f"could not read the quota ({clients.explain(error, 'reading quota ' + SPOT_GPU_QUOTA_CODE)})",
             f"look it up in the Service Quotas console (EC2, {region}); below {needed}, {request}",
         )
     vcpus = int(value)

@@ -1,0 +1,14 @@
+"""Prefetch: a quarter of earnings calls from a source (`sources/`: files or WRDS) in, cleaned and
+chunked sentences out (`prefetch/transcripts/quarter=Q/chunk_NNNN.parquet` and `manifest.json`).
+Start with `transcripts.py` (the stage); `text.py` is the spaCy preprocessing."""
+
+from ftm.prefetch.transcripts import (
+    PrefetchProgress,
+    PrefetchResult,
+    PrefetchSurvey,
+    prefetch,
+    read_manifest,
+    survey,
+)
+
+__all__ = ["PrefetchProgress", "PrefetchResult", "PrefetchSurvey", "prefetch", "read_manifest", "survey"]

@@ -1,0 +1,17 @@
+"""Runs: a prefetched quarter's plan handed to a backend, recorded as `runs/RUN_ID.json`; and the
+state of a run, batch by batch, for `ftm watch`. Start with `record.py` (submitting a run);
+`state.py` computes what `watch` shows."""
+
+from ftm.runs.record import Submission, prepare_submission, read_run, running_run, start_submission
+from ftm.runs.state import BatchView, RunObserver, RunSnapshot
+
+__all__ = [
+    "BatchView",
+    "RunObserver",
+    "RunSnapshot",
+    "Submission",
+    "prepare_submission",
+    "read_run",
+    "running_run",
+    "start_submission",
+]
