@@ -20,7 +20,7 @@ import pytest
 
 from ftm import layout
 from ftm.errors import FtmError, SettingsError
-from ftm.prefetch import PrefetchProgress, prefetch, survey
+from ftm.prefetch import PrefetchProgress, prefetch_quarter, survey
 from ftm.quarters import Quarter
 from ftm.schemas import SENTENCES, PrefetchManifest
 from ftm.settings import FtmSettings, load_settings
@@ -111,7 +111,7 @@ def full_run(
 ) -> tuple[Store, PrefetchManifest, Any]:
     root = tmp_path_factory.mktemp("wrds-full")
     events: list[str] = []
-    result = prefetch(
+    result = prefetch_quarter(
         _settings(wrds_server, root),
         QUARTER,
         on_progress=lambda p: events.append(p.phase),
@@ -251,7 +251,7 @@ def test_the_run_uses_exactly_one_connection(
     counter = ConnectionCounter(monkeypatch)
     firms = sorted({str(c.companyid) for c in wrds_server.seed.calls})[:4]
     settings = _settings(wrds_server, tmp_path / "root", transcripts_per_query=1)
-    result = prefetch(settings, QUARTER, firms=firms)
+    result = prefetch_quarter(settings, QUARTER, firms=firms)
     assert result.manifest.n_firms == 4
     assert counter.count == 1  # metadata and four component queries over one connection
 
@@ -389,7 +389,7 @@ def uninterrupted(
     wrds_server: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[dict[str, bytes], dict]:
     root = tmp_path_factory.mktemp("uninterrupted")
-    prefetch(_small_settings(wrds_server, root), QUARTER, firms=_subset(wrds_server))
+    prefetch_quarter(_small_settings(wrds_server, root), QUARTER, firms=_subset(wrds_server))
     return _output(root)
 
 
@@ -401,7 +401,7 @@ def test_a_dropped_connection_is_reopened_once_and_nothing_changes(
 ) -> None:
     counter = ConnectionCounter(monkeypatch)
     events: list[str] = []
-    prefetch(
+    prefetch_quarter(
         _small_settings(wrds_server, tmp_path),
         QUARTER,
         firms=_subset(wrds_server),
@@ -416,9 +416,11 @@ def test_a_second_drop_stops_with_exit_1_and_the_rerun_resumes_identically(
 ) -> None:
     settings = _small_settings(wrds_server, tmp_path)
     with pytest.raises(FtmError, match="dropped again") as raised:
-        prefetch(settings, QUARTER, firms=_subset(wrds_server), on_progress=_killer(wrds_server, {2, 5}, []))
+        prefetch_quarter(
+            settings, QUARTER, firms=_subset(wrds_server), on_progress=_killer(wrds_server, {2, 5}, [])
+        )
     assert raised.value.exit_code == 1
     assert not Store(str(tmp_path)).exists(layout.prefetch_manifest(QUARTER))
-    again = prefetch(settings, QUARTER, firms=_subset(wrds_server))
+    again = prefetch_quarter(settings, QUARTER, firms=_subset(wrds_server))
     assert again.resumed_at > 0
     assert _output(tmp_path) == uninterrupted

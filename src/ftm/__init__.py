@@ -18,14 +18,10 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0+unknown"
 
 from ftm.errors import DataError, FtmError, PartialFailure, SchemaError, SettingsError, UsageError
-from ftm.prefetch import PrefetchProgress, PrefetchResult, prefetch, read_manifest
+from ftm.prefetch import PrefetchProgress, PrefetchResult, prefetch_quarter, read_manifest
 from ftm.quarters import Quarter
 from ftm.settings import FtmSettings, load_settings
 from ftm.storage import Store
-
-# `ftm.prefetch` is the function imported above, as it always was, not the stage's package (that
-# is sys.modules["ftm.prefetch"]): `from ftm.prefetch.text import X` works, but
-# `import ftm.prefetch.text as text` does not.
 
 __all__ = [
     "DataError",
@@ -41,6 +37,6 @@ __all__ = [
     "UsageError",
     "__version__",
     "load_settings",
-    "prefetch",
+    "prefetch_quarter",
     "read_manifest",
 ]

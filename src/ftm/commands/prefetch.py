@@ -21,8 +21,7 @@ from ftm import layout
 from ftm.commands import ProgressDisplay, RootOption, print_json, settings_from, stderr
 from ftm.commands.batch_job import BackendOption, DetachOption, run_as_job, wants_batch
 from ftm.errors import UsageError
-from ftm.prefetch import PrefetchProgress, PrefetchResult, PrefetchSurvey, survey
-from ftm.prefetch import prefetch as run_prefetch
+from ftm.prefetch import PrefetchProgress, PrefetchResult, PrefetchSurvey, prefetch_quarter, survey
 from ftm.quarters import Quarter
 from ftm.settings import FtmSettings
 from ftm.storage import Store
@@ -120,7 +119,7 @@ def prefetch(
         return
     store = Store.from_settings(settings.storage)
     with _ProgressDisplay(str(the_quarter)) as display:
-        result = run_prefetch(
+        result = prefetch_quarter(
             settings, the_quarter, firms=wanted or None, overwrite=overwrite, on_progress=display.update
         )
     folder = store.uri(layout.prefetch_folder(the_quarter))

@@ -6,9 +6,16 @@ from ftm.prefetch.transcripts import (
     PrefetchProgress,
     PrefetchResult,
     PrefetchSurvey,
-    prefetch,
+    prefetch_quarter,
     read_manifest,
     survey,
 )
 
-__all__ = ["PrefetchProgress", "PrefetchResult", "PrefetchSurvey", "prefetch", "read_manifest", "survey"]
+__all__ = [
+    "PrefetchProgress",
+    "PrefetchResult",
+    "PrefetchSurvey",
+    "prefetch_quarter",
+    "read_manifest",
+    "survey",
+]

@@ -69,7 +69,7 @@ class PrefetchResult:
     resumed_at: int  # firms found done by an earlier, interrupted run
 
 
-def prefetch(
+def prefetch_quarter(
     settings: FtmSettings,
     quarter: Quarter,
     *,
