@@ -1,6 +1,6 @@
 """`ftm submit` on the local backend and `ftm watch`: the whole path from a prefetched quarter to
-firm-topic files with real worker processes, a worker killed and a Ctrl-C losing nothing, and the
-watch table, plain lines and JSON snapshot."""
+firm-topic files with real worker processes, a worker killed, a Ctrl-C and a SIGKILL of the whole
+command losing nothing, and the watch table, plain lines and JSON snapshot."""
 
 from __future__ import annotations
 
@@ -16,13 +16,26 @@ import pytest
 from typer.testing import CliRunner
 
 from ftm import layout
+from ftm.backends import open_backend
 from ftm.cli import app, main
 from ftm.commands.watch import COLUMNS
 from ftm.map import records
 from ftm.plan import read_plan
-from ftm.runs.record import latest_run
+from ftm.runs import RunObserver
+from ftm.runs.record import latest_run, write_run
+from ftm.schemas import BatchProgress, RunRecord
+from ftm.settings import load_settings
 from ftm.storage import Store
-from map_inputs import QUARTER, copy_prefetch, manifest, prefetched, quarter_firms, topic_rows, write_config
+from map_inputs import (
+    CONFIG,
+    QUARTER,
+    copy_prefetch,
+    manifest,
+    prefetched,
+    quarter_firms,
+    topic_rows,
+    write_config,
+)
 
 BATCH_SIZE = "6"  # two batches of six firms, each written in three parts of two
 
@@ -242,3 +255,101 @@ def test_a_killed_worker_and_ctrl_c_lose_nothing_and_submit_again_gives_identica
         assert checkpoint is not None and checkpoint.finished
     resumed = records.read_checkpoint(store, QUARTER, "batch_000")
     assert resumed is not None and resumed.attempt == 2
+
+
+def _mid_batch(store: Store, process: subprocess.Popen[str]) -> None:
+    """Waits until batch_000 wrote a part file and its checkpoint, with more firms to go."""
+    deadline = time.monotonic() + 240
+    while True:
+        checkpoint = records.read_checkpoint(store, QUARTER, "batch_000")
+        if checkpoint is not None and checkpoint.part_files and not checkpoint.finished:
+            return
+        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.05)
+
+
+def test_submit_is_refused_while_its_run_lives_and_goes_on_at_once_after_a_sigkill_of_it_all(
+    source: Path, tmp_path: Path, reference: Store
+) -> None:
+    """SIGKILL of the whole process group of `ftm submit` (the command, its supervisor thread and
+    its workers), then the same command again straight away. Heartbeats an hour apart, so that
+    only the processes can tell that nothing of the run is alive any more."""
+    store = copy_prefetch(source, Store(str(tmp_path / "root")))
+    config = tmp_path / "ftm.toml"
+    config.write_text(CONFIG.replace("heartbeat_s = 1.0", "heartbeat_s = 3600.0"))
+    command = [sys.executable, "-m", "ftm", *_submit(config, store.root, "--batch-size", BATCH_SIZE)]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True, start_new_session=True
+    )
+    try:
+        _mid_batch(store, process)
+        run = latest_run(store, QUARTER)
+        assert run is not None
+        alive = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert alive.returncode == 2, alive.stderr
+        assert (
+            f"run {run.run_id} of {QUARTER} is still going: follow it with `ftm watch {run.run_id}`, "
+            "or stop it before submitting again"
+        ) in " ".join(alive.stderr.split())
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"run {run.run_id} resumes" in " ".join(resumed.stderr.split())
+    assert topic_rows(store) == topic_rows(reference)  # and no (firm, topic) written twice
+    killed = records.read_checkpoint(store, QUARTER, "batch_000")
+    assert killed is not None and killed.finished and killed.attempt == 2
+
+
+def test_a_running_batch_is_judged_by_its_process_on_this_host_and_by_its_heartbeat_elsewhere(
+    tmp_path: Path,
+) -> None:
+    store = Store(str(tmp_path / "root"))
+    here, mine, started = records.host(), os.getpid(), records.process_started()
+    assert started, "the process start time comes from /proc"
+    ended = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    ended_started = records.process_started(ended.pid)
+    ended.kill()
+    ended.wait()
+    fresh, old = records.now(), records.now().replace(year=2000)
+    workers = {
+        "batch_000": (here, ended.pid, ended_started, fresh),  # gone, though its heartbeat is fresh
+        "batch_001": (here, mine, started, old),  # alive, though its heartbeat is long stale
+        "batch_002": (here, mine, "1", fresh),  # its pid now belongs to another process
+        "batch_003": ("another-host", ended.pid, ended_started, fresh),  # elsewhere: the heartbeat
+        "batch_004": (here, ended.pid, None, fresh),  # no start time (an older ftm): the heartbeat
+    }
+    for batch_id, (host, pid, process_started, beat) in workers.items():
+        progress = BatchProgress(
+            batch_id=batch_id,
+            firms_total=6,
+            firms_done=2,
+            host=host,
+            pid=pid,
+            process_started=process_started,
+            started_at=beat,
+            heartbeat_at=beat,
+        )
+        records.write_progress(store, QUARTER, progress)
+    run = RunRecord(
+        run_id="run",
+        quarter=str(QUARTER),
+        backend="local",
+        batch_ids=list(workers),
+        job_ids=dict.fromkeys(workers, f"local:{here}:{mine}:{started}"),  # its supervisor lives
+        submitted_at=fresh,
+    )
+    write_run(store, run)
+    settings = load_settings(None, overrides={"storage": {"root": store.root}}, environ={})
+    views = RunObserver(store, run, open_backend("local", settings)).snapshot().batches
+    states = {view.batch_id: (view.state, view.message) for view in views}
+    assert states["batch_000"] == (
+        "failed",
+        f"its worker (pid {ended.pid}) is gone without a word; resubmit to go on",
+    )
+    assert states["batch_001"][0] == "running" and "no heartbeat for" in (states["batch_001"][1] or "")
+    assert states["batch_002"][0] == "failed"
+    assert states["batch_003"] == ("running", None)
+    assert states["batch_004"] == ("running", None)

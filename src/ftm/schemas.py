@@ -287,9 +287,13 @@ class BatchProgress(Record):
     firms_failed: int = 0
     rate_per_s: float = 0.0
     attempt: int = 1
+    # The worker process: where it runs, its pid and when it started (`process_started`, the
+    # kernel's start time, so that a later process given the same pid is not taken for it). On
+    # its own host, whether it still runs is read from the processes; elsewhere, heartbeats tell.
     host: str | None = None
     pid: int | None = None
-    # "pending" once submitted, "running" while a worker lives (with a fresh heartbeat_at), then
+    process_started: str | None = None
+    # "pending" once submitted, "running" while its worker lives (rewriting heartbeat_at), then
     # its last word: "succeeded" (every firm done, or failed within the policy), "failed" (the
     # circuit breaker or an error, said in message), "stopped" (interrupted; resubmitting goes on).
     state: Literal["pending", "running", "succeeded", "failed", "stopped"] = "running"

@@ -225,7 +225,7 @@ def worker_environment(settings: FtmSettings, config: Path | None, workers: int)
 
 
 def _job_id(pid: int) -> str:
-    return f"local:{records.host()}:{pid}:{_start_time(pid) or ''}"
+    return f"local:{records.host()}:{pid}:{records.process_started(pid) or ''}"
 
 
 def _pid(job: str) -> int:
@@ -239,34 +239,7 @@ def _alive(job: str) -> bool | None:
         pid = int(pid_text)
     except ValueError:
         return None
-    if host != records.host():
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    stat = _stat(pid)
-    if stat is None:
-        return True  # no /proc (macOS): the pid exists, trust it
-    # A zombie has ended; another start time means the pid was reused by another process.
-    return stat[0] not in ("Z", "X") and (not started or stat[1] == started)
-
-
-def _start_time(pid: int) -> str | None:
-    stat = _stat(pid)
-    return stat[1] if stat else None
-
-
-def _stat(pid: int) -> tuple[str, str] | None:
-    """(state, start time) from /proc/PID/stat, or None without /proc."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text.rsplit(")", 1)[1].split()  # the command name may hold spaces and parentheses
-    return fields[0], fields[19]
+    return records.process_alive(host, pid, started or None)
 
 
 def _signal_name(number: int) -> str:

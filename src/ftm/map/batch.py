@@ -190,6 +190,7 @@ class _BatchRun:
                 attempt=self.attempt,
                 host=records.host(),
                 pid=records.pid(),
+                process_started=records.process_started(),
                 state="running",
                 last_failure=self.last_failure,
                 started_at=now(),

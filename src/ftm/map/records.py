@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Literal
 
 from ftm import layout
@@ -104,6 +105,41 @@ def host() -> str:
 
 def pid() -> int:
     return os.getpid()
+
+
+def process_started(pid: int | None = None) -> str | None:
+    """When a process (default: this one) started, as the kernel says (clock ticks after boot);
+    None without /proc (macOS). With the pid it names one process for good: a pid is reused."""
+    stat = _stat(os.getpid() if pid is None else pid)
+    return stat[1] if stat else None
+
+
+def process_alive(on_host: str, pid: int, started: str | None) -> bool | None:
+    """Whether the process `pid` that started at `started` still runs; None where this machine
+    cannot tell, because it ran on another host."""
+    if on_host != host():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    stat = _stat(pid)
+    if stat is None:
+        return True  # no /proc (macOS): the pid exists, trust it
+    # A zombie has ended; another start time means the pid was reused by another process.
+    return stat[0] not in ("Z", "X") and (not started or stat[1] == started)
+
+
+def _stat(pid: int) -> tuple[str, str] | None:
+    """(state, start time) from /proc/PID/stat, or None without /proc."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text.rsplit(")", 1)[1].split()  # the command name may hold spaces and parentheses
+    return fields[0], fields[19]
 
 
 @dataclass

@@ -2,8 +2,10 @@
 
 A batch's state comes from its progress record (what its worker last said, with a heartbeat)
 and the backend's view (whether it still runs anything of the run, and per-batch job states
-where it keeps them). Polling is cheap: one small read per unfinished batch, none for a batch
-once it succeeded.
+where it keeps them). Whether a running batch's worker lives is read from the process where it
+ran on this machine (its pid and start time are in the record), so a run killed outright is seen
+as ended at once; only a worker on another host is judged by its heartbeat. Polling is cheap:
+one small read per unfinished batch, none for a batch once it succeeded.
 """
 
 from __future__ import annotations
@@ -250,8 +252,16 @@ def _state(
         if job is not None and job.state == "running":
             return "running", None
         return "pending", job.reason if job else None
-    # "running": believe it while the heartbeat is fresh, or while the backend says it runs.
+    # "running": on the worker's own host its process says whether it runs, at once; a record
+    # without the process's start time (an older writer, or no /proc) cannot be trusted so.
     age = (taken - progress.heartbeat_at).total_seconds()
+    if progress.host and progress.pid and progress.process_started:
+        alive = records.process_alive(progress.host, progress.pid, progress.process_started)
+        if alive is False:
+            return "failed", f"its worker (pid {progress.pid}) is gone without a word; resubmit to go on"
+        if alive:
+            return "running", None if age <= stale_after_s else f"no heartbeat for {age:.0f} s"
+    # Elsewhere: believe it while the heartbeat is fresh, or while the backend says it runs.
     if age <= stale_after_s or (job is not None and job.state == "running"):
         return "running", None
     if status.active is False or age > 10 * stale_after_s:
