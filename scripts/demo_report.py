@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import sys
 
-from ftm import layout
+from ftm import layout, read_names
 from ftm.quarters import Quarter
-from ftm.schemas import NAMES, THEME_TOPICS, THEMES
+from ftm.schemas import THEME_TOPICS, THEMES
 from ftm.storage import Store
 
 
@@ -15,10 +15,10 @@ def main(root: str, quarter_label: str, top: int = 8) -> None:
     store, quarter = Store(root), Quarter.parse(quarter_label)
     themes = store.read_table(layout.themes(quarter), THEMES).to_pandas()
     members = store.read_table(layout.theme_topics(quarter), THEME_TOPICS).to_pandas()
-    names = store.read_table(layout.theme_names(quarter), NAMES).to_pandas().set_index("id")
+    names = read_names(store, quarter, "theme").to_pandas().set_index("theme_id")
     print(f"{len(themes)} themes in {quarter}; the {min(top, len(themes))} that most firms talk about:")
     for theme in themes.sort_values(["n_firms", "theme_id"], ascending=[False, True]).head(top).itertuples():
-        name = names.loc[str(theme.theme_id)]
+        name = names.loc[theme.theme_id]
         firms = sorted(members.loc[members.theme_id == theme.theme_id, "firm_id"].unique())[:2]
         print(f"  {name['name']:<40} {theme.n_firms:>3} firms  e.g. {', '.join(firms)}  ({name['source']})")
     print(f"The firm x theme panel: {store.uri(layout.firm_theme_exposure(quarter))}")

@@ -1,5 +1,6 @@
 """Real-looking naming inputs from the shared corpus: firm-topic part files and themes.parquet,
-per the FIRM_TOPICS and THEMES schemas, for the naming tests and `benchmarks/name.py`.
+per the FIRM_TOPICS and THEMES schemas, for the naming tests and `benchmarks/name.py`; and names
+files as an earlier ftm wrote them.
 
 A "topic" here is a run of consecutive sentences of one firm's call, its keywords the most
 frequent content words of those sentences: real call text, without running the map stage.
@@ -20,7 +21,7 @@ import pyarrow as pa
 
 from ftm import layout
 from ftm.quarters import Quarter
-from ftm.schemas import FIRM_TOPICS, THEMES, centroid_type
+from ftm.schemas import FIRM_TOPICS, THEME_NAMES, THEMES, TOPIC_NAMES, centroid_type
 from ftm.storage import Store
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -128,3 +129,18 @@ def _transcripts(corpus: Path) -> Iterator[dict[str, Any]]:
     with gzip.open(corpus, "rt", encoding="utf-8") as lines:
         for line in lines:
             yield json.loads(line)
+
+
+def as_an_earlier_ftm_wrote_it(store: Store, quarter: Quarter, kind: str) -> pa.Table:
+    """Rewrites the quarter's theme or topic names as an earlier ftm wrote them, with `kind` and a
+    text `id` ("0", "AAPL/3") for the keys; returns the file as it was, in its schema."""
+    path = layout.theme_names(quarter) if kind == "theme" else layout.topic_names(quarter)
+    table = store.read_table(path, THEME_NAMES if kind == "theme" else TOPIC_NAMES)
+    if kind == "theme":
+        ids = [str(theme) for theme in table.column("theme_id").to_pylist()]
+    else:
+        keys = zip(table.column("firm_id").to_pylist(), table.column("topic_id").to_pylist(), strict=True)
+        ids = [f"{firm}/{topic}" for firm, topic in keys]
+    named = {column: table.column(column) for column in ("quarter", "name", "description", "source")}
+    store.write_table(path, pa.table({"kind": [kind] * table.num_rows, "id": ids, **named}))
+    return table

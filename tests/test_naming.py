@@ -17,12 +17,13 @@ from typing import Any
 import pytest
 
 from chat_server import ChatServer, expected_name
-from ftm import layout
+from ftm import layout, read_names
 from ftm.cli import main
 from ftm.name.naming import INSTRUCTIONS, Item, keyword_name
 from ftm.quarters import Quarter
+from ftm.schemas import THEME_NAMES, TOPIC_NAMES
 from ftm.storage import Store
-from naming_inputs import corpus_topics, write_firm_topics, write_themes
+from naming_inputs import as_an_earlier_ftm_wrote_it, corpus_topics, write_firm_topics, write_themes
 
 QUARTER = Quarter.parse("2016Q4")
 KEY = "sk-test-7f3a9c1e5d"
@@ -69,8 +70,12 @@ def _use(monkeypatch: pytest.MonkeyPatch, root: str, server: ChatServer | None, 
 
 
 def _names(store: Store, kind: str = "topic") -> dict[str, dict[str, Any]]:
-    path = layout.topic_names(QUARTER) if kind == "topic" else layout.theme_names(QUARTER)
-    return {row["id"]: row for row in store.read_table(path).to_pylist()}
+    """A names file, checked against its schema (keyed like what it names), by prompt id."""
+    if kind == "topic":
+        rows = store.read_table(layout.topic_names(QUARTER), TOPIC_NAMES).to_pylist()
+        return {f"{row['firm_id']}/{row['topic_id']}": row for row in rows}
+    rows = store.read_table(layout.theme_names(QUARTER), THEME_NAMES).to_pylist()
+    return {str(row["theme_id"]): row for row in rows}
 
 
 def _keywords(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
@@ -124,11 +129,16 @@ def test_many_topics_per_request_many_in_flight_and_a_rerun_sends_nothing(
     keywords = _keywords(topic_rows)
     assert len(topics) == N_TOPICS and len(themes) == N_THEMES
     for name_id, row in topics.items():
-        assert (row["kind"], row["quarter"], row["source"]) == ("topic", str(QUARTER), LLM)
+        assert (row["quarter"], row["source"]) == (str(QUARTER), LLM)
         assert (row["name"], row["description"]) == tuple(expected_name(keywords[name_id]).values())
     assert {row["source"] for row in themes.values()} == {LLM}
     assert "300 topics" in " ".join(first.err.split())
 
+    # Names files of an earlier ftm: read as they are, and rewritten keyed by a run that sends nothing.
+    for kind in ("theme", "topic"):
+        as_an_earlier_ftm_wrote_it(store, QUARTER, kind)
+    assert read_names(store, QUARTER, "theme").to_pylist() == list(themes.values())
+    assert read_names(store, QUARTER, "topic").to_pylist() == list(topics.values())
     server.reset()
     assert main(["name", "--quarter", str(QUARTER), "--json"]) == 0
     second = capsys.readouterr()

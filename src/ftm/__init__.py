@@ -18,6 +18,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0+unknown"
 
 from ftm.errors import DataError, FtmError, PartialFailure, SchemaError, SettingsError, UsageError
+from ftm.name import read_names
 from ftm.prefetch import PrefetchProgress, PrefetchResult, prefetch_quarter, read_manifest
 from ftm.quarters import Quarter
 from ftm.settings import FtmSettings, load_settings
@@ -39,4 +40,5 @@ __all__ = [
     "load_settings",
     "prefetch_quarter",
     "read_manifest",
+    "read_names",
 ]

@@ -106,15 +106,21 @@ FIRM_THEME_EXPOSURE = pa.schema(
     ]
 )
 
-NAMES = pa.schema(
-    [
-        pa.field("kind", pa.string(), nullable=False),  # "theme" or "topic"
-        pa.field("id", pa.string(), nullable=False),  # theme id, or firm_id/topic_id
-        pa.field("quarter", pa.string(), nullable=False),
-        pa.field("name", pa.string()),
-        pa.field("description", pa.string()),
-        pa.field("source", pa.string()),  # "llm:<model>" or "keywords"
-    ]
+# Names are keyed like what they name, so that they join the themes, the panel and the firm
+# topics without a cast. (An earlier ftm wrote `kind` and a text `id` instead of the keys:
+# `ftm.read_names` reads those files too, and `ftm name` rewrites them.)
+_NAMED = [
+    pa.field("quarter", pa.string(), nullable=False),
+    pa.field("name", pa.string()),
+    pa.field("description", pa.string()),
+    pa.field("source", pa.string()),  # "llm:<model>" or "keywords"
+]
+
+THEME_NAMES = pa.schema([pa.field("theme_id", pa.int32(), nullable=False), *_NAMED])
+
+TOPIC_NAMES = pa.schema(
+    [pa.field("firm_id", pa.string(), nullable=False), pa.field("topic_id", pa.int32(), nullable=False)]
+    + _NAMED
 )
 
 

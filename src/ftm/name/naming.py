@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ftm import layout
 from ftm.errors import SettingsError, UsageError
 from ftm.quarters import Quarter
-from ftm.schemas import FIRM_TOPICS, NAMES, THEMES, content_hash
+from ftm.schemas import FIRM_TOPICS, THEME_NAMES, THEMES, TOPIC_NAMES, conform, content_hash
 from ftm.settings import FtmSettings, LlmSettings
 from ftm.storage import Store
 
@@ -75,7 +75,7 @@ class Item:
     """A theme or firm topic to name: what the prompt shows of it, and its keyword fallback."""
 
     kind: Kind
-    id: str  # a theme's id, or firm_id/topic_id
+    id: str  # what the prompt calls it: a theme's id, or firm_id/topic_id (see `_keys`)
     keywords: tuple[str, ...]
     sentences: tuple[str, ...]
     representation: str | None = None
@@ -83,7 +83,8 @@ class Item:
 
 @dataclass(frozen=True)
 class Name:
-    """One row of topic_names.parquet or theme_names.parquet (with the quarter)."""
+    """One row of topic_names.parquet or theme_names.parquet (with the quarter and, from the id,
+    the keys of what it names)."""
 
     kind: Kind
     id: str
@@ -193,8 +194,8 @@ def name_items(
             names.extend(keyword_name(item) for item in chunk)
             progress.done += len(chunk)
             (on_progress or _ignore)(progress)
-    path = layout.theme_names(quarter) if kind == "theme" else layout.topic_names(quarter)
-    store.write_table(path, _names_table(names, quarter), NAMES)
+    path = _names_path(quarter, kind)
+    store.write_table(path, _names_table(names, quarter, kind), _names_schema(kind))
     progress.finished = True
     (on_progress or _ignore)(progress)
     n_fallback = sum(name.source == "keywords" for name in names) if llm.base_url else 0
@@ -350,17 +351,58 @@ def _clip(text: str) -> str:
     return text if len(text) <= MAX_SENTENCE_CHARS else text[: MAX_SENTENCE_CHARS - 1].rstrip() + "…"
 
 
-def _names_table(names: list[Name], quarter: Quarter) -> pa.Table:
+def _names_table(names: list[Name], quarter: Quarter, kind: Kind) -> pa.Table:
+    keys = [_keys(kind, name.id) for name in names]
     return pa.table(
         {
-            "kind": [name.kind for name in names],
-            "id": [name.id for name in names],
+            **_key_columns(kind, keys),
             "quarter": [str(quarter)] * len(names),
             "name": [name.name for name in names],
             "description": [name.description for name in names],
             "source": [name.source for name in names],
         }
     )
+
+
+def _keys(kind: Kind, name_id: str) -> tuple[int] | tuple[str, int]:
+    """The keys of what an id names: (theme_id,), or (firm_id, topic_id) from "firm_id/topic_id"
+    (split at the last slash: a ticker may hold one, a topic id never does)."""
+    if kind == "theme":
+        return (int(name_id),)
+    firm_id, topic_id = name_id.rsplit("/", 1)
+    return firm_id, int(topic_id)
+
+
+def _key_columns(kind: Kind, keys: list[tuple[Any, ...]]) -> dict[str, pa.Array]:
+    if kind == "theme":
+        return {"theme_id": pa.array([key[0] for key in keys], pa.int32())}
+    return {
+        "firm_id": pa.array([key[0] for key in keys], pa.string()),
+        "topic_id": pa.array([key[1] for key in keys], pa.int32()),
+    }
+
+
+def _names_path(quarter: Quarter, kind: Kind) -> str:
+    return layout.theme_names(quarter) if kind == "theme" else layout.topic_names(quarter)
+
+
+def _names_schema(kind: Kind) -> pa.Schema:
+    return THEME_NAMES if kind == "theme" else TOPIC_NAMES
+
+
+def read_names(store: Store, quarter: Quarter, kind: Kind) -> pa.Table:
+    """The quarter's theme or topic names, in THEME_NAMES or TOPIC_NAMES.
+
+    A file an earlier ftm wrote, with `kind` and a text `id` where the keys now are, is converted
+    as it is read (`ftm name` rewrites it in the new form, from its cache)."""
+    path = _names_path(quarter, kind)
+    schema = _names_schema(kind)
+    table = store.read_table(path)
+    if schema.names[0] not in table.column_names and "id" in table.column_names:
+        keys = [_keys(kind, name_id) for name_id in table.column("id").to_pylist()]
+        for column, values in _key_columns(kind, keys).items():
+            table = table.append_column(column, values)
+    return conform(table, schema, store.uri(path))
 
 
 def _ignore(_: NamingProgress) -> None:
@@ -705,4 +747,5 @@ __all__ = [
     "name_items",
     "name_quarter",
     "prompt_messages",
+    "read_names",
 ]
