@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
+from collections import Counter
+from typing import Any
 
 import pytest
+import typer
+from typer.testing import CliRunner
 
 from ftm import __version__
 from ftm.cli import app, main
@@ -16,14 +21,57 @@ def test_version(capsys: pytest.CaptureFixture) -> None:
     assert capsys.readouterr().out.strip() == f"ftm {__version__}"
 
 
-def test_every_command_has_help_with_an_example(capsys: pytest.CaptureFixture) -> None:
+def _command_paths(command: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command and group of the CLI, as the words that name it: (), ("submit",), ("image", "build")."""
+    paths = [path]
+    for name, sub in getattr(command, "commands", {}).items():  # a group's commands
+        paths += _command_paths(sub, (*path, name))
+    return paths
+
+
+COMMANDS = _command_paths(typer.main.get_command(app))
+BOX = "│╭╮╰╯─"
+
+
+def _help(path: tuple[str, ...], width: int) -> list[str]:
+    result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": str(width)})
+    assert result.exit_code == 0, result.output
+    return [line.rstrip() for line in result.output.splitlines()]
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def test_every_command_is_in_the_overview(capsys: pytest.CaptureFixture) -> None:
     assert main(["--help"]) == 0
-    names = [command.name for command in app.registered_commands]
     overview = capsys.readouterr().out
-    assert names and all(name in overview for name in names)
-    for name in names:
-        assert main([name, "--help"]) == 0, name
-        assert "Example" in capsys.readouterr().out, f"`ftm {name} --help` shows no example"
+    assert len(COMMANDS) > 12 and all(path[0] in overview for path in COMMANDS if path)
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda path: " ".join(("ftm", *path)))
+def test_help_reads_well_at_80_and_120_columns_and_shows_an_example(path: tuple[str, ...]) -> None:
+    """Flags show no type; no word is cut; prose wraps at the terminal's width, not where the
+    source broke its lines; examples keep their lines whole; every help has an example."""
+    unwrapped = _help(path, 1000)
+    examples = [line for line in unwrapped if _indent(line) > 1 and not set(line) & set(BOX)]
+    command = " ".join(("ftm", *path))
+    shown = [line.split()[: len(path) + 1] for line in examples]
+    assert ["ftm", *path] in shown, f"`{command} --help` has no example"
+    for width in (80, 120):
+        lines = _help(path, width)
+        text = "\n".join(lines)
+        assert "<bool>" not in text and max(map(len, lines)) <= width
+        # A word cut in two would count as two others: the words are those of the unwrapped help.
+        words = Counter(text.translate(str.maketrans("", "", BOX)).split())
+        assert words == Counter("\n".join(unwrapped).translate(str.maketrans("", "", BOX)).split())
+        assert set(examples) <= set(lines), f"an example of `{command} --help` wraps at {width} columns"
+        for above, below in itertools.pairwise(lines):
+            if set(above + below) & set(BOX) or _indent(above) != 1 or _indent(below) != 1:
+                continue  # a panel, a blank line, or an example
+            # The help is padded by one column each side: the next word would have fitted here.
+            fits = len(above) - 1 + 1 + len(below.split()[0]) <= width - 2
+            assert not fits, f"`{command} --help` at {width} columns breaks a line early:\n{above}\n{below}"
 
 
 def test_unknown_option_is_a_usage_error(capsys: pytest.CaptureFixture) -> None:

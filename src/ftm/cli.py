@@ -1,6 +1,6 @@
 """The `ftm` command: global options, the commands, and the one place errors become exit codes.
 
-Exit codes (DESIGN §5): 0 ok, 1 error, 2 usage, 3 some batches or firms failed, 4 settings or
+Exit codes (docs/architecture.md): 0 ok, 1 error, 2 usage, 3 some batches or firms failed, 4 settings or
 credentials, 130 interrupted. Human output goes to stderr, `--json` output to stdout.
 """
 
@@ -17,6 +17,8 @@ from typer.exceptions import TyperException
 from ftm import __version__
 from ftm.commands import (
     CliContext,
+    Command,
+    Group,
     cancel,
     config,
     deploy,
@@ -31,13 +33,31 @@ from ftm.commands import (
 )
 from ftm.errors import FtmError
 
+EXAMPLES = """\
+Examples:
+
+  # a quarter from a file: sentences, firm topics, themes, names
+  ftm prefetch 2016Q4 --source files --input transcripts.jsonl.gz
+  ftm submit --quarter 2016Q4 --batch-size 50
+  ftm reduce --quarter 2016Q4
+  ftm name --quarter 2016Q4
+
+  # each command's options, with examples of its own
+  ftm submit --help
+
+Every stage goes on where it stopped when run again. Settings: ./ftm.toml, FTM_* variables and
+flags (`ftm config` shows them). Exit codes: 0 ok, 1 error, 2 usage, 3 some batches or firms
+failed, 4 settings or credentials, 130 interrupted.
+"""
+
 app = typer.Typer(
     name="ftm",
+    cls=Group,
     help=(
         "Find the investment themes that many firms talk about at once, from every earnings "
-        "call of a quarter, as a firm x theme panel keyed by PERMNO and GVKEY.\n\n"
-        "Start with: ftm prefetch 2016Q4 --source files --input transcripts.jsonl.gz"
+        "call of a quarter, as a firm x theme panel keyed by PERMNO and GVKEY."
     ),
+    epilog=EXAMPLES,
     no_args_is_help=True,
     pretty_exceptions_enable=False,  # tracebacks are for bugs, never for users' mistakes
     rich_markup_mode="rich",
@@ -71,17 +91,20 @@ def root(
     ctx.obj = CliContext(config=config_file)
 
 
-app.command("prefetch", epilog=prefetch.EXAMPLES)(prefetch.prefetch)
-app.command("submit", epilog=submit.EXAMPLES)(submit.submit)
-app.command("map-batch", epilog=map_batch.EXAMPLES)(map_batch.map_batch)
-app.command("watch", epilog=watch.EXAMPLES)(watch.watch)
-app.command("cancel", epilog=cancel.EXAMPLES)(cancel.cancel)
-app.command("config", epilog=config.EXAMPLES)(config.show_config)
-app.command("reduce", epilog=reduce.EXAMPLES)(reduce.reduce)
-app.command("name", epilog=name.EXAMPLES)(name.name)
-app.command("deploy", epilog=deploy.DEPLOY_EXAMPLES)(deploy.deploy)
-app.command("doctor", epilog=deploy.DOCTOR_EXAMPLES)(deploy.doctor)
-app.command("destroy", epilog=deploy.DESTROY_EXAMPLES)(deploy.destroy)
+for command, function, epilog in (
+    ("prefetch", prefetch.prefetch, prefetch.EXAMPLES),
+    ("submit", submit.submit, submit.EXAMPLES),
+    ("map-batch", map_batch.map_batch, map_batch.EXAMPLES),
+    ("watch", watch.watch, watch.EXAMPLES),
+    ("cancel", cancel.cancel, cancel.EXAMPLES),
+    ("config", config.show_config, config.EXAMPLES),
+    ("reduce", reduce.reduce, reduce.EXAMPLES),
+    ("name", name.name, name.EXAMPLES),
+    ("deploy", deploy.deploy, deploy.DEPLOY_EXAMPLES),
+    ("doctor", deploy.doctor, deploy.DOCTOR_EXAMPLES),
+    ("destroy", deploy.destroy, deploy.DESTROY_EXAMPLES),
+):
+    app.command(command, cls=Command, epilog=epilog)(function)
 app.add_typer(image.app, name="image")
 
 

@@ -3,6 +3,7 @@ and renders what it returns; what every command shares is here."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.progress import Progress, ProgressColumn
+from typer.core import TyperCommand, TyperGroup
 
 from ftm.settings import FtmSettings, load_settings
 
@@ -29,6 +31,49 @@ RunIdArgument = Annotated[
 
 # Human output goes to stderr, so that stdout carries only `--json` documents.
 stderr = Console(stderr=True)
+
+
+def reflow(text: str | None) -> str | None:
+    """Help text as typer's rich help needs it: the lines of each paragraph joined, so that it
+    wraps at the terminal's width rather than where the source broke it (typer keeps a single
+    line break in rich help); an indented line, an example, keeps a line of its own."""
+    if text is None:
+        return None
+    paragraphs = []
+    for paragraph in inspect.cleandoc(text).split("\n\n"):
+        lines: list[str] = []
+        for line in paragraph.splitlines():
+            if lines and not line.startswith(" ") and not lines[-1].startswith(" "):
+                lines[-1] += " " + line.strip()
+            else:
+                lines.append(line.rstrip())
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
+
+
+class _ReadableHelp:
+    """What every ftm command's help shares: reflowed paragraphs, and no type beside a flag
+    (typer shows `<bool>` there, as if a flag took a value)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.help = reflow(self.help)
+        self.epilog = reflow(self.epilog)
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if getattr(param, "is_flag", False):
+                param.metavar = ""  # shown instead of the type
+        return params
+
+
+class Command(_ReadableHelp, TyperCommand):
+    """The class of every ftm command (`app.command(cls=Command)`)."""
+
+
+class Group(_ReadableHelp, TyperGroup):
+    """The class of ftm and its command groups (`typer.Typer(cls=Group)`)."""
 
 
 class ProgressDisplay:

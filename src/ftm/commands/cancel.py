@@ -12,8 +12,10 @@ from ftm.storage import Store
 EXAMPLES = """\
 Examples:
 
-  ftm cancel                                       (the latest run)
+  # the latest run
+  ftm cancel
 
+  # a run by its id, on S3
   ftm cancel 2023Q1-20240105T101500Z-3f2a --root s3://my-bucket/ftm
 
 Batch backend: terminates the run's array jobs (and so every child) and the reduce and name

@@ -14,9 +14,14 @@ from ftm.settings import explain_settings
 EXAMPLES = """\
 Examples:
 
-  ftm config                       # every setting, its value and its source
+  # every setting, its value and its source
+  ftm config
 
+  # one setting, as JSON
   FTM_STORAGE__ROOT=s3://bucket/ftm ftm config --json | jq '."storage.root"'
+
+The table goes to stderr; --json prints one object to stdout, each setting's dotted name to its
+value and source. Every setting, with its default and what it does: ftm.toml in ftm's checkout.
 """
 
 

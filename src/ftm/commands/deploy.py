@@ -19,14 +19,19 @@ from ftm.settings import DEFAULT_CONFIG, FtmSettings, StorageSettings, config_pa
 DEPLOY_EXAMPLES = """\
 Examples:
 
-  ftm deploy --vpc-id vpc-0abc --subnet-ids subnet-0a,subnet-0b     (first time: creates the stack)
+  # the first time: creates the stack
+  ftm deploy --vpc-id vpc-0abc --subnet-ids subnet-0a,subnet-0b
 
-  ftm deploy                                     (again, after changing aws.* settings: updates it;
-                                                  with nothing to change it changes nothing)
+  # again, after changing aws.* settings: updates it (with nothing to change,
+  # it changes nothing)
+  ftm deploy
 
-  ftm deploy --vpc-id vpc-0abc --subnet-ids subnet-0a --existing-bucket my-bucket
+  # with a bucket you have already
+  ftm deploy --vpc-id vpc-0abc --subnet-ids subnet-0a,subnet-0b \\
+    --existing-bucket my-bucket
 
-  ftm deploy --no-write-config                   (print the settings to add instead of writing them)
+  # print the settings to add instead of writing them
+  ftm deploy --no-write-config
 
 Creates or updates the CloudFormation stack aws.stack_name in aws.region: an S3 bucket (or the
 existing one), an ECR repository, job queues on Spot GPUs (aws.gpu_instance_types, for the map),
@@ -34,8 +39,10 @@ on Spot GPUs of 24 GB (aws.llm_instance_types, for name with vLLM) and On-Demand
 definitions and least-privilege roles. aws.llm_api_key_secret_arn, when set, gives the name jobs
 FTM_LLM__API_KEY from that secret. Writes the stack's outputs (aws.job_queue, …) into the settings
 file in use (./ftm.toml when there is none), and storage.root when it is still the local default.
+
 Then: `ftm image build` (and `--target llm` for llm.serve), `ftm deploy` again (the job
 definitions take aws.image and aws.llm_image), `ftm doctor`.
+
 Exit codes: 0 done or nothing to change, 2 missing VPC or subnets, 4 no usable AWS credentials
 or region, 1 CloudFormation failed (with its reasons).
 """
@@ -43,8 +50,10 @@ or region, 1 CloudFormation failed (with its reasons).
 DOCTOR_EXAMPLES = """\
 Examples:
 
-  ftm doctor                 (a table of checks; each failed one says what to do)
+  # a table of checks; each failed one says what to do
+  ftm doctor
 
+  # only the failed checks
   ftm doctor --json | jq '.[] | select(.ok == false)'
 
 Checks the region, credentials, the stack and its state, that the settings match its outputs,
@@ -57,9 +66,11 @@ new account. Exit codes: 0 nothing failed (warnings allowed), 4 a check failed.
 DESTROY_EXAMPLES = """\
 Examples:
 
-  ftm destroy                (asks you to type the stack's name)
+  # asks you to type the stack's name
+  ftm destroy
 
-  ftm destroy --yes          (no question: for scripts)
+  # no question: for scripts
+  ftm destroy --yes
 
 Deletes the stack and all it made: job queues, compute environments, job definitions, roles,
 the ECR repository with its images, the log group and, when the stack created it, the bucket.

@@ -9,19 +9,23 @@ import typer
 from rich.markup import escape
 
 from ftm.aws import image
-from ftm.commands import config_file, print_json, settings_from, stderr
+from ftm.commands import Command, Group, config_file, print_json, settings_from, stderr
 from ftm.settings import DEFAULT_CONFIG, config_path
 
 EXAMPLES = """\
 Examples:
 
-  ftm image build                      (after `ftm deploy`: build, push, set aws.image in ftm.toml)
+  # after `ftm deploy`: build, push, set aws.image in ftm.toml
+  ftm image build
 
-  ftm image build --target llm         (vLLM with ftm, for `name` with llm.serve; sets aws.llm_image)
+  # vLLM with ftm, for `ftm name` with llm.serve; sets aws.llm_image
+  ftm image build --target llm
 
-  ftm image build --no-push            (build here only, to try the Dockerfile)
+  # build here only, to try the Dockerfile
+  ftm image build --no-push
 
-  ftm image build --force --tag test   (rebuild and push as REPOSITORY:test)
+  # rebuild and push as REPOSITORY:test
+  ftm image build --force --tag test
 
 Run it from ftm's checkout, where Docker runs (a laptop with Docker, CloudShell, an EC2 host).
 The tag is TARGET-HASH, HASH being that of pyproject.toml's dependencies and the Dockerfile: code
@@ -30,7 +34,9 @@ already is not built again. Exit codes: 0 done, 1 docker or ECR failed, 2 no aws
 """
 
 app = typer.Typer(
+    cls=Group,
     help="The container image that AWS Batch jobs run (Docker, ECR).",
+    epilog=EXAMPLES,
     no_args_is_help=True,
     rich_markup_mode="rich",
 )
@@ -41,7 +47,7 @@ class Target(str, Enum):
     llm = "llm"
 
 
-@app.command("build", epilog=EXAMPLES)
+@app.command("build", cls=Command, epilog=EXAMPLES)
 def build(
     ctx: typer.Context,
     push: Annotated[

@@ -31,14 +31,16 @@ ARRAY_INDEX_ENV = "AWS_BATCH_JOB_ARRAY_INDEX"
 EXAMPLES = """\
 Examples:
 
+  # one batch of the quarter's plan, by its id or its number
   ftm map-batch --quarter 2023Q1 --batch-id batch_007
-
   ftm map-batch --quarter 2023Q1 --batch-id 7 --root s3://my-bucket/ftm --json
 
-  AWS_BATCH_JOB_ARRAY_INDEX=7 ftm map-batch --quarter 2023Q1     (as an AWS Batch array child)
+  # as an AWS Batch array child: the index picks the batch
+  AWS_BATCH_JOB_ARRAY_INDEX=7 ftm map-batch --quarter 2023Q1
 
-  AWS_BATCH_JOB_ARRAY_INDEX=7 ftm map-batch --quarter 2023Q1 \
-      --batches manifests/quarter=2023Q1/arrays/RUN-0.json --partial-ok   (what the batch backend runs)
+  # what the batch backend runs
+  AWS_BATCH_JOB_ARRAY_INDEX=7 ftm map-batch --quarter 2023Q1 --partial-ok \\
+    --batches manifests/quarter=2023Q1/arrays/RUN-0.json
 
 `ftm submit` runs this for every batch; run it by hand to redo or debug one batch. A killed
 batch goes on where its checkpoint stopped when it runs again. Exit codes: 0 every firm done

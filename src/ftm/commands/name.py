@@ -29,18 +29,24 @@ from ftm.storage import Store
 EXAMPLES = """\
 Examples:
 
-  ftm name --quarter 2016Q4                  (themes and firm topics; keyword names without an endpoint)
+  # themes and firm topics; keyword names without an endpoint
+  ftm name --quarter 2016Q4
 
-  FTM_LLM__BASE_URL=http://127.0.0.1:8000/v1 ftm name --quarter 2016Q4 --what themes
+  # the themes only, through a vLLM server
+  FTM_LLM__BASE_URL=http://127.0.0.1:8000/v1 \\
+    ftm name --quarter 2016Q4 --what themes
 
-  export FTM_LLM__API_KEY=...               (a secret: the environment only, never ftm.toml)
-  ftm name --quarter 2016Q4 --base-url https://api.x.ai/v1 --model MODEL --json
+  # an API with a key: a secret, from the environment only, never ftm.toml
+  export FTM_LLM__API_KEY=...
+  ftm name --quarter 2016Q4 --base-url https://api.x.ai/v1 --model MODEL
 
-  ftm name --quarter 2016Q4 --serve          (on a GPU machine with vLLM: serves llm.model, then stops it)
+  # on a GPU machine with vLLM: serves llm.model for the run, then stops it
+  ftm name --quarter 2016Q4 --serve
+  FTM_LLM__SERVE_ARGS='["--max-model-len", "8192"]' \\
+    ftm name --quarter 2016Q4 --serve --model Qwen/Qwen3-4B
 
-  FTM_LLM__SERVE_ARGS='["--max-model-len", "8192"]' ftm name --quarter 2016Q4 --serve --model Qwen/Qwen3-4B
-
-  ftm name --quarter 2016Q4 --serve --backend batch   (an AWS Batch GPU job that serves its own LLM)
+  # an AWS Batch GPU job that serves its own LLM
+  ftm name --quarter 2016Q4 --serve --backend batch
 
 Replies are cached beside the names: running the same command again sends nothing twice,
 and an interrupted run goes on where it stopped.

@@ -29,17 +29,19 @@ from ftm.storage import Store
 EXAMPLES = """\
 Examples:
 
-  ftm prefetch 2023Q1                       (WRDS: approve one Duo push on your phone)
+  # from WRDS: approve one Duo push on your phone
+  ftm prefetch 2023Q1
 
-  ftm prefetch 2023Q1 --dry-run             (count calls, firms, links and components; write nothing)
+  # count calls, firms, links and components; write nothing
+  ftm prefetch 2023Q1 --dry-run
 
-  ftm prefetch 2016Q4 --input transcripts.jsonl.gz        (--input means --source files)
+  # from a file (--input means --source files)
+  ftm prefetch 2016Q4 --input transcripts.jsonl.gz
+  ftm prefetch 2016Q4 --source files --input calls.csv --root s3://bucket/ftm
+  ftm prefetch 2016Q4 --input transcripts.jsonl.gz --firms AAPL,MSFT --json
 
-  ftm prefetch 2016Q4 --source files --input calls.csv --root s3://my-bucket/ftm
-
-  ftm prefetch 2016Q4 --source files --input transcripts.jsonl.gz --firms AAPL,MSFT --json
-
-  ftm prefetch 2016Q4 --input s3://my-bucket/raw/calls.jsonl.gz --backend batch   (an AWS Batch job)
+  # as an AWS Batch job, from a file on S3
+  ftm prefetch 2016Q4 --input s3://bucket/raw/calls.jsonl.gz --backend batch
 
 An interrupted prefetch resumes where it stopped when the same command runs again;
 --overwrite starts the quarter over. WRDS prefetches run here, never on the batch backend:

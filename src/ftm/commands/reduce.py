@@ -25,15 +25,20 @@ from ftm.storage import Store
 EXAMPLES = """\
 Examples:
 
-  ftm reduce --quarter 2023Q1                          (after `ftm submit --quarter 2023Q1` finished)
+  # after `ftm submit --quarter 2023Q1` finished
+  ftm reduce --quarter 2023Q1
 
-  ftm reduce --quarter 2023Q1 --json                   (a summary as JSON on stdout)
+  # a summary as JSON on stdout
+  ftm reduce --quarter 2023Q1 --json
 
+  # a quarter on S3
   ftm reduce --quarter 2016Q4 --root s3://my-bucket/ftm
 
-  ftm reduce --quarter 2023Q1 --allow-partial          (only the batches done so far; recorded)
+  # only the batches done so far (recorded in the files)
+  ftm reduce --quarter 2023Q1 --allow-partial
 
-  ftm reduce --quarter 2023Q1 --backend batch          (as an AWS Batch job on the CPU queue)
+  # as an AWS Batch job on the CPU queue
+  ftm reduce --quarter 2023Q1 --backend batch
 
 Writes themes/quarter=Q/themes.parquet, theme_topics.parquet and firm_theme_exposure.parquet
 (one row per firm and theme, with PERMNO, GVKEY and the share of the firm's sentences).

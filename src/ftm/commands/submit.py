@@ -22,21 +22,28 @@ from ftm.storage import Store
 EXAMPLES = """\
 Examples:
 
-  ftm submit --quarter 2023Q1 --batch-size 1000            (local workers; the watch table follows)
+  # local workers; the watch table follows
+  ftm submit --quarter 2023Q1 --batch-size 1000
 
-  ftm submit --quarter 2023Q1 --batch-size 1000 --dry-run  (the plan: batches, firms, sentences)
+  # the plan: batches, firms, sentences
+  ftm submit --quarter 2023Q1 --batch-size 1000 --dry-run
 
-  ftm submit --quarter 2016Q4 --batch-size 50 --workers 2 --detach --root demo-data
+  # two workers in the background, printing the run id; `ftm watch` follows it
+  ftm submit --quarter 2016Q4 --batch-size 50 --workers 2 --detach
 
-  ftm submit --quarter 2023Q1                               (again: resumes; finished batches are skipped)
+  # again: resumes, and finished batches are skipped
+  ftm submit --quarter 2023Q1
 
-  ftm submit --quarter 2023Q1 --batch-size 500 --new        (start the quarter's map over)
+  # start the quarter's map over
+  ftm submit --quarter 2023Q1 --batch-size 500 --new
 
-  ftm submit --quarter 2023Q1 --batch-size 1000 --backend batch   (AWS Batch on Spot GPUs, after
-                                         `ftm deploy` and `ftm image build`; reduce and name follow)
+  # AWS Batch on Spot GPUs, after `ftm deploy` and `ftm image build`;
+  # reduce and name follow as jobs
+  ftm submit --quarter 2023Q1 --batch-size 1000 --backend batch
 
 Local: Ctrl-C stops the workers cleanly (their checkpoints stay, exit 130); the same command
 goes on. Batch: Ctrl-C stops following; the jobs go on (`ftm cancel RUN_ID` stops them).
+
 Exit codes: 0 every firm got topics or was skipped with a reason, 3 some firms or batches
 failed (the run ended; `ftm watch` shows which, and why), 2 a usage error, 130 interrupted.
 """

@@ -34,11 +34,14 @@ COLUMNS = ("batch", "state", "firms done", "failed (last reason)", "attempts", "
 EXAMPLES = """\
 Examples:
 
-  ftm watch                                  (the latest run)
+  # the latest run
+  ftm watch
 
+  # a run by its id, on S3
   ftm watch 2023Q1-20240105T101500Z-3f2a --root s3://my-bucket/ftm
 
-  ftm watch --json | jq '.totals'             (one snapshot, then exit)
+  # one snapshot as JSON, then exit
+  ftm watch --json | jq '.totals'
 
 Ends by itself when the run ends: exit 0 if every firm got topics or was skipped with a
 reason, 3 if some firms or batches failed. Ctrl-C stops watching; the run goes on.
