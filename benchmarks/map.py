@@ -52,7 +52,10 @@ from ftm.prefetch.sources import Component
 from ftm.prefetch.text import Preprocessor
 from ftm.settings import EmbeddingSettings, PreprocessSettings, TopicsSettings
 
-DEFAULT_CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "corpus.jsonl.gz"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tests/corpus.py: the test corpus
+import corpus  # noqa: E402
+
+DEFAULT_CORPUS = corpus.PATH
 
 # One firm: (ticker, company name, raw sentences, cleaned sentences).
 Firm = tuple[str, str, list[str], list[str]]
@@ -263,6 +266,7 @@ def main() -> None:
     parser.add_argument("--skip-plain", action="store_true", help="run ftm only")
     parser.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
     args = parser.parse_args()
+    corpus.require(args.corpus)
 
     from ftm.map.embedding import resolve_model
 

@@ -27,7 +27,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO.parent / "shared" / "corpus" / "corpus.jsonl.gz"
+sys.path.insert(0, str(REPO / "tests"))  # tests/corpus.py: the test corpus
+import corpus  # noqa: E402
+
+CORPUS = corpus.PATH
 QUARTER = "2016Q4"
 
 
@@ -37,6 +40,7 @@ def main() -> int:
     parser.add_argument("--folder", type=Path, default=Path("/tmp/ftm-memory"))
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
     args = parser.parse_args()
+    corpus.require(CORPUS)
 
     from ftm import layout
     from ftm.plan import make_plan, write_plan

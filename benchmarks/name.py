@@ -26,6 +26,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the test server and the corpus-derived inputs
 
+import corpus  # noqa: E402
 from ftm.name.naming import name_quarter  # noqa: E402
 from ftm.quarters import Quarter  # noqa: E402
 from ftm.settings import FtmSettings  # noqa: E402
@@ -33,7 +34,7 @@ from ftm.storage import Store  # noqa: E402
 from naming_inputs import corpus_topics, write_firm_topics  # noqa: E402
 
 QUARTER = Quarter.parse("2016Q4")
-CORPUS = REPO.parent / "shared" / "corpus" / "corpus.jsonl.gz"
+CORPUS = corpus.PATH
 
 # BERTopic's OpenAI representation: its default system prompt and the shape of its default chat
 # prompt (documents, then keywords, then "topic: <label>"), one topic per request.
@@ -56,6 +57,7 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=CORPUS)
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
+    corpus.require(args.corpus)
 
     rows = corpus_topics(args.corpus, args.topics, topics_per_firm=20, sentences_per_topic=8)
     if len(rows) < args.topics:

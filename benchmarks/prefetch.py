@@ -26,7 +26,10 @@ from ftm.prefetch.text import Preprocessor, _Rules, load_model, split_text
 from ftm.quarters import Quarter
 from ftm.settings import PreprocessSettings
 
-DEFAULT_CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "corpus.jsonl.gz"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tests/corpus.py: the test corpus
+import corpus  # noqa: E402
+
+DEFAULT_CORPUS = corpus.PATH
 
 # Per call: the kept sentences as (key, cleaned_text), in order; the key is checked too, so that a
 # difference in sentence splitting shows even where the cleaned strings happen to agree.
@@ -143,6 +146,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
     args = parser.parse_args()
+    corpus.require(args.corpus)
 
     calls = read_calls(args.corpus, Quarter.parse(args.quarter), args.limit)
     if not calls:

@@ -50,7 +50,10 @@ from ftm.settings import ReduceSettings
 from ftm.storage import Store
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO.parent / "shared" / "corpus" / "corpus.jsonl.gz"
+sys.path.insert(0, str(REPO / "tests"))  # tests/corpus.py: the test corpus
+import corpus  # noqa: E402
+
+CORPUS = corpus.PATH
 QUARTER = Quarter.parse("2016Q4")  # of the synthetic quarter
 SEED_QUARTER = "2021Q3"  # the corpus quarter with the most firms (ECTSum, 411 calls)
 FIRMS_PER_CHUNK = 200
@@ -126,6 +129,7 @@ def _mapped_seed(cache: Path, n_firms: int, quarter: str) -> Path:
         checkpoint = records.read_checkpoint(store, the_quarter, "batch_000")
         if checkpoint is not None and checkpoint.finished:
             return root
+    corpus.require(CORPUS)
     log(f"mapping {n_firms} corpus firms of {quarter} for the seed (once; kept in {folder})…")
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "ftm.toml"
@@ -189,8 +193,8 @@ def _synthesise(seed: dict[str, Any], n_firms: int, per_firm: int, noise: float)
         shake = rng.standard_normal((len(base[part]), centroids.shape[1])).astype(np.float32)
         shake *= noise / np.linalg.norm(shake, axis=1, keepdims=True)
         centroids[part] = _unit(seed["centroids"][base[part]] + 0.3 * seed["centroids"][other[part]] + shake)
-    # Sentence counts scaled so that a firm has about SENTENCES_PER_FIRM sentences, as in DESIGN's
-    # quarter, whatever the seed firms' sizes.
+    # Sentence counts scaled so that a firm has about SENTENCES_PER_FIRM sentences, as in the quarter
+    # ftm is sized for (5,000 firms × 400 sentences), whatever the seed firms' sizes.
     per_topic = SENTENCES_PER_FIRM * (1 - np.mean(OUTLIER_SHARE)) / per_firm
     scale = per_topic / seed["n_sentences"].mean()
     spread = rng.uniform(0.6, 1.4, len(base))

@@ -483,6 +483,7 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=3, help="demo firms whose keywords are shown")
     parser.add_argument("--json", action="store_true", help="print a JSON object instead of tables")
     args = parser.parse_args()
+    bench_map.corpus.require(args.corpus)
     if args.compare not in RULES:
         parser.error(f"--compare must be one of: {', '.join(RULES)}")
 

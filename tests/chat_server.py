@@ -1,5 +1,5 @@
 """A real HTTP server on 127.0.0.1 that speaks OpenAI's `/v1/chat/completions`, for tests and the
-naming benchmark: the stand-in for vLLM or xAI (DESIGN §7).
+naming benchmark: the stand-in for vLLM or xAI (docs/architecture.md, *Tests*).
 
 It records every request (body, headers, topic ids, arrival and finish times) and the most
 requests it ever held at once. By default it answers, after `latency_s`, valid JSON naming every

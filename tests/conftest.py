@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from wrds_server import WrdsServer
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_CORPUS = REPO.parent / "shared" / "corpus" / "corpus.jsonl.gz"
 
 # Credentials for moto only; set before any AWS client exists, and never real ones.
 os.environ.update(
@@ -73,8 +72,20 @@ def storage_settings(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str
 
 @pytest.fixture(scope="session")
 def shared_corpus() -> Path:
-    assert SHARED_CORPUS.is_file(), f"the shared corpus is missing: expected {SHARED_CORPUS}"
-    return SHARED_CORPUS
+    """The test corpus (tests/corpus.py). Without it the tests that need it fail, saying what to
+    do: they are marked `corpus`, so `pytest -m "not corpus"` runs the others."""
+    import corpus
+
+    problem = corpus.missing(corpus.PATH)
+    if problem:
+        pytest.fail(f'{problem}; or run the tests that do not need it: pytest -m "not corpus"', pytrace=False)
+    return corpus.PATH
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:  # fixturenames holds the fixtures a test needs, directly or not
+        if "shared_corpus" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.corpus)
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """The WRDS stand-in itself, through the real `wrds` package: it must be right before ftm is tested on it.
 
-The queries are the canonical ones of shared/reference/wrds.md §6, copied as they stand there, so
-these tests also show that the reference's queries find exactly what the seed says they should.
+The queries are the canonical ones of the team's WRDS notes (outside this repository), copied as
+they stand there, so these tests also show that those queries find exactly what the seed says.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 -- The WRDS tables that ftm reads, as a local PostgreSQL fixture stands in for them
--- (shared/reference/wrds.md §3, verbatim). Product schemas hold the tables and the "friendly
+-- (the team's WRDS notes, outside this repository, give these tables; what ftm reads of them is in
+-- docs/architecture.md, *WRDS*). Product schemas hold the tables and the "friendly
 -- name" schemas ciq and crsp hold views over them, as on WRDS, so either spelling works.
 -- No primary keys or unique constraints: WRDS declares none, and they would hide the duplicate
 -- rows that the real data has.

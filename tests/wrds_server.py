@@ -11,8 +11,8 @@ calls. `WrdsServer.seed` says what a correct reader must find: every earnings ca
 with the version to choose and its GVKEY and PERMNO as of the call date, the transcripts that must
 never be chosen, and which company carries which case.
 
-Reference: shared/reference/wrds.md (§3 DDL and seed rows, §4 code values, §5 version rule, §7 the
-`wrds` package and the fixture set-up).
+Reference: the team's WRDS notes, outside this repository (§3 DDL and seed rows, §4 code
+values, §5 version rule, §7 the `wrds` package and the fixture set-up).
 """
 
 from __future__ import annotations

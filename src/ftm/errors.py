@@ -1,4 +1,5 @@
-"""The one exception hierarchy of ftm; the CLI maps each class to an exit code (DESIGN §5)."""
+"""The one exception hierarchy of ftm; the CLI maps each class to an exit code (listed in
+docs/architecture.md, *Exit codes*)."""
 
 from __future__ import annotations
 

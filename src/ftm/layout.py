@@ -1,4 +1,5 @@
-"""Every artifact's path, relative to the storage root (DESIGN §4); nothing else spells a path.
+"""Every artifact's path, relative to the storage root; nothing else spells a path, and
+docs/architecture.md lists them all.
 
 The layout matches what the earlier AWS pipeline wrote, so its prefetched quarters stay readable.
 Names that start with an underscore are ftm's own bookkeeping, which dataset readers skip.

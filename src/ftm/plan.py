@@ -1,4 +1,4 @@
-"""The batch plan: a quarter's firms split into batches of similar work (`batches.jsonl`, DESIGN §4).
+"""The batch plan: a quarter's firms split into batches of similar work (`batches.jsonl`).
 
 A firm's cost grows with its sentence count, so firms go largest first onto the batch with the
 fewest sentences so far (ties: the lower batch index), each batch taking at most `batch_size`

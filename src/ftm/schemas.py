@@ -1,5 +1,6 @@
-"""Every data contract of DESIGN §4: pyarrow schemas of the Parquet artifacts, pydantic models of
-the JSON ones. Files are checked against these when read; a mismatch names the file and column."""
+"""Every data contract: pyarrow schemas of the Parquet artifacts, pydantic models of the JSON
+ones, each documented in docs/architecture.md. Files are checked against these when read; a
+mismatch names the file and column."""
 
 from __future__ import annotations
 

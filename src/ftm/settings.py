@@ -374,7 +374,7 @@ class AwsSettings(Section):
 
 
 class FtmSettings(BaseSettings):
-    """Every setting of every command, in the sections of DESIGN §3."""
+    """Every setting of every command, in the sections docs/architecture.md lists."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,

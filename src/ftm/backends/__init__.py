@@ -1,4 +1,4 @@
-"""Where a run's batches execute (DESIGN §6): every backend runs the same `ftm map-batch`."""
+"""Where a run's batches execute: every backend runs the same `ftm map-batch`."""
 
 from __future__ import annotations
 

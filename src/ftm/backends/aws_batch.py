@@ -63,7 +63,7 @@ FINAL = ("SUCCEEDED", "FAILED")
 # Children not yet scheduled: waiting for their dependencies or the queue. Not listed: a fresh
 # array of 10,000 would cost 10 calls a look for nothing, and a child never returns to these.
 UNSTARTED = ("SUBMITTED", "PENDING")
-# What ftm's own exit codes mean, for a failed attempt's reason (DESIGN §5).
+# What ftm's own exit codes mean, for a failed attempt's reason (errors.py).
 EXIT_MEANINGS = {
     1: "an error",
     2: "a usage error",

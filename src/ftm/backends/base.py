@@ -1,4 +1,4 @@
-"""The `Backend` protocol (DESIGN §6): where a run's batches execute, in three verbs.
+"""The `Backend` protocol: where a run's batches execute, in three verbs.
 
 A backend only starts, observes and stops workers that each run `ftm map-batch`; what a batch
 did is in its checkpoint and progress records, which every backend's workers write the same way.

@@ -1,8 +1,8 @@
 """Sentence embeddings: model loading by name or path, device and precision choice, and one
 stream of length-sorted batches over many firms' sentences, a batch never mixing firms.
 
-Why not plain `SentenceTransformer.encode`: on a GPU it is starved by the host (DESIGN §8,
-reference/gpu.md: ≈ 8,000 sentences/s against 59,000/s for the forward pass alone), because
+Why not plain `SentenceTransformer.encode`: on a GPU it is starved by the host (measured
+on one H100 machine: ≈ 8,000 sentences/s against 59,000/s for the forward pass alone), because
 transformers' Python-side tokenising, padding and tensor building run between forward passes.
 Here the Rust tokenizer pads each batch straight to arrays, a thread builds the next batches
 while the device runs the current one, and batches hold sentences of similar length (sorted

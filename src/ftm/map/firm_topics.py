@@ -5,7 +5,7 @@ UMAP on that neighbour graph, HDBSCAN on the UMAP output, then BERTopic's c-TF-I
 sentences' `cleaned_text` for keywords. UMAP and HDBSCAN come from cuML when the backend is
 `cuml`, from umap-learn and hdbscan otherwise, with the same parameters from `topics` settings.
 
-Why the neighbours are computed here (reference/gpu.md): below 4,096 points umap-learn finds
+Why the neighbours are computed here (measured on one H100 machine): below 4,096 points umap-learn finds
 exact neighbours with one Python call of a numba metric per pair, quadratic in the firm's size
 and most of a plain fit's time. For normalised embeddings the same neighbours are one small
 matrix product; umap-learn takes them as `precomputed_knn` and skips its own search. The result
@@ -17,9 +17,9 @@ firms of the shared corpus (regex-cleaned) × 3 seeds, mean NPMI was −0.125 ag
 100 epochs lost 0.018 NPMI. umap-learn's compiled functions are cached on disk
 (see `_cache_umap_compilation`).
 
-Output per topic (DESIGN §4): `keywords`, the top `topics.top_n_words` c-TF-IDF words;
-`representation`, the first four joined by "_" as BERTopic names topics (without its id
-prefix); `representative_sentences`, the `topics.n_representative` distinct raw sentences closest
+Output per topic (FIRM_TOPICS in docs/architecture.md): `keywords`, the top `topics.top_n_words`
+c-TF-IDF words; `representation`, the first four joined by "_" as BERTopic names topics (without
+its id prefix); `representative_sentences`, the `topics.n_representative` distinct raw sentences closest
 to the centroid; `centroid`, the mean of the topic's normalised embeddings (not renormalised:
 its length says how tight the topic is). Topic ids are BERTopic's: 0 is the largest topic.
 

@@ -1,4 +1,4 @@
-"""The records a batch leaves beside its part files: checkpoint, failures and progress (DESIGN §4).
+"""The records a batch leaves beside its part files: checkpoint, failures and progress.
 
 The map batch (`batch.py`) writes all three (the progress record through `ProgressRecorder`, with
 its heartbeat); `submit` marks a batch pending before a backend starts it, and a backend records

@@ -9,8 +9,8 @@ it lost; a second drop ends the run, and `prefetch` resumes from its checkpoint.
 The `wrds` package's own `connect()` is not used: on a failure it swallows the error, retries
 against the real WRDS host and then prompts for a user name and password on stdin. ftm makes a
 single attempt at the host in the settings and turns a refusal into a clear error (exit code 4).
-The SQL and its reasons are in the `.sql` files beside this module; `shared/reference/wrds.md` is
-the background.
+The SQL and its reasons are in the `.sql` files beside this module; docs/architecture.md (*WRDS*) sums up
+what ftm reads.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def _sql(name: str) -> str:
 
 
 def speaker_type(component_type: str | None, speaker: str | None) -> str:
-    """`speaker_type` from the lookup tables' names (reference §4), never from their ids."""
+    """`speaker_type` from the lookup tables' names, never from their ids (which WRDS does not document)."""
     component = (component_type or "").strip().lower()
     if "operator" in component or (speaker or "").strip().lower() == "operator":
         return "operator"

@@ -1,5 +1,5 @@
 -- The quarter's earnings calls, one row per call (companyid, keydevid), with the version to read
--- and the firm's GVKEY and PERMNO as of the call date. Reference: shared/reference/wrds.md §5-6.
+-- and the firm's GVKEY and PERMNO as of the call date (see docs/architecture.md, *WRDS*).
 --   * the quarter is a half-open range on mostimportantdateutc, the call's UTC date;
 --   * keydeveventtypeid 48 is "Earnings Calls": guidance, conference and M&A calls are other types;
 --   * one version per call: Final first, then the latest creation date and time, then the highest

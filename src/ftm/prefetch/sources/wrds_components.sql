@@ -1,5 +1,5 @@
 -- The components of the chosen transcripts (a batch of a few hundred ids), in speaking order.
--- Roles come from the lookup tables' names, not from guessed ids (reference §4). DISTINCT ON
+-- Roles come from the lookup tables' names, not from guessed ids. DISTINCT ON
 -- guards against duplicated rows: WRDS declares no keys, and a repeated person row would
 -- otherwise repeat a turn.
 SELECT DISTINCT ON (c.transcriptid, c.componentorder, c.transcriptcomponentid)
