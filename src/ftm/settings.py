@@ -145,14 +145,13 @@ FINANCE_STOP_WORDS = [
     "line",
 ]
 
-# Entity types whose words name a firm, person, place, date or amount rather than a theme.
+# Entity types whose words are names of people, dates or amounts rather than a theme. Names of
+# organisations, places and products stay: "China", "FDA" or "COVID-19" (which the small spaCy
+# model tags as an ORG or a PERSON as often as not) are what a cross-firm theme is about; a firm's
+# own name is dropped from its sentences instead (text.py), as are words in capitals that a
+# PERSON tag would otherwise drop (acronyms).
 DROPPED_ENTITY_LABELS = [
     "PERSON",
-    "ORG",
-    "GPE",
-    "LOC",
-    "NORP",
-    "FAC",
     "DATE",
     "TIME",
     "MONEY",
@@ -163,13 +162,18 @@ DROPPED_ENTITY_LABELS = [
 ]
 
 
+# Bumped whenever prefetch/text.py's cleaning rules change what cleaned_text holds.
+_CLEANING_RULES = 2
+
+
 class PreprocessSettings(Section):
     spacy_model: str = Field("en_core_web_sm", description="spaCy pipeline: a package name or a path")
     extra_stop_words: list[str] = Field(
         FINANCE_STOP_WORDS, description="removed from cleaned_text on top of spaCy's stop words"
     )
     drop_entity_labels: list[str] = Field(
-        DROPPED_ENTITY_LABELS, description="named-entity types removed from cleaned_text"
+        DROPPED_ENTITY_LABELS,
+        description="named-entity types removed from cleaned_text (words in capitals, acronyms, are kept)",
     )
     mask_tokens: list[str] = Field(["<UNK>"], description="masking tokens removed from the text")
     min_tokens: int = Field(3, ge=1, description="a sentence needs this many cleaned tokens to be kept")
@@ -185,7 +189,9 @@ class PreprocessSettings(Section):
 
     def fingerprint(self) -> str:
         """A hash of everything that changes the sentences; not of how fast they are made."""
-        return content_hash(self.model_dump(exclude={"workers", "batch_size"}))
+        # `rules` names the version of text.py's cleaning rules: a change there changes the
+        # sentences as surely as a setting does, so a half-done quarter is not resumed across it.
+        return content_hash({"rules": _CLEANING_RULES, **self.model_dump(exclude={"workers", "batch_size"})})
 
 
 class PrefetchSettings(Section):
