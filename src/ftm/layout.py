@@ -79,6 +79,15 @@ def firm_topics_part(quarter: Quarter, batch: str, part: int) -> str:
     return f"{firm_topics_folder(quarter)}/{batch}_part_{part:04d}.parquet"
 
 
+def sentence_embeddings_folder(quarter: Quarter) -> str:
+    """Every mapped sentence's embedding, for the reduce, which never embeds again."""
+    return f"intermediate/sentence-embeddings/quarter={quarter}"
+
+
+def sentence_embeddings_part(quarter: Quarter, batch: str, part: int) -> str:
+    return f"{sentence_embeddings_folder(quarter)}/{batch}_part_{part:04d}.parquet"
+
+
 def progress_folder(quarter: Quarter) -> str:
     return f"progress/quarter={quarter}"
 
