@@ -115,6 +115,10 @@ def themes(quarter: Quarter) -> str:
     return f"{themes_folder(quarter)}/themes.parquet"
 
 
+def theme_sentences(quarter: Quarter) -> str:
+    return f"{themes_folder(quarter)}/theme_sentences.parquet"
+
+
 def theme_topics(quarter: Quarter) -> str:
     return f"{themes_folder(quarter)}/theme_topics.parquet"
 

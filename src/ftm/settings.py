@@ -277,23 +277,59 @@ class MapSettings(Section):
 
 
 class ReduceSettings(Section):
-    min_firms: int = Field(3, ge=2, description="a theme must span this many distinct firms")
+    min_firms: int = Field(
+        3, ge=2, description="a theme must be talked about by this many firms (firm_min_sentences each)"
+    )
+    firm_min_sentences: int = Field(
+        2, ge=1, description="a firm talks about a theme when this many of its sentences are in it"
+    )
     min_similarity: float = Field(
-        0.5,
+        0.15,
         ge=0.0,
         le=1.0,
         description=(
-            "average-linkage threshold: mean cosine similarity of all topic pairs across two "
-            "clusters for them to merge (centroids less the quarter's mean topic)"
+            "average-linkage threshold: mean cosine of all pairs of sentences of two clusters for them "
+            "to merge (vectors less the quarter's mean); lower gives broader themes"
         ),
     )
-    n_neighbors: int = Field(
-        15, ge=2, description="nearest topics each topic is compared with when clustering"
+    micro_clusters: int = Field(
+        0, ge=0, description="k-means cells the linkage starts from; 0 means 1.5 × √(sentences)"
+    )
+    lexical_weight: float = Field(
+        0.1,
+        ge=0.0,
+        lt=1.0,
+        description="weight of a sentence's words beside its embedding (0: embedding only)",
+    )
+    lexical_dimensions: int = Field(
+        100, ge=2, description="dimensions of the word vectors (truncated SVD of TF-IDF)"
+    )
+    memberships: int = Field(3, ge=1, description="themes a sentence can belong to at most")
+    min_membership: float = Field(
+        0.2, ge=-1.0, le=1.0, description="cosine to a theme's centroid a sentence needs to belong to it"
+    )
+    membership_ratio: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="and at least this times the median cosine of the theme's own sentences",
+    )
+    reporting_number_share: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="a theme of which this share of sentences states numbers is reporting",
+    )
+    reporting_evenness: float = Field(
+        0.7, ge=0.0, description="evenness over firms from which ordinary language is reporting"
+    )
+    reporting_ordinary_similarity: float = Field(
+        0.5, ge=-1.0, le=1.0, description="cosine to the reference's ordinary language that makes it ordinary"
     )
     top_n_words: int = Field(10, ge=1, description="keywords per theme")
     n_representative: int = Field(5, ge=1, description="representative sentences per theme")
     random_state: int = Field(
-        42, description="seed of the neighbour search, so a re-run gives the same themes"
+        42, description="seed of the k-means and the samples: a re-run gives the same themes"
     )
 
 
