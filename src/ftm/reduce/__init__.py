@@ -3,6 +3,6 @@ the prefetch's words); the themes many firms talk about, their sentences, their 
 firm x theme exposure panel out (`themes/quarter=Q/`). Start with `themes.py`; `clustering.py`
 finds the themes, `kinds.py` tells reporting language apart."""
 
-from ftm.reduce.themes import ReduceProgress, ReduceResult, ThemeSummary, reduce_quarter
+from ftm.reduce.themes import ReduceProgress, ReduceResult, reduce_quarter
 
-__all__ = ["ReduceProgress", "ReduceResult", "ThemeSummary", "reduce_quarter"]
+__all__ = ["ReduceProgress", "ReduceResult", "reduce_quarter"]
