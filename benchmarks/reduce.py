@@ -1,23 +1,25 @@
-"""Reduce benchmark: `ftm reduce` over a full quarter's worth of firm topics (5,000 firms × 20
-topics = 100,000) on 2 cores: wall time and peak memory (goal: under 2 minutes, under 4 GB).
+"""Reduce benchmark: `ftm reduce` over a full quarter's sentences (5,000 firms × 400 sentences =
+2,000,000) on 2 cores: wall time and peak memory (goal: under 5 minutes, under 6 GB).
 
-The topics are synthesised from real ones. The seed is a real map of shared-corpus firms (ftm
-prefetch and map-batch on the calls of 2021Q3, made once and kept in a cache folder), or any
-mapped quarter (`--seed-root`). Each synthetic topic is a seed topic's centroid plus 0.3 of
-another seed topic's plus Gaussian noise of norm `--noise` (0.6 by default, which gives about
-the nearest-neighbour similarities of the real topics: both are printed), with the seed's
-keywords (the last three taken from the other seed topic), sentence count (scaled to about 400
-sentences per firm, × 0.6 to 1.4) and representative sentences. Around them: a prefetch (one row
-per sentence, about 2 M rows, text left out), a plan, finished checkpoints, part files of 50
-firms, all per the data contracts, so the command runs exactly as on a real quarter.
+The quarter is synthesised from a real one. The seed is any mapped quarter with its sentence
+embeddings (`--seed-root`, by default the root `benchmarks/themes.py` keeps, else a map of
+`--seed-firms` corpus firms of 2021Q3 made once in a cache folder). Each synthetic firm takes
+its sentences mostly from one seed firm (`--own`, 70 %) and the rest from any seed sentence, so
+that both firm-specific talk and subjects shared across firms are there; each sentence keeps its
+seed's raw and cleaned text and gets the seed's embedding plus Gaussian noise of norm `--noise`
+(0.3), renormalised, in float16 as the map stores it. Around them, per the data contracts: a
+prefetch (chunks of 200 firms, a manifest), a plan of 1,000-firm batches, finished checkpoints,
+sentence-embedding parts and firm-topic parts of 50 firms (20 topics a firm), so the command runs
+exactly as on a real quarter.
 
 `ftm reduce` runs as a child process pinned to `--cores` cores; its wall time includes Python's
-start and imports, and its peak memory is the child's maximum resident set size.
+start and imports, and its peak memory is the child's maximum resident set size. `--compare N`
+also times other k-means for the micro-clusters on N sentences of the quarter: faiss's (ftm's),
+scikit-learn's MiniBatchKMeans and KMeans.
 
-    .venv/bin/python benchmarks/reduce.py                          # 5,000 firms × 20 topics
+    .venv/bin/python benchmarks/reduce.py                          # 5,000 firms × 400 sentences
     .venv/bin/python benchmarks/reduce.py --firms 1000 --json
-    .venv/bin/python benchmarks/reduce.py --seed-root ftm-data --seed-quarter 2016Q4
-    .venv/bin/python benchmarks/reduce.py --compare 20000          # also other clusterings, timed
+    .venv/bin/python benchmarks/reduce.py --seed-root /tmp/ftm-bench-themes --compare 200000
 """
 
 from __future__ import annotations
@@ -44,9 +46,15 @@ from ftm.map import records
 from ftm.plan import make_plan, write_plan
 from ftm.prefetch import read_manifest
 from ftm.quarters import Quarter
-from ftm.reduce.themes import centred, cluster_topics
-from ftm.schemas import FIRM_TOPICS, SENTENCES, BatchCheckpoint, ChunkInfo, PrefetchManifest, centroid_type
-from ftm.settings import ReduceSettings
+from ftm.schemas import (
+    SENTENCE_EMBEDDINGS,
+    SENTENCES,
+    Batch,
+    BatchCheckpoint,
+    ChunkInfo,
+    PrefetchManifest,
+    embedding_type,
+)
 from ftm.storage import Store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,56 +64,58 @@ import corpus  # noqa: E402
 CORPUS = corpus.PATH
 QUARTER = Quarter.parse("2016Q4")  # of the synthetic quarter
 SEED_QUARTER = "2021Q3"  # the corpus quarter with the most firms (ECTSum, 411 calls)
+THEMES_ROOT = Path("/tmp/ftm-bench-themes")  # benchmarks/themes.py's default root
 FIRMS_PER_CHUNK = 200
 FIRMS_PER_BATCH = 1000
 FIRMS_PER_PART = 50
-OUTLIER_SHARE = (0.2, 0.4)  # of a firm's sentences in no topic, as the map leaves them
-SENTENCES_PER_FIRM = 400
-SEED_COLUMNS = ["firm_id", "keywords", "n_sentences", "representative_sentences", "centroid"]
+TOPICS_PER_FIRM = 20
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--firms", type=int, default=5000)
-    parser.add_argument("--topics-per-firm", type=int, default=20)
-    parser.add_argument("--noise", type=float, default=0.6, help="norm of the noise added to centroids")
+    parser.add_argument("--sentences-per-firm", type=int, default=400)
+    parser.add_argument(
+        "--own", type=float, default=0.7, help="share of a firm's sentences from its seed firm"
+    )
+    parser.add_argument("--noise", type=float, default=0.3, help="norm of the noise added to embeddings")
     parser.add_argument("--cores", type=int, default=2, help="cores the reduce may use")
     parser.add_argument("--seed-root", type=Path, help="a storage root with a mapped quarter")
     parser.add_argument("--seed-quarter", default=SEED_QUARTER)
     parser.add_argument("--seed-firms", type=int, default=120, help="corpus firms mapped for the seed")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "ftm-bench-reduce-seed")
     parser.add_argument("--keep", type=Path, help="build the synthetic quarter here and keep it")
-    parser.add_argument("--compare", type=int, default=0, help="also time other clusterings on N topics")
+    parser.add_argument("--compare", type=int, default=0, help="also time other k-means on N sentences")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
 
-    seed_root = args.seed_root or _mapped_seed(args.cache, args.seed_firms, args.seed_quarter)
-    seed = _read_seed(Store(str(seed_root)), Quarter.parse(args.seed_quarter))
-    log(f"seed: {len(seed['keywords']):,} real topics of {seed['n_firms']} firms ({seed_root})")
+    seed_quarter = Quarter.parse(args.seed_quarter)
+    seed_root = args.seed_root or _default_seed(args.cache, args.seed_firms, seed_quarter)
+    seed = _read_seed(Store(str(seed_root)), seed_quarter)
+    log(f"seed: {len(seed['firm']):,} real sentences of {seed['n_firms']} firms ({seed_root})")
     folder = args.keep or Path(tempfile.mkdtemp(prefix="ftm-bench-reduce-"))
     started = time.perf_counter()
-    synthetic = _synthesise(seed, args.firms, args.topics_per_firm, args.noise)
-    built = _write_quarter(Store(str(folder)), synthetic)
+    built = _write_quarter(Store(str(folder)), seed, args)
     log(
-        f"built {args.firms:,} firms × {args.topics_per_firm} topics in {time.perf_counter() - started:.0f} s"
+        f"built {args.firms:,} firms × {args.sentences_per_firm} sentences"
+        f" in {time.perf_counter() - started:.0f} s"
     )
     results: dict[str, Any] = {
         "firms": args.firms,
-        "topics": len(synthetic["firm"]),
-        "seed_topics": len(seed["keywords"]),
+        "sentences": args.firms * args.sentences_per_firm,
+        "seed_sentences": len(seed["firm"]),
         "noise": args.noise,
-        "nearest_similarity_median": {
-            "seed": _nearest_median(seed["centroids"]),
-            "synthetic": _nearest_median(synthetic["centroids"]),
-        },
         **built,
         "cores": args.cores,
+        "load_average_before": os.getloadavg(),
         **_run_reduce(folder, args.cores),
+        "load_average_after": os.getloadavg(),
     }
-    if not args.keep:
-        shutil.rmtree(folder)  # 2 M prefetch rows and 100 part files: not left behind
     if args.compare:
-        results["compare"] = _compare(synthetic, args.compare, args.cores)
+        results["compare"] = _compare(Store(str(folder)), args.compare, args.cores)
+    if not args.keep:
+        shutil.rmtree(folder)  # 2 M sentences and their embeddings: not left behind
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -116,32 +126,48 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-# --- the seed: real firm topics -----------------------------------------------------------------
+# --- the seed: a real mapped quarter ----------------------------------------------------------
 
 
-def _mapped_seed(cache: Path, n_firms: int, quarter: str) -> Path:
+def _default_seed(cache: Path, n_firms: int, quarter: Quarter) -> Path:
+    if (THEMES_ROOT / layout.sentence_embeddings_folder(quarter)).is_dir():
+        return THEMES_ROOT
+    return _mapped_seed(cache, n_firms, quarter)
+
+
+def _mapped_seed(cache: Path, n_firms: int, quarter: Quarter) -> Path:
     """A real map of the corpus's first `n_firms` firms of the quarter, made once in `cache`."""
-    folder = cache / f"{quarter}-{n_firms}"
-    root = folder / "root"
+    problem = corpus.missing(CORPUS)
+    if problem:
+        sys.exit(f"{problem}, or pass --seed-root with any mapped quarter")
+    root = cache / f"{quarter}-{n_firms}" / "root"
     store = Store(str(root))
-    the_quarter = Quarter.parse(quarter)
-    if store.exists(layout.batch_checkpoint(the_quarter, "batch_000")):
-        checkpoint = records.read_checkpoint(store, the_quarter, "batch_000")
-        if checkpoint is not None and checkpoint.finished:
-            return root
-    corpus.require(CORPUS)
-    log(f"mapping {n_firms} corpus firms of {quarter} for the seed (once; kept in {folder})…")
-    folder.mkdir(parents=True, exist_ok=True)
-    config = folder / "ftm.toml"
-    config.write_text('[embedding]\ndevice = "cpu"\n[map]\nfirms_per_part = 50\n')
-    firms = _corpus_firms(quarter, n_firms)
+    checkpoint = records.read_checkpoint(store, quarter, "batch_000")
+    if checkpoint is not None and checkpoint.finished and checkpoint.embedding_files:
+        return root
+    log(f"mapping {n_firms} corpus firms of {quarter} for the seed (once; kept in {root.parent})…")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    config = root.parent / "ftm.toml"
+    config.write_text(
+        '[embedding]\ndevice = "cpu"\n[map]\nfirms_per_part = 50\n[source]\nquarter_rule = "fiscal"\n'
+    )
+    firms = _corpus_firms(str(quarter), n_firms)
     base = ["--config", str(config)]
-    prefetch = ["prefetch", quarter, "--input", str(CORPUS), "--firms", ",".join(firms), "--root", str(root)]
+    prefetch = [
+        "prefetch",
+        str(quarter),
+        "--input",
+        str(CORPUS),
+        "--firms",
+        ",".join(firms),
+        "--root",
+        str(root),
+    ]
     if ftm_main([*base, *prefetch]) != 0:
         sys.exit("the seed's prefetch failed")
-    plan = make_plan(store, the_quarter, read_manifest(store, the_quarter), batch_size=n_firms)
-    write_plan(store, the_quarter, plan.batches)
-    batch = ["map-batch", "--quarter", quarter, "--batch-id", "batch_000", "--root", str(root)]
+    plan = make_plan(store, quarter, read_manifest(store, quarter), batch_size=n_firms)
+    write_plan(store, quarter, plan.batches)
+    batch = ["map-batch", "--quarter", str(quarter), "--batch-id", "batch_000", "--root", str(root)]
     if ftm_main([*base, *batch]) != 0:
         sys.exit("the seed's map failed")
     return root
@@ -152,191 +178,192 @@ def _corpus_firms(quarter: str, n: int) -> list[str]:
     with gzip.open(CORPUS, "rt") as lines:
         for line in lines:
             record = json.loads(line)
-            date = record.get("call_date")
-            label = f"{date[:4]}Q{(int(date[5:7]) - 1) // 3 + 1}" if date else record.get("fiscal_quarter")
-            if label == quarter:
+            if record.get("fiscal_quarter") == quarter:
                 firms.add(record["ticker"])
     return sorted(firms)[:n]
 
 
 def _read_seed(store: Store, quarter: Quarter) -> dict[str, Any]:
-    tables = [
-        store.read_table(path, FIRM_TOPICS, columns=SEED_COLUMNS)
-        for path in store.list(layout.firm_topics_folder(quarter))
+    """The seed's sentences: firm, embedding, raw and cleaned text, aligned by sentence id."""
+    parts = [
+        store.read_table(p, SENTENCE_EMBEDDINGS)
+        for p in store.list(layout.sentence_embeddings_folder(quarter))
     ]
-    if not tables:
-        sys.exit(f"no firm topics of {quarter} in {store.uri()}")
-    table = pa.concat_tables(tables)
-    centroid = table.column("centroid").combine_chunks()
+    if not parts:
+        sys.exit(f"no sentence embeddings of {quarter} in {store.uri()}: map it with this ftm first")
+    embedded = pa.concat_tables(parts)
+    texts = pa.concat_tables(
+        store.read_table(p, SENTENCES, columns=["sentence_id", "raw_text", "cleaned_text"])
+        for p in store.list(layout.prefetch_folder(quarter))
+        if p.endswith(".parquet") and "/chunk_" in p
+    )
+    joined = embedded.join(texts, "sentence_id").sort_by(
+        [("firm_id", "ascending"), ("sentence_id", "ascending")]
+    )
+    firm_ids, firm = np.unique(joined.column("firm_id").to_numpy(zero_copy_only=False), return_inverse=True)
+    vectors = joined.column("embedding").combine_chunks()
     return {
-        "n_firms": len(set(table.column("firm_id").to_pylist())),
-        "centroids": _unit(centroid.flatten().to_numpy().reshape(table.num_rows, -1)),
-        "keywords": table.column("keywords").to_pylist(),
-        "n_sentences": np.array(table.column("n_sentences").to_pylist()),
-        "sentences": table.column("representative_sentences").to_pylist(),
+        "n_firms": len(firm_ids),
+        "firm": firm,
+        "embeddings": vectors.flatten()
+        .to_numpy(zero_copy_only=False)
+        .reshape(len(firm), -1)
+        .astype(np.float32),
+        "raw_text": joined.column("raw_text").combine_chunks(),
+        "cleaned_text": joined.column("cleaned_text").combine_chunks(),
     }
 
 
 # --- the synthetic quarter ----------------------------------------------------------------------
 
 
-def _synthesise(seed: dict[str, Any], n_firms: int, per_firm: int, noise: float) -> dict[str, Any]:
-    rng = np.random.default_rng(0)
-    n_seed = len(seed["keywords"])
-    base = np.concatenate(
-        [rng.choice(n_seed, size=per_firm, replace=per_firm > n_seed) for _ in range(n_firms)]
-    )
-    other = rng.integers(n_seed, size=len(base))
-    centroids = np.empty((len(base), seed["centroids"].shape[1]), dtype=np.float32)
-    for start in range(0, len(base), 10_000):
-        part = slice(start, start + 10_000)
-        shake = rng.standard_normal((len(base[part]), centroids.shape[1])).astype(np.float32)
-        shake *= noise / np.linalg.norm(shake, axis=1, keepdims=True)
-        centroids[part] = _unit(seed["centroids"][base[part]] + 0.3 * seed["centroids"][other[part]] + shake)
-    # Sentence counts scaled so that a firm has about SENTENCES_PER_FIRM sentences, as in the quarter
-    # ftm is sized for (5,000 firms × 400 sentences), whatever the seed firms' sizes.
-    per_topic = SENTENCES_PER_FIRM * (1 - np.mean(OUTLIER_SHARE)) / per_firm
-    scale = per_topic / seed["n_sentences"].mean()
-    spread = rng.uniform(0.6, 1.4, len(base))
-    counts = np.maximum(3, np.round(seed["n_sentences"][base] * scale * spread)).astype(int)
-    keywords = [seed["keywords"][b][:-3] + seed["keywords"][o][:3] for b, o in zip(base, other, strict=True)]
-    firm = np.repeat(np.arange(n_firms), per_firm)
-    in_topics = np.bincount(firm, weights=counts)
-    totals = np.ceil(in_topics / (1 - rng.uniform(*OUTLIER_SHARE, n_firms))).astype(int)
-    return {
-        "firm": firm,
-        "topic_id": np.tile(np.arange(per_firm), n_firms),
-        "centroids": centroids,
-        "n_sentences": counts,
-        "keywords": keywords,
-        "sentences": [seed["sentences"][b] for b in base],
-        "totals": totals,
-        "n_firms": n_firms,
-    }
-
-
 def _firm_id(index: int) -> str:
     return f"F{index:05d}"
 
 
-def _write_quarter(store: Store, s: dict[str, Any]) -> dict[str, Any]:
-    """Prefetch chunks and manifest, plan, part files and finished checkpoints."""
-    n_firms = s["n_firms"]
+def _write_quarter(store: Store, seed: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    rng = np.random.default_rng(0)
+    n_firms, per_firm = args.firms, args.sentences_per_firm
+    by_firm = [np.flatnonzero(seed["firm"] == f) for f in range(seed["n_firms"])]
+    stamp = datetime.now(timezone.utc)
+    dims = seed["embeddings"].shape[1]
     firm_to_chunk: dict[str, str] = {}
-    chunks = []
-    for c, start in enumerate(range(0, n_firms, FIRMS_PER_CHUNK)):
-        firms = range(start, min(start + FIRMS_PER_CHUNK, n_firms))
-        table = _chunk_table([(_firm_id(f), int(s["totals"][f])) for f in firms])
-        path = layout.prefetch_chunk(QUARTER, c)
-        size = store.write_table(path, table, SENTENCES)
-        name = layout.chunk_name(c)
-        chunks.append(ChunkInfo(file=name, n_firms=len(firms), n_rows=table.num_rows, bytes=size))
+    chunks: list[ChunkInfo] = []
+    embedding_files: dict[str, list[str]] = {}
+    part_files: dict[str, list[str]] = {}
+    batch_of = {f: f"batch_{f // FIRMS_PER_BATCH:03d}" for f in range(n_firms)}
+    for chunk_start in range(0, n_firms, FIRMS_PER_CHUNK):
+        firms = range(chunk_start, min(chunk_start + FIRMS_PER_CHUNK, n_firms))
+        picks = [
+            _sentences_of(rng, by_firm[f % len(by_firm)], len(seed["firm"]), per_firm, args.own)
+            for f in firms
+        ]
+        index = np.concatenate(picks)
+        ids = [_firm_id(f) for f in firms for _ in range(per_firm)]
+        sentence_ids = [
+            f"{firm}/{i}" for firm, i in zip(ids, np.tile(np.arange(per_firm), len(firms)), strict=True)
+        ]
+        name = layout.chunk_name(len(chunks))
+        table = _chunk_table(ids, sentence_ids, seed, index, per_firm)
+        size = store.write_table(f"{layout.prefetch_folder(QUARTER)}/{name}", table, SENTENCES)
+        chunks.append(ChunkInfo(file=name, n_firms=len(firms), n_rows=len(ids), bytes=size))
         firm_to_chunk.update({_firm_id(f): name for f in firms})
+        noise = rng.standard_normal((len(index), dims)).astype(np.float32)
+        noise *= args.noise / np.linalg.norm(noise, axis=1, keepdims=True)
+        vectors = seed["embeddings"][index] + noise
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        for part_start in range(0, len(firms), FIRMS_PER_PART):
+            rows = slice(part_start * per_firm, min(part_start + FIRMS_PER_PART, len(firms)) * per_firm)
+            batch = batch_of[firms[part_start]]
+            path = layout.sentence_embeddings_part(QUARTER, batch, len(embedding_files.setdefault(batch, [])))
+            store.write_table(path, _embeddings_table(ids[rows], sentence_ids[rows], vectors[rows], dims))
+            embedding_files[batch].append(path)
+            path = layout.firm_topics_part(QUARTER, batch, len(part_files.setdefault(batch, [])))
+            store.write_table(
+                path, _topics_table(ids[rows], sentence_ids[rows], vectors[rows], per_firm, stamp)
+            )
+            part_files[batch].append(path)
     manifest = PrefetchManifest(
         quarter=str(QUARTER),
-        source={"kind": "synthetic"},
         n_firms=n_firms,
+        n_calls=n_firms,
         n_chunks=len(chunks),
-        n_sentences=int(s["totals"].sum()),
+        n_sentences=n_firms * per_firm,
         firm_to_chunk=firm_to_chunk,
         chunks=chunks,
     )
     store.write_json(layout.prefetch_manifest(QUARTER), manifest.to_json())
-
-    schema = pa.schema(
-        [
-            pa.field("centroid", centroid_type(s["centroids"].shape[1])) if f.name == "centroid" else f
-            for f in FIRM_TOPICS
-        ]
-    )
-    plan = [
-        (layout.batch_id(b), list(range(start, min(start + FIRMS_PER_BATCH, n_firms))))
-        for b, start in enumerate(range(0, n_firms, FIRMS_PER_BATCH))
-    ]
-    write_plan(store, QUARTER, [_batch(batch, firms) for batch, firms in plan])
-    first_topic = np.searchsorted(s["firm"], np.arange(n_firms + 1))
-    stamp = datetime.now(timezone.utc)
-    n_parts = 0
-    for batch, firms in plan:
-        parts = []
-        for p, start in enumerate(range(0, len(firms), FIRMS_PER_PART)):
-            rows = range(
-                first_topic[firms[start]], first_topic[firms[min(start + FIRMS_PER_PART, len(firms)) - 1] + 1]
-            )
-            path = layout.firm_topics_part(QUARTER, batch, p)
-            store.write_table(path, _part_table(s, rows, schema, stamp), schema)
-            parts.append(path)
-        n_parts += len(parts)
-        records.write_checkpoint(
-            store,
-            QUARTER,
-            BatchCheckpoint(
-                batch_id=batch,
-                attempt=1,
-                completed_firm_ids=[_firm_id(f) for f in firms],
-                part_files=parts,
-                finished=True,
-                updated_at=stamp,
-            ),
-        )
-    return {"chunks": len(chunks), "batches": len(plan), "parts": n_parts, "sentences": manifest.n_sentences}
+    plan = make_plan(store, QUARTER, read_manifest(store, QUARTER), batch_size=FIRMS_PER_BATCH)
+    write_plan(store, QUARTER, plan.batches)
+    for batch in plan.batches:
+        _finish(store, batch, part_files.get(batch.batch_id, []), embedding_files.get(batch.batch_id, []))
+    return {"chunks": len(chunks), "parts": sum(len(p) for p in embedding_files.values())}
 
 
-def _batch(batch_id: str, firms: list[int]):
-    from ftm.schemas import Batch
+def _sentences_of(rng: np.random.Generator, own: np.ndarray, n_seed: int, n: int, share: float) -> np.ndarray:
+    mine = rng.choice(own, size=int(round(n * share)), replace=len(own) < n * share)
+    others = rng.integers(0, n_seed, size=n - len(mine))
+    return np.concatenate([np.sort(mine), others])
 
-    return Batch(batch_id=batch_id, firm_ids=[_firm_id(f) for f in firms])
 
-
-def _chunk_table(firms: list[tuple[str, int]]) -> pa.Table:
-    ids = [firm for firm, n in firms for _ in range(n)]
-    positions = np.concatenate([np.arange(n, dtype=np.int32) for _, n in firms])
-    n_rows = len(ids)
+def _chunk_table(
+    ids: list[str], sentence_ids: list[str], seed: dict[str, Any], index: np.ndarray, per: int
+) -> pa.Table:
+    n = len(ids)
     return pa.table(
         {
             "firm_id": ids,
             "firm_name": ids,
-            "permno": pa.nulls(n_rows, pa.int64()),
-            "gvkey": pa.nulls(n_rows, pa.string()),
+            "permno": pa.array([10_000 + int(f[1:]) for f in ids], pa.int64()),
+            "gvkey": [f"{100_000 + int(f[1:]):06d}" for f in ids],
             "transcript_id": ids,
-            "transcript_collection": pa.nulls(n_rows, pa.string()),
-            "earnings_call_date": pa.nulls(n_rows, pa.date32()),
-            "quarter": [str(QUARTER)] * n_rows,
-            "sentence_id": [f"{firm}-{p}" for firm, p in zip(ids, positions.tolist(), strict=True)],
-            "raw_text": ["."] * n_rows,  # reduce reads firm_id alone; the text is left out
-            "cleaned_text": [""] * n_rows,
-            "speaker_type": pa.nulls(n_rows, pa.string()),
-            "position": positions,
+            "transcript_collection": pa.nulls(n, pa.string()),
+            "earnings_call_date": pa.nulls(n, pa.date32()),
+            "quarter": [str(QUARTER)] * n,
+            "sentence_id": sentence_ids,
+            "raw_text": seed["raw_text"].take(pa.array(index)),
+            "cleaned_text": seed["cleaned_text"].take(pa.array(index)),
+            "speaker_type": pa.nulls(n, pa.string()),
+            "position": pa.array(np.tile(np.arange(per, dtype=np.int32), n // per)),
         }
     )
 
 
-def _part_table(s: dict[str, Any], rows: range, schema: pa.Schema, stamp: datetime) -> pa.Table:
-    index = np.arange(rows.start, rows.stop)
-    firms = [_firm_id(f) for f in s["firm"][index]]
-    n = len(index)
-    centroids = s["centroids"][index]
-    # Firms get a PERMNO and a GVKEY of their own, as linked WRDS firms do.
-    return pa.table(
-        {
-            "firm_id": firms,
-            "firm_name": firms,
-            "quarter": [str(QUARTER)] * n,
-            "permno": (10_000 + s["firm"][index]).astype(np.int64),
-            "gvkey": [f"{100_000 + f:06d}" for f in s["firm"][index]],
-            "earnings_call_date": pa.nulls(n, pa.date32()),
-            "topic_id": s["topic_id"][index].astype(np.int32),
-            "representation": ["_".join(s["keywords"][i][:4]) for i in index],
-            "keywords": [s["keywords"][i] for i in index],
-            "n_sentences": s["n_sentences"][index].astype(np.int32),
-            "sentence_ids": [
-                [f"{firms[j]}-t{k}" for k in range(s["n_sentences"][i])] for j, i in enumerate(index)
-            ],
-            "representative_sentences": [s["sentences"][i] for i in index],
-            "centroid": pa.FixedSizeListArray.from_arrays(pa.array(centroids.ravel()), centroids.shape[1]),
-            "processing_timestamp": pa.array([stamp] * n, pa.timestamp("us", tz="UTC")),
-        },
-        schema=schema,
+def _embeddings_table(ids: list[str], sentence_ids: list[str], vectors: np.ndarray, dims: int) -> pa.Table:
+    embedding = pa.FixedSizeListArray.from_arrays(
+        pa.array(vectors.astype(np.float16).ravel(), pa.float16()), dims
+    )
+    schema = pa.schema(
+        [*SENTENCE_EMBEDDINGS][:2] + [pa.field("embedding", embedding_type(dims), nullable=False)]
+    )
+    return pa.table({"firm_id": ids, "sentence_id": sentence_ids, "embedding": embedding}, schema=schema)
+
+
+def _topics_table(
+    ids: list[str], sentence_ids: list[str], vectors: np.ndarray, per: int, stamp: datetime
+) -> pa.Table:
+    """Each firm's sentences cut into TOPICS_PER_FIRM runs, as firm topics with their centroids."""
+    size = per // TOPICS_PER_FIRM
+    rows = []
+    for start in range(0, len(ids), size):
+        members = slice(start, start + size)
+        centroid = vectors[members].mean(axis=0)
+        rows.append(
+            {
+                "firm_id": ids[start],
+                "firm_name": ids[start],
+                "quarter": str(QUARTER),
+                "permno": None,
+                "gvkey": None,
+                "earnings_call_date": None,
+                "topic_id": (start % per) // size,
+                "representation": "synthetic",
+                "keywords": ["synthetic"],
+                "n_sentences": size,
+                "sentence_ids": sentence_ids[members],
+                "representative_sentences": [],
+                "centroid": (centroid / np.linalg.norm(centroid)).tolist(),
+                "processing_timestamp": stamp,
+            }
+        )
+    from ftm.map.batch import topics_schema
+
+    return pa.Table.from_pylist(rows, schema=topics_schema(vectors.shape[1]))
+
+
+def _finish(store: Store, batch: Batch, parts: list[str], embeddings: list[str]) -> None:
+    records.write_checkpoint(
+        store,
+        QUARTER,
+        BatchCheckpoint(
+            batch_id=batch.batch_id,
+            attempt=1,
+            completed_firm_ids=batch.firm_ids,
+            part_files=parts,
+            embedding_files=embeddings,
+            finished=True,
+            updated_at=datetime.now(timezone.utc),
+        ),
     )
 
 
@@ -361,147 +388,90 @@ def _run_reduce(root: Path, cores: int) -> dict[str, Any]:
     log(f"running: {' '.join(command[2:])} on {min(cores, len(available))} core(s)")
     started = time.perf_counter()
     child = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
+        command, stdout=subprocess.PIPE, text=True, env=env,
         preexec_fn=lambda: os.sched_setaffinity(0, available[:cores]),
-    )
+    )  # fmt: skip
     assert child.stdout is not None
     out = child.stdout.read()
-    # wait4, not communicate: the rusage of this child alone (Linux: ru_maxrss in KiB), not of
-    # every child so far (the seed's prefetch workers).
+    # wait4, not communicate: the rusage of this child alone (Linux: ru_maxrss in KiB).
     _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - started
-    if child.returncode != 0:
-        sys.exit(f"ftm reduce failed with exit code {child.returncode}")
-    peak_kib = usage.ru_maxrss
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"ftm reduce failed with exit code {os.waitstatus_to_exitcode(status)}")
     summary = json.loads(out)
     return {
         "wall_s": round(wall, 1),
         "reduce_s": summary["elapsed_s"],
-        "peak_rss_gib": round(peak_kib / 2**20, 2),
+        "peak_rss_gib": round(usage.ru_maxrss / 2**20, 2),
         "themes": summary["n_themes"],
-        "theme_topics": summary["n_theme_topics"],
+        "reporting": summary["n_reporting"],
+        "theme_sentences": summary["n_theme_sentences"],
         "exposed_firms": summary["n_exposed_firms"],
         "exposure_rows": summary["n_exposure_rows"],
     }
 
 
-_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+def _compare(store: Store, n: int, cores: int) -> list[dict[str, Any]]:
+    """Other k-means for the micro-clusters, on n of the quarter's centred sentence embeddings."""
+    from ftm.reduce.clustering import n_cells, unit
 
-
-def _compare(s: dict[str, Any], n: int, cores: int) -> list[dict[str, Any]]:
-    """Other clusterings of the first n topics, timed in this process (pinned to `cores`)."""
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:cores])
-    vectors = s["centroids"][:n]
-    firms = s["firm"][:n]
-    config = ReduceSettings()
-    threshold = config.min_similarity
+    paths = store.list(layout.sentence_embeddings_folder(QUARTER))
+    vectors = np.concatenate(
+        [
+            store.read_table(p).column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+            .reshape(-1, 384).astype(np.float32)
+            for p in paths[: max(1, n // 20_000 + 1)]
+        ]
+    )[:n]  # fmt: skip
+    vectors = unit(vectors - vectors.mean(axis=0))
+    k = n_cells(2_000_000, 0)  # the cells of a full quarter
     results = []
 
     def record(name: str, run: Any) -> None:
-        log(f"compare: {name} on {n:,} topics…")
+        log(f"compare: {name}, {k} cells on {n:,} sentences…")
         started = time.perf_counter()
-        labels = np.asarray(run())
-        seconds = time.perf_counter() - started
-        themes = [
-            label
-            for label in set(labels.tolist()) - {-1}
-            if len(set(firms[labels == label].tolist())) >= config.min_firms
-        ]
-        in_themes = np.isin(labels, themes).mean()
-        results.append(
-            {
-                "method": name,
-                "seconds": round(seconds, 1),
-                "themes": len(themes),
-                "in_themes": round(in_themes, 3),
-            }
-        )
+        run()
+        results.append({"method": name, "seconds": round(time.perf_counter() - started, 1), "cells": k})
 
-    record(
-        "ftm: kNN graph + average linkage",
-        lambda: cluster_topics(
-            vectors,
-            min_similarity=threshold,
-            n_neighbors=config.n_neighbors,
-            random_state=config.random_state,
-        ),
-    )
+    def faiss_kmeans() -> None:
+        import faiss
 
-    def agglomerative() -> np.ndarray:
-        from sklearn.cluster import AgglomerativeClustering
-        from sklearn.neighbors import kneighbors_graph
+        faiss.Kmeans(
+            vectors.shape[1], k, niter=20, seed=42, spherical=True, max_points_per_centroid=64
+        ).train(vectors)
 
-        z = centred(vectors)
-        graph = kneighbors_graph(z, config.n_neighbors, metric="cosine", include_self=False)
-        model = AgglomerativeClustering(
-            n_clusters=None,
-            distance_threshold=1 - threshold,
-            metric="cosine",
-            linkage="average",
-            connectivity=graph,
-        )
-        return model.fit(z).labels_
+    def minibatch() -> None:
+        from sklearn.cluster import MiniBatchKMeans
 
-    def umap_hdbscan() -> np.ndarray:
-        from hdbscan import HDBSCAN
-        from umap import UMAP
+        MiniBatchKMeans(k, random_state=42, n_init=1, batch_size=4096).fit(vectors)
 
-        embedded = UMAP(n_neighbors=15, n_components=5, min_dist=0.0, metric="cosine", random_state=42)
-        return (
-            HDBSCAN(min_cluster_size=config.min_firms).fit(embedded.fit_transform(centred(vectors))).labels_
-        )
+    def full() -> None:
+        from sklearn.cluster import KMeans
 
-    def pca_hdbscan() -> np.ndarray:
-        from hdbscan import HDBSCAN
-        from sklearn.decomposition import PCA
+        KMeans(k, random_state=42, n_init=1, max_iter=20).fit(vectors[: 64 * k])
 
-        reduced = PCA(10, random_state=42).fit_transform(centred(vectors))
-        return HDBSCAN(min_cluster_size=config.min_firms).fit(reduced).labels_
-
-    record("sklearn AgglomerativeClustering, average, kNN connectivity", agglomerative)
-    record("UMAP (5-d, seeded) + HDBSCAN", umap_hdbscan)
-    record("PCA (10-d) + HDBSCAN", pca_hdbscan)
+    record("faiss spherical k-means (ftm), 64 points per cell", faiss_kmeans)
+    record("sklearn MiniBatchKMeans", minibatch)
+    record("sklearn KMeans, 20 iterations, 64 points per cell", full)
     return results
 
 
-def _nearest_median(centroids: np.ndarray, sample: int = 1000) -> float:
-    """Median over a sample of topics of the cosine to their nearest other topic, centred."""
-    vectors = centred(centroids)
-    rows = np.random.default_rng(0).choice(len(vectors), size=min(sample, len(vectors)), replace=False)
-    similarity = vectors[rows] @ vectors.T
-    similarity[np.arange(len(rows)), rows] = -np.inf
-    return round(float(np.median(similarity.max(axis=1))), 3)
-
-
-def _unit(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-
-
 def _print(r: dict[str, Any]) -> None:
-    near = r["nearest_similarity_median"]
+    fast = "met" if r["wall_s"] < 300 else "MISSED"
+    small = "met" if r["peak_rss_gib"] * 2**30 < 6e9 else "MISSED"
     print(
-        f"ftm reduce over {r['topics']:,} firm topics ({r['firms']:,} firms, {r['parts']} part files, "
-        f"{r['sentences']:,} prefetched sentences), synthesised from {r['seed_topics']:,} real topics\n"
-        f"  median cosine to the nearest topic (centred): seed {near['seed']}, "
-        f"synthetic {near['synthetic']}\n"
-        f"  wall time:   {r['wall_s']:7.1f} s on {r['cores']} cores "
-        f"(the command alone: {r['reduce_s']:.1f} s)   "
-        f"goal < 120 s: {'met' if r['wall_s'] < 120 else 'MISSED'}\n"
-        f"  peak memory: {r['peak_rss_gib']:7.2f} GiB   goal < 4 GB: "
-        f"{'met' if r['peak_rss_gib'] * 2**30 < 4e9 else 'MISSED'}\n"
-        f"  {r['themes']:,} themes holding {r['theme_topics']:,} topics; "
-        f"{r['exposed_firms']:,} firms exposed, {r['exposure_rows']:,} panel rows"
+        f"ftm reduce over {r['sentences']:,} sentences ({r['firms']:,} firms, {r['parts']} embedding "
+        f"parts, {r['chunks']} prefetch chunks), synthesised from {r['seed_sentences']:,} real sentences\n"
+        f"  wall time:   {r['wall_s']:7.1f} s on {r['cores']} cores (the command alone: "
+        f"{r['reduce_s']:.1f} s)   goal < 300 s: {fast}\n"
+        f"  peak memory: {r['peak_rss_gib']:7.2f} GiB   goal < 6 GB: {small}\n"
+        f"  {r['themes']:,} themes ({r['reporting']:,} reporting), {r['theme_sentences']:,} theme "
+        f"sentences; {r['exposed_firms']:,} firms exposed, {r['exposure_rows']:,} panel rows\n"
+        f"  load average before {r['load_average_before'][0]:.2f}, after {r['load_average_after'][0]:.2f}"
     )
     for row in r.get("compare", []):
-        print(
-            f"  compare: {row['method']:60s} {row['seconds']:7.1f} s  {row['themes']:,} themes, "
-            f"{row['in_themes']:.0%} of topics in them"
-        )
+        print(f"  compare: {row['method']:55s} {row['seconds']:7.1f} s")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""Prints what `make demo` made: the quarter's top themes with their names, how many firms talk
-about each, two example firms, and where the firm x theme panel is."""
+"""Prints what `make demo` made: the quarter's top investment themes with their names, how many
+firms talk about each, the firms that talk about it most, and where the firm x theme panel is;
+then how many themes of reporting language were set apart."""
 
 from __future__ import annotations
 
@@ -7,21 +8,29 @@ import sys
 
 from ftm import layout, read_names
 from ftm.quarters import Quarter
-from ftm.schemas import THEME_TOPICS, THEMES
+from ftm.schemas import THEME_SENTENCES, THEMES
 from ftm.storage import Store
 
 
 def main(root: str, quarter_label: str, top: int = 8) -> None:
     store, quarter = Store(root), Quarter.parse(quarter_label)
     themes = store.read_table(layout.themes(quarter), THEMES).to_pandas()
-    members = store.read_table(layout.theme_topics(quarter), THEME_TOPICS).to_pandas()
+    members = store.read_table(layout.theme_sentences(quarter), THEME_SENTENCES).to_pandas()
     names = read_names(store, quarter, "theme").to_pandas().set_index("theme_id")
-    print(f"{len(themes)} themes in {quarter}; the {min(top, len(themes))} that most firms talk about:")
-    for theme in themes.sort_values(["n_firms", "theme_id"], ascending=[False, True]).head(top).itertuples():
+    investment = themes[themes.kind == "theme"]  # numbered first, by the firms that talk about them
+    print(
+        f"{len(investment)} themes in {quarter}; the {min(top, len(investment))} that most firms talk about:"
+    )
+    for theme in investment.head(top).itertuples():
         name = names.loc[theme.theme_id]
-        firms = sorted(members.loc[members.theme_id == theme.theme_id, "firm_id"].unique())[:2]
+        firms = members[members.theme_id == theme.theme_id].firm_id.value_counts().index[:2]
         print(f"  {name['name']:<40} {theme.n_firms:>3} firms  e.g. {', '.join(firms)}  ({name['source']})")
+    print(
+        f"{len(themes) - len(investment)} more of reporting language (results, outlook, boilerplate): "
+        "kind = reporting"
+    )
     print(f"The firm x theme panel: {store.uri(layout.firm_theme_exposure(quarter))}")
+    print(f"The evidence, sentence by sentence: {store.uri(layout.theme_sentences(quarter))}")
 
 
 if __name__ == "__main__":

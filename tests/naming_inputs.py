@@ -83,6 +83,7 @@ def write_themes(store: Store, quarter: Quarter, rows: list[dict[str, Any]], n_t
         {
             "theme_id": theme_id,
             "quarter": str(quarter),
+            "kind": "theme",
             "keywords": row["keywords"],
             "representation": row["representation"],
             "n_firms": 3,

@@ -1,9 +1,10 @@
 """A mapped quarter for the reduce tests, made once per test session: real firms of the bundled
 sample (2016Q4), prefetched and run through the real map stage (`ftm map-batch`, in process).
 
-Some firms get a PERMNO and a GVKEY (the files source reads them from the records), and four
-get the same dozen sentences about a made-up regulation, the Quillon Freight Safety Act, as one
-more speaker turn: their topics about it must end up in one theme.
+Some firms get a PERMNO and a GVKEY (the files source reads them from the records), and ten of
+them mention a made-up regulation, the Quillon Freight Safety Act, in two or three sentences each
+(no two firms the same sentences), as one more speaker turn: too few for a topic of its own in any
+firm, and the reduce must still find it as one theme of exactly those ten firms.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from ftm.quarters import Quarter
 from ftm.storage import Store
 
 QUARTER = Quarter.parse("2016Q4")
-N_FIRMS = 8
-PLANTED_FIRMS = 4  # at least reduce.min_firms (3)
-BATCH_SIZE = 4  # two batches
+N_FIRMS = 16
+PLANTED_FIRMS = 10
+BATCH_SIZE = 8  # two batches
 # Firms of 7,000 to 16,000 characters have 60 to 130 sentences: a few topics each, and a
 # quick map. Small parts, so that reduce reads across several files.
 SIZE_RANGE = (7_000, 16_000)
@@ -35,10 +36,11 @@ workers = 1
 [embedding]
 device = "cpu"
 [map]
-firms_per_part = 2
+firms_per_part = 3
 heartbeat_s = 1.0
 cluster_processes = 1
 """
+# 25 sentences: firm i of the ten planted gets two or three of them, in turn.
 PLANTED = [
     "The Quillon Freight Safety Act requires every carrier to install certified brake sensors on trailers.",
     "We expect the Quillon Freight Safety Act to raise our compliance costs for brake sensors next year.",
@@ -52,7 +54,27 @@ PLANTED = [
     "Compliance with the Quillon Freight Safety Act brake sensor rules is our top operating priority.",
     "The Quillon Freight Safety Act also requires carriers to report brake sensor faults within a day.",
     "Our brake sensor supplier is ramping production to meet demand from the Quillon Freight Safety Act.",
+    "Regulators published the final Quillon Freight Safety Act guidance on brake sensor calibration.",
+    "The Quillon Act brake sensor inspections add a few minutes to every trailer departure.",
+    "We lobbied for a longer Quillon Freight Safety Act phase-in period for older trailers.",
+    "Shippers are starting to prefer carriers certified under the Quillon Freight Safety Act.",
+    "Insurance premiums fall for fleets that pass the Quillon brake sensor audit on the first try.",
+    "The Quillon Freight Safety Act deadline for brake sensor retrofits is the end of next year.",
+    "Our depots now train mechanics to service the brake sensors the Quillon Act requires.",
+    "A quarter of our trailers already carry Quillon-certified brake sensors.",
+    "The cost of Quillon Freight Safety Act compliance is built into our freight rates from January.",
+    "We see the Quillon brake sensor rules as a barrier to entry for small carriers.",
+    "Quillon Freight Safety Act audits found no brake sensor faults in our southern depots.",
+    "We will report our Quillon Act brake sensor compliance rate each quarter from now on.",
+    "Leasing companies now offer trailers fitted with Quillon-compliant brake sensors.",
 ]
+
+
+def planted_sentences(index: int) -> list[str]:
+    """The planted firm `index`'s share of PLANTED: two or three sentences, none shared."""
+    start = sum(2 + (i % 2) for i in range(index))
+    return PLANTED[start : start + 2 + (index % 2)]
+
 
 _cache: dict[str, Any] = {}
 
@@ -81,8 +103,9 @@ def write_input(path: Path) -> dict[str, dict[str, Any]]:
             planted = index < PLANTED_FIRMS
             if planted:
                 order = len(record["components"])
+                text = " ".join(planted_sentences(index))
                 record["components"].append(
-                    {"order": order, "speaker": None, "role": "unknown", "text": " ".join(PLANTED)}
+                    {"order": order, "speaker": None, "role": "unknown", "text": text}
                 )
             linked = index % 2 == 0
             if linked:

@@ -112,7 +112,9 @@ def check_rows(
         assert members == sorted(members)  # in the firm's sentence order
         words = set(" ".join(firm.cleaned_texts[i] for i in members).split())
         assert 0 < len(row["keywords"]) <= settings.top_n_words
-        assert set(row["keywords"]) <= words, "a keyword that none of the topic's sentences has"
+        # Keywords are words or two-word phrases (ngram_range (1, 2)): every word is the topic's.
+        keyword_words = {word for keyword in row["keywords"] for word in keyword.split()}
+        assert keyword_words <= words, "a keyword that none of the topic's sentences has"
         assert row["representation"] == "_".join(row["keywords"][:4])
         member_texts = {firm.raw_texts[i] for i in members}
         assert 0 < len(row["representative_sentences"]) <= settings.n_representative

@@ -1,13 +1,20 @@
-"""`ftm reduce` on a quarter mapped by the real map stage (tests/reduce_inputs.py), and the
-clustering on its own: themes span enough firms, every theme topic exists, exposure shares are
-shares, PERMNO and GVKEY come through, an incomplete map is refused, runs repeat byte for byte,
-and firms given the same sentences about a made-up regulation share one theme."""
+"""`ftm reduce` on a quarter mapped by the real map stage (tests/reduce_inputs.py), and the linkage
+on its own: a subject ten firms mention in two or three sentences each is one theme of exactly
+those firms; every theme sentence is a prefetched sentence of its firm; exposure shares are the
+firm's theme sentences over all its sentences; number-heavy themes are reporting language and come
+after the investment themes; keywords are phrases without lemmatizer artefacts; runs repeat byte
+for byte, also after a kill; an incomplete map, or one without sentence embeddings, is refused."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
-from collections import defaultdict
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +27,16 @@ from ftm.cli import main
 from ftm.map import records
 from ftm.plan import sentence_counts
 from ftm.prefetch import read_manifest
-from ftm.reduce.themes import METADATA_KEY, average_linkage, cluster_topics, nearest_neighbours
-from ftm.schemas import FIRM_THEME_EXPOSURE, FIRM_TOPICS, THEME_TOPICS, THEMES
+from ftm.reduce.clustering import average_linkage
+from ftm.reduce.themes import METADATA_KEY
+from ftm.schemas import FIRM_THEME_EXPOSURE, FIRM_TOPICS, SENTENCES, THEME_SENTENCES, THEME_TOPICS, THEMES
 from ftm.settings import ReduceSettings
 from ftm.storage import Store
-from reduce_inputs import QUARTER, batch_ids, mapped
+from reduce_inputs import PLANTED_FIRMS, QUARTER, batch_ids, mapped
 
-MIN_FIRMS = ReduceSettings().min_firms
-OUTPUTS = ("themes", "theme_topics", "firm_theme_exposure")
+SETTINGS = ReduceSettings()
+OUTPUTS = ("themes", "theme_sentences", "theme_topics", "firm_theme_exposure")
+WRITE_ORDER = ("theme_sentences", "theme_topics", "firm_theme_exposure", "themes")
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +59,11 @@ def reduced(
         "store": store,
         "summary": summary,
         "themes": store.read_table(layout.themes(QUARTER), THEMES).to_pylist(),
+        "sentences": store.read_table(layout.theme_sentences(QUARTER), THEME_SENTENCES).to_pylist(),
         "theme_topics": store.read_table(layout.theme_topics(QUARTER), THEME_TOPICS).to_pylist(),
         "exposure": store.read_table(layout.firm_theme_exposure(QUARTER), FIRM_THEME_EXPOSURE).to_pylist(),
         "topics": _firm_topics(store),
+        "prefetched": _prefetched(store),
     }
 
 
@@ -72,82 +83,134 @@ def _reduce(root: Path, config: Path, *extra: str) -> tuple[int, dict[str, Any] 
 def _firm_topics(store: Store) -> dict[tuple[str, int], dict[str, Any]]:
     rows = {}
     for path in store.list(layout.firm_topics_folder(QUARTER)):
-        columns = ["firm_id", "topic_id", "n_sentences", "keywords", "representative_sentences"]
+        columns = ["firm_id", "topic_id", "n_sentences", "keywords", "sentence_ids"]
         for row in store.read_table(path, FIRM_TOPICS, columns=columns).to_pylist():
             rows[(row["firm_id"], row["topic_id"])] = row
     return rows
 
 
+def _prefetched(store: Store) -> dict[str, dict[str, Any]]:
+    rows = {}
+    for path in store.list(layout.prefetch_folder(QUARTER)):
+        if path.endswith(".parquet"):
+            columns = ["firm_id", "sentence_id", "raw_text"]
+            for row in store.read_table(path, SENTENCES, columns=columns).to_pylist():
+                rows[row["sentence_id"]] = row
+    return rows
+
+
+def _planted_firms(given: dict[str, dict[str, Any]]) -> set[str]:
+    return {firm for firm, what in given.items() if what["planted"]}
+
+
 # --- on the mapped quarter ----------------------------------------------------------------------
 
 
-def test_planted_regulation_topics_of_several_firms_form_one_theme(
+def test_a_subject_ten_firms_mention_in_a_few_sentences_is_one_theme_of_exactly_those_firms(
     reduced: dict[str, Any], source: tuple[Path, Path, dict[str, dict[str, Any]]]
 ) -> None:
-    planted_firms = {firm for firm, given in source[2].items() if given["planted"]}
-    planted_topics = {
-        key
-        for key, row in reduced["topics"].items()
-        if "quillon" in " ".join(row["keywords"] + row["representative_sentences"]).lower()
-    }
-    # The map found the regulation as a topic in every firm that talks about it...
-    assert {firm for firm, _ in planted_topics} == planted_firms
-    # ...and reduce puts all those topics in one theme, of those firms only.
-    theme_of = {(r["firm_id"], r["topic_id"]): r["theme_id"] for r in reduced["theme_topics"]}
-    assert {theme_of.get(key) for key in planted_topics} == {theme_of[min(planted_topics)]}
-    theme_id = theme_of[min(planted_topics)]
+    planted = _planted_firms(source[2])
+    assert len(planted) == PLANTED_FIRMS
+    # Too few sentences for a topic of its own in any firm: the map cannot see it.
+    assert not any("quillon" in row["keywords"][:1] for row in reduced["topics"].values())
+    quillon = {s for s, row in reduced["prefetched"].items() if "Quillon" in row["raw_text"]}
+    themes_of = Counter(row["theme_id"] for row in reduced["sentences"] if row["sentence_id"] in quillon)
+    theme_id, held = themes_of.most_common(1)[0]
+    assert held == len(quillon)  # every planted sentence is in that one theme
     theme = reduced["themes"][theme_id]
-    assert {r["firm_id"] for r in reduced["theme_topics"] if r["theme_id"] == theme_id} == planted_firms
-    assert theme["n_firms"] == len(planted_firms)
+    per_firm = Counter(row["firm_id"] for row in reduced["sentences"] if row["theme_id"] == theme_id)
+    talking = {firm for firm, n in per_firm.items() if n >= SETTINGS.firm_min_sentences}
+    assert talking == planted and theme["n_firms"] == len(planted)
+    assert theme["kind"] == "theme"
     assert "quillon" in theme["keywords"][:5]
-    assert len({s for s in theme["representative_sentences"]}) >= 2
+    assert any(" " in word for word in theme["keywords"])  # a phrase, such as "brake sensors"
     assert all("Quillon" in sentence for sentence in theme["representative_sentences"])
+    assert len(theme["representative_sentences"]) == SETTINGS.n_representative
 
 
-def test_every_theme_spans_min_firms_and_every_theme_topic_exists(reduced: dict[str, Any]) -> None:
-    themes, members, topics = reduced["themes"], reduced["theme_topics"], reduced["topics"]
+def test_every_theme_sentence_is_a_prefetched_sentence_of_its_firm_and_themes_are_counted_right(
+    reduced: dict[str, Any],
+) -> None:
+    themes, rows, prefetched = reduced["themes"], reduced["sentences"], reduced["prefetched"]
     assert themes and [t["theme_id"] for t in themes] == list(range(len(themes)))
+    assert len({(r["theme_id"], r["sentence_id"]) for r in rows}) == len(rows)  # no sentence twice
+    per_sentence = Counter(r["sentence_id"] for r in rows)
+    assert max(per_sentence.values()) <= SETTINGS.memberships
     by_theme: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for row in members:
-        assert (row["firm_id"], row["topic_id"]) in topics  # points at an existing firm topic
+    for row in rows:
+        assert prefetched[row["sentence_id"]]["firm_id"] == row["firm_id"]
+        assert SETTINGS.min_membership - 1e-6 <= row["similarity"] <= 1.0 + 1e-6
         by_theme[row["theme_id"]].append(row)
-    assert len({(r["firm_id"], r["topic_id"]) for r in members}) == len(members)  # one theme per topic
     for theme in themes:
-        rows = by_theme[theme["theme_id"]]
-        assert theme["n_firms"] == len({r["firm_id"] for r in rows}) >= MIN_FIRMS
-        assert theme["n_topics"] == len(rows)
-        assert theme["n_sentences"] == sum(topics[(r["firm_id"], r["topic_id"])]["n_sentences"] for r in rows)
+        members = by_theme[theme["theme_id"]]
+        per_firm = Counter(r["firm_id"] for r in members)
+        assert theme["n_sentences"] == len(members)
+        assert theme["n_firms"] == sum(n >= SETTINGS.firm_min_sentences for n in per_firm.values())
+        assert theme["n_firms"] >= SETTINGS.min_firms
         assert theme["keywords"] and theme["representation"] == "_".join(theme["keywords"][:4])
         assert np.isclose(np.linalg.norm(theme["centroid"]), 1.0, atol=1e-5)
-        assert all(-1.0 <= r["similarity"] <= 1.0 + 1e-6 for r in rows)
+        texts = {prefetched[r["sentence_id"]]["raw_text"] for r in members}
+        assert set(theme["representative_sentences"]) <= texts
+        assert theme["kind"] in ("theme", "reporting")
 
 
-def test_exposure_shares_are_shares_with_permno_and_gvkey_carried_through(
+def test_exposure_is_the_share_of_a_firms_sentences_in_the_theme_with_permno_and_gvkey(
     reduced: dict[str, Any], source: tuple[Path, Path, dict[str, dict[str, Any]]]
 ) -> None:
     store, given = reduced["store"], source[2]
     totals = sentence_counts(store, QUARTER, read_manifest(store, QUARTER))
-    in_theme: dict[tuple[str, int], int] = defaultdict(int)
-    for row in reduced["theme_topics"]:
-        in_theme[(row["firm_id"], row["theme_id"])] += reduced["topics"][(row["firm_id"], row["topic_id"])][
-            "n_sentences"
-        ]
+    in_theme = Counter((r["firm_id"], r["theme_id"]) for r in reduced["sentences"])
     exposure = reduced["exposure"]
     assert {(r["firm_id"], r["theme_id"]) for r in exposure} == set(in_theme)  # one row per pair
-    per_firm: dict[str, float] = defaultdict(float)
     for row in exposure:
         assert row["quarter"] == str(QUARTER)
         assert row["n_sentences"] == in_theme[(row["firm_id"], row["theme_id"])]
-        assert 0.0 <= row["share"] <= 1.0
         assert row["share"] == pytest.approx(row["n_sentences"] / totals[row["firm_id"]])
-        per_firm[row["firm_id"]] += row["share"]
+        assert 0.0 < row["share"] <= 1.0
         assert (row["permno"], row["gvkey"]) == (
             given[row["firm_id"]]["permno"],
             given[row["firm_id"]]["gvkey"],
         )
-    assert all(total <= 1.0 + 1e-9 for total in per_firm.values())
     linked = [row for row in exposure if row["permno"] is not None]
     assert linked and len(linked) < len(exposure)  # both kinds of firms are in the panel
+
+
+def test_number_heavy_themes_are_reporting_and_investment_themes_come_first(reduced: dict[str, Any]) -> None:
+    themes = reduced["themes"]
+    kinds = [theme["kind"] for theme in themes]
+    assert "reporting" in kinds and "theme" in kinds
+    assert kinds == sorted(kinds, key=lambda kind: kind != "theme")  # investment themes first
+    for kind in ("theme", "reporting"):
+        firms = [t["n_firms"] for t in themes if t["kind"] == kind]
+        assert firms == sorted(firms, reverse=True)
+    for theme in themes:
+        if theme["number_share"] >= SETTINGS.reporting_number_share:
+            assert theme["kind"] == "reporting"
+    numbers = [t for t in themes if t["number_share"] >= SETTINGS.reporting_number_share]
+    assert numbers, "the sample's results sentences make at least one number-heavy theme"
+    assert reduced["summary"]["n_reporting"] == kinds.count("reporting")
+    assert [t["kind"] for t in reduced["summary"]["top_themes"]][0] == "theme"
+
+
+def test_keywords_of_themes_and_firm_topics_have_no_lemmatizer_artefacts(reduced: dict[str, Any]) -> None:
+    words = {w for t in reduced["themes"] for w in t["keywords"]}
+    words |= {w for row in reduced["topics"].values() for w in row["keywords"]}
+    assert not {"datum", "taxis", "monie", "informatic"} & {w for phrase in words for w in phrase.split()}
+    assert any(" " in word for word in words)  # two-word phrases are keywords too
+
+
+def test_every_theme_topic_exists_and_holds_half_its_sentences_in_its_theme(reduced: dict[str, Any]) -> None:
+    members = defaultdict(set)
+    for row in reduced["sentences"]:
+        members[row["theme_id"]].add(row["sentence_id"])
+    rows = reduced["theme_topics"]
+    assert rows and len({(r["firm_id"], r["topic_id"]) for r in rows}) == len(rows)
+    for row in rows:
+        topic = reduced["topics"][(row["firm_id"], row["topic_id"])]
+        inside = len(set(topic["sentence_ids"]) & members[row["theme_id"]])
+        assert 2 * inside >= len(topic["sentence_ids"])
+    counted = Counter(r["theme_id"] for r in rows)
+    assert [t["n_topics"] for t in reduced["themes"]] == [counted[t["theme_id"]] for t in reduced["themes"]]
 
 
 def test_two_runs_give_identical_files(reduced: dict[str, Any], source: tuple[Path, Path, Any]) -> None:
@@ -158,6 +221,31 @@ def test_two_runs_give_identical_files(reduced: dict[str, Any], source: tuple[Pa
     metadata = json.loads(pq.read_schema(folder / "themes.parquet").metadata[METADATA_KEY])
     assert metadata["partial"] is False and metadata["missing_batches"] == []
     assert reduced["summary"]["partial"] is False and reduced["summary"]["n_themes"] == len(reduced["themes"])
+
+
+def test_a_reduce_killed_while_writing_then_run_again_writes_the_same_files(
+    reduced: dict[str, Any], source: tuple[Path, Path, Any], tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    shutil.copytree(source[0], root)
+    folder = root / layout.themes_folder(QUARTER)
+    command = [sys.executable, "-m", "ftm", "--config", str(source[1]), "reduce", "--quarter", str(QUARTER)]
+    child = subprocess.Popen([*command, "--root", str(root)], start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not (folder / "theme_sentences.parquet").exists():  # killed between two of its files
+        assert child.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    os.killpg(child.pid, signal.SIGKILL)
+    child.wait()
+    # Files appear in WRITE_ORDER, themes last, so `ftm name` never finds a half run: whenever the
+    # kill lands, what exists is a prefix of that order (on a fast machine, sometimes all of it).
+    written = [(folder / f"{name}.parquet").exists() for name in WRITE_ORDER]
+    state = dict(zip(WRITE_ORDER, written, strict=True))
+    assert written[0] and written == sorted(written, reverse=True), state
+    assert _reduce(root, source[1])[0] == 0
+    expected = reduced["root"] / layout.themes_folder(QUARTER)
+    for name in OUTPUTS:
+        assert (folder / f"{name}.parquet").read_bytes() == (expected / f"{name}.parquet").read_bytes()
 
 
 def test_reduce_on_s3_writes_the_same_files(
@@ -205,9 +293,26 @@ def test_an_incomplete_map_is_refused_naming_its_batches_and_accepted_with_allow
         schema = pq.read_schema(root / layout.themes_folder(QUARTER) / f"{name}.parquet")
         metadata = json.loads(schema.metadata[METADATA_KEY])
         assert (metadata["partial"], metadata["missing_batches"]) == (True, [second])
-    # Only the first batch's firms: the parts its checkpoint lists.
-    firms = {row["firm_id"] for row in store.read_table(layout.theme_topics(QUARTER)).to_pylist()}
+    # Only the first batch's firms: the sentences its checkpoint lists.
+    firms = {row["firm_id"] for row in store.read_table(layout.theme_sentences(QUARTER)).to_pylist()}
     assert firms <= set(checkpoint.completed_firm_ids)
+
+
+def test_a_quarter_mapped_without_sentence_embeddings_is_refused_with_what_to_do(
+    source: tuple[Path, Path, Any], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    root = tmp_path / "root"
+    shutil.copytree(source[0], root)
+    store = Store(str(root))
+    first = batch_ids(root)[0]
+    # As an ftm before sentence embeddings left it: the checkpoint lists firm topics only.
+    checkpoint = records.read_checkpoint(store, QUARTER, first)
+    assert checkpoint is not None
+    records.write_checkpoint(store, QUARTER, checkpoint.model_copy(update={"embedding_files": []}))
+    assert _reduce(root, source[1])[0] == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "did not store sentence embeddings" in err and first in err
+    assert f"ftm submit --quarter {QUARTER} --new" in err and "Traceback" not in err
 
 
 def test_reduce_of_a_quarter_never_submitted_says_to_submit_first(
@@ -217,10 +322,10 @@ def test_reduce_of_a_quarter_never_submitted_says_to_submit_first(
     assert f"run `ftm submit --quarter {QUARTER}` first" in " ".join(capsys.readouterr().err.split())
 
 
-# --- the clustering alone -----------------------------------------------------------------------
+# --- the linkage alone --------------------------------------------------------------------------
 
 
-def _blobs(n_centres: int, per_centre: int, noise: int, similarity: float, seed: int) -> tuple[Any, Any]:
+def _blobs(n_centres: int, per_centre: int, noise: int, similarity: float, seed: int) -> Any:
     """Unit vectors around random centres (cosine to their centre ≈ √similarity), plus noise."""
     rng = np.random.default_rng(seed)
     dims = 384
@@ -230,31 +335,34 @@ def _blobs(n_centres: int, per_centre: int, noise: int, similarity: float, seed:
     spread *= np.sqrt(1 / similarity - 1) / np.linalg.norm(spread, axis=1, keepdims=True)
     points = np.vstack([np.repeat(centres, per_centre, axis=0) + spread, rng.standard_normal((noise, dims))])
     points /= np.linalg.norm(points, axis=1, keepdims=True)
-    labels = np.r_[np.repeat(np.arange(n_centres), per_centre), -np.ones(noise, dtype=int)]
-    return points.astype(np.float32), labels
+    return points.astype(np.float32)
 
 
 def test_average_linkage_over_every_pair_matches_scipy() -> None:
     from scipy.cluster.hierarchy import fcluster, linkage
 
-    points, _ = _blobs(n_centres=8, per_centre=12, noise=30, similarity=0.5, seed=1)
+    points = _blobs(n_centres=8, per_centre=12, noise=30, similarity=0.5, seed=1)
     n = len(points)
     everyone = np.array([[j for j in range(n) if j != i] for i in range(n)])
     for threshold in (0.2, 0.35, 0.5):
-        ours = average_linkage(points, everyone, threshold)
+        ours = average_linkage(points, np.ones(n), everyone, threshold)
         theirs = fcluster(linkage(points, method="average", metric="cosine"), 1 - threshold, "distance")
         assert _partition(ours) == _partition(theirs)
 
 
-def test_cluster_topics_recovers_planted_clusters_with_the_approximate_search() -> None:
-    points, truth = _blobs(n_centres=150, per_centre=55, noise=1000, similarity=0.6, seed=2)
-    assert len(points) > 8192  # past the exact search
-    found = cluster_topics(points, min_similarity=0.4, n_neighbors=15, random_state=0)
-    clustered = truth >= 0
-    assert _partition(found[clustered]) == _partition(truth[clustered])
-    assert len(set(found[~clustered].tolist())) == (~clustered).sum()  # noise stays alone
-    exact = nearest_neighbours(points[:500], 5, random_state=0)
-    assert not (exact == np.arange(500)[:, None]).any()
+def test_average_linkage_of_groups_is_that_of_their_members() -> None:
+    """Starting from groups (sums and sizes), as the reduce starts from its micro-clusters, gives
+    the clusters of linking their members one by one, when the groups are whole clusters of it."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    points = _blobs(n_centres=6, per_centre=10, noise=0, similarity=0.6, seed=3)
+    theirs = fcluster(linkage(points, method="average", metric="cosine"), 1 - 0.3, "distance")
+    groups = np.repeat(np.arange(12), 5)  # halves of each planted cluster
+    sums = np.zeros((12, points.shape[1]))
+    np.add.at(sums, groups, points)
+    everyone = np.array([[j for j in range(12) if j != i] for i in range(12)])
+    ours = average_linkage(sums, np.full(12, 5.0), everyone, 0.3)[groups]
+    assert _partition(ours) == _partition(theirs)
 
 
 def _partition(labels: Any) -> set[frozenset[int]]:

@@ -80,6 +80,15 @@ def firm_topics_part(quarter: Quarter, batch: str, part: int) -> str:
     return f"{firm_topics_folder(quarter)}/{batch}_part_{part:04d}.parquet"
 
 
+def sentence_embeddings_folder(quarter: Quarter) -> str:
+    """Every mapped sentence's embedding, for the reduce, which never embeds again."""
+    return f"intermediate/sentence-embeddings/quarter={quarter}"
+
+
+def sentence_embeddings_part(quarter: Quarter, batch: str, part: int) -> str:
+    return f"{sentence_embeddings_folder(quarter)}/{batch}_part_{part:04d}.parquet"
+
+
 def progress_folder(quarter: Quarter) -> str:
     return f"progress/quarter={quarter}"
 
@@ -105,6 +114,10 @@ def themes_folder(quarter: Quarter) -> str:
 
 def themes(quarter: Quarter) -> str:
     return f"{themes_folder(quarter)}/themes.parquet"
+
+
+def theme_sentences(quarter: Quarter) -> str:
+    return f"{themes_folder(quarter)}/theme_sentences.parquet"
 
 
 def theme_topics(quarter: Quarter) -> str:

@@ -27,6 +27,12 @@ def centroid_type(dimensions: int) -> pa.DataType:
     return pa.list_(pa.float32(), dimensions)
 
 
+def embedding_type(dimensions: int) -> pa.DataType:
+    """A sentence embedding as stored for the reduce: half precision halves 1.5 GB a quarter, and
+    themes are found from cosines that float16's 3 significant digits leave as they are."""
+    return pa.list_(pa.float16(), dimensions)
+
+
 # --- Parquet ----------------------------------------------------------------------------------
 
 SENTENCES = pa.schema(
@@ -72,17 +78,44 @@ FIRM_TOPICS = pa.schema(
     ]
 )
 
+# One row per sentence the map embedded (every sentence of every firm it did not fail on, topic
+# outliers and firms too small for topics included), in the order of its firm's sentences.
+SENTENCE_EMBEDDINGS = pa.schema(
+    [
+        pa.field("firm_id", pa.string(), nullable=False),
+        pa.field("sentence_id", pa.string(), nullable=False),
+        pa.field("embedding", embedding_type(0), nullable=False),  # L2-normalised
+    ]
+)
+
 THEMES = pa.schema(
     [
-        pa.field("theme_id", pa.int32(), nullable=False),
+        pa.field("theme_id", pa.int32(), nullable=False),  # investment themes first, then by firms
         pa.field("quarter", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),  # "theme" or "reporting" (reduce/kinds.py)
         pa.field("keywords", pa.list_(pa.string())),
         pa.field("representation", pa.string()),
-        pa.field("n_firms", pa.int32()),
-        pa.field("n_topics", pa.int32()),
+        pa.field("n_firms", pa.int32()),  # firms with reduce.firm_min_sentences sentences in it
+        pa.field("n_topics", pa.int32()),  # firm topics with at least half their sentences in it
         pa.field("n_sentences", pa.int32()),
+        # The evidence of `kind`: shares of sentences stating numbers, evenness over firms, cosine
+        # to the reference's ordinary language (null where the reference's model is not the map's).
+        pa.field("number_share", pa.float32()),
+        pa.field("evenness", pa.float32()),
+        pa.field("ordinary_similarity", pa.float32()),
         pa.field("representative_sentences", pa.list_(pa.string())),
-        pa.field("centroid", centroid_type(0)),
+        pa.field("centroid", centroid_type(0)),  # unit mean of its sentences' embeddings
+    ]
+)
+
+# One row per sentence and theme it belongs to (a sentence can belong to several): the evidence
+# of every cell of the panel. Sorted by theme, then firm and the firm's sentence order.
+THEME_SENTENCES = pa.schema(
+    [
+        pa.field("theme_id", pa.int32(), nullable=False),
+        pa.field("firm_id", pa.string(), nullable=False),
+        pa.field("sentence_id", pa.string(), nullable=False),
+        pa.field("similarity", pa.float32()),  # cosine to the theme's centroid, as clustered
     ]
 )
 
@@ -267,6 +300,9 @@ class BatchCheckpoint(Record):
     attempt: int
     completed_firm_ids: list[str]
     part_files: list[str]
+    # The batch's sentence-embedding parts (one per group of firms, firms without topics included).
+    # Empty in a checkpoint written before ftm stored them: such a quarter must be mapped again.
+    embedding_files: list[str] = Field(default_factory=list)
     failed_firm_ids: list[str] = Field(default_factory=list)
     # Firms done without topics (too small, or every sentence an outlier), with the reason; they
     # are in completed_firm_ids too, and have no rows in any part file.

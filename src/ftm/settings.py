@@ -145,14 +145,13 @@ FINANCE_STOP_WORDS = [
     "line",
 ]
 
-# Entity types whose words name a firm, person, place, date or amount rather than a theme.
+# Entity types whose words are names of people, dates or amounts rather than a theme. Names of
+# organisations, places and products stay: "China", "FDA" or "COVID-19" (which the small spaCy
+# model tags as an ORG or a PERSON as often as not) are what a cross-firm theme is about; a firm's
+# own name is dropped from its sentences instead (text.py), as are words in capitals that a
+# PERSON tag would otherwise drop (acronyms).
 DROPPED_ENTITY_LABELS = [
     "PERSON",
-    "ORG",
-    "GPE",
-    "LOC",
-    "NORP",
-    "FAC",
     "DATE",
     "TIME",
     "MONEY",
@@ -163,13 +162,18 @@ DROPPED_ENTITY_LABELS = [
 ]
 
 
+# Bumped whenever prefetch/text.py's cleaning rules change what cleaned_text holds.
+_CLEANING_RULES = 2
+
+
 class PreprocessSettings(Section):
     spacy_model: str = Field("en_core_web_sm", description="spaCy pipeline: a package name or a path")
     extra_stop_words: list[str] = Field(
         FINANCE_STOP_WORDS, description="removed from cleaned_text on top of spaCy's stop words"
     )
     drop_entity_labels: list[str] = Field(
-        DROPPED_ENTITY_LABELS, description="named-entity types removed from cleaned_text"
+        DROPPED_ENTITY_LABELS,
+        description="named-entity types removed from cleaned_text (words in capitals, acronyms, are kept)",
     )
     mask_tokens: list[str] = Field(["<UNK>"], description="masking tokens removed from the text")
     min_tokens: int = Field(3, ge=1, description="a sentence needs this many cleaned tokens to be kept")
@@ -185,7 +189,9 @@ class PreprocessSettings(Section):
 
     def fingerprint(self) -> str:
         """A hash of everything that changes the sentences; not of how fast they are made."""
-        return content_hash(self.model_dump(exclude={"workers", "batch_size"}))
+        # `rules` names the version of text.py's cleaning rules: a change there changes the
+        # sentences as surely as a setting does, so a half-done quarter is not resumed across it.
+        return content_hash({"rules": _CLEANING_RULES, **self.model_dump(exclude={"workers", "batch_size"})})
 
 
 class PrefetchSettings(Section):
@@ -271,23 +277,59 @@ class MapSettings(Section):
 
 
 class ReduceSettings(Section):
-    min_firms: int = Field(3, ge=2, description="a theme must span this many distinct firms")
+    min_firms: int = Field(
+        3, ge=2, description="a theme must be talked about by this many firms (firm_min_sentences each)"
+    )
+    firm_min_sentences: int = Field(
+        2, ge=1, description="a firm talks about a theme when this many of its sentences are in it"
+    )
     min_similarity: float = Field(
-        0.5,
+        0.15,
         ge=0.0,
         le=1.0,
         description=(
-            "average-linkage threshold: mean cosine similarity of all topic pairs across two "
-            "clusters for them to merge (centroids less the quarter's mean topic)"
+            "average-linkage threshold: mean cosine of all pairs of sentences of two clusters for them "
+            "to merge (vectors less the quarter's mean); lower gives broader themes"
         ),
     )
-    n_neighbors: int = Field(
-        15, ge=2, description="nearest topics each topic is compared with when clustering"
+    micro_clusters: int = Field(
+        0, ge=0, description="k-means cells the linkage starts from; 0 means 1.5 × √(sentences)"
+    )
+    lexical_weight: float = Field(
+        0.1,
+        ge=0.0,
+        lt=1.0,
+        description="weight of a sentence's words beside its embedding (0: embedding only)",
+    )
+    lexical_dimensions: int = Field(
+        100, ge=2, description="dimensions of the word vectors (truncated SVD of TF-IDF)"
+    )
+    memberships: int = Field(3, ge=1, description="themes a sentence can belong to at most")
+    min_membership: float = Field(
+        0.2, ge=-1.0, le=1.0, description="cosine to a theme's centroid a sentence needs to belong to it"
+    )
+    membership_ratio: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="and at least this times the median cosine of the theme's own sentences",
+    )
+    reporting_number_share: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="a theme of which this share of sentences states numbers is reporting",
+    )
+    reporting_evenness: float = Field(
+        0.7, ge=0.0, description="evenness over firms from which ordinary language is reporting"
+    )
+    reporting_ordinary_similarity: float = Field(
+        0.5, ge=-1.0, le=1.0, description="cosine to the reference's ordinary language that makes it ordinary"
     )
     top_n_words: int = Field(10, ge=1, description="keywords per theme")
     n_representative: int = Field(5, ge=1, description="representative sentences per theme")
     random_state: int = Field(
-        42, description="seed of the neighbour search, so a re-run gives the same themes"
+        42, description="seed of the k-means and the samples: a re-run gives the same themes"
     )
 
 

@@ -40,17 +40,19 @@ Examples:
   # as an AWS Batch job on the CPU queue
   ftm reduce --quarter 2023Q1 --backend batch
 
-Writes themes/quarter=Q/themes.parquet, theme_topics.parquet and firm_theme_exposure.parquet
-(one row per firm and theme, with PERMNO, GVKEY and the share of the firm's sentences).
-Running it again rewrites the same files. Exit codes: 0 done, 2 the map is incomplete or the
-quarter was never submitted, 1 the data breaks its contract.
+Writes themes/quarter=Q/themes.parquet (kind theme first, then reporting language),
+theme_sentences.parquet (the evidence: one row per sentence and theme), theme_topics.parquet and
+firm_theme_exposure.parquet (one row per firm and theme, with PERMNO, GVKEY and the share of the
+firm's sentences). Running it again rewrites the same files. Exit codes: 0 done, 2 the map is
+incomplete or the quarter was never submitted, 1 the data breaks its contract.
 """
 
 PHASES = {
-    "reading": "reading firm topics",
-    "neighbours": "finding similar topics",
-    "clustering": "clustering topics into themes",
-    "describing": "keywords and sentences",
+    "reading": "reading sentence embeddings",
+    "words": "counting words",
+    "clustering": "clustering sentences",
+    "assigning": "assigning sentences to themes",
+    "describing": "keywords, sentences and firm topics",
     "writing": "writing",
     "done": "done",
 }
@@ -75,9 +77,11 @@ def reduce(
 ) -> None:
     """Find the themes many firms talk about at once, and each firm's exposure to them.
 
-    Clusters the quarter's firm topics (their centroids) into themes by average linkage on
-    cosine similarity (reduce.min_similarity), keeps those spanning at least reduce.min_firms
-    firms, and describes each by keywords, representative sentences from several firms and a
+    Clusters every sentence the map embedded (its embedding and its words, less the quarter's
+    mean) into micro-clusters, merges them by average linkage (reduce.min_similarity), and gives
+    each sentence the themes it is closest to (reduce.memberships). A theme needs
+    reduce.min_firms firms talking about it; reporting language (results, boilerplate) is marked
+    kind = reporting. Each theme has keywords, representative sentences from several firms and a
     centroid. Refuses a quarter whose map is incomplete, naming the batches, unless
     --allow-partial.
     """
@@ -110,22 +114,23 @@ def _report(result: ReduceResult, store: Store, elapsed: float) -> None:
             highlight=False,
         )
     stderr.print(
-        f"[green]reduced {result.quarter}[/] in {elapsed:.1f} s: {result.n_topics:,} topics of "
-        f"{result.n_firms:,} firms → {result.n_themes:,} theme(s) ({result.n_theme_topics:,} topics); "
-        f"{result.n_exposed_firms:,} firms exposed, {result.n_exposure_rows:,} panel rows\n"
-        f"  → {escape(folder)}/ (themes.parquet, theme_topics.parquet, firm_theme_exposure.parquet)",
+        f"[green]reduced {result.quarter}[/] in {elapsed:.1f} s: {result.n_sentences:,} sentences of "
+        f"{result.n_firms:,} firms → {result.n_themes - result.n_reporting:,} theme(s) and "
+        f"{result.n_reporting:,} of reporting language; {result.n_exposed_firms:,} firms exposed, "
+        f"{result.n_exposure_rows:,} panel rows\n"
+        f"  → {escape(folder)}/ (themes, theme_sentences, theme_topics, firm_theme_exposure)",
         highlight=False,
     )
     for theme in result.top_themes:
         stderr.print(
-            f"  theme {theme.theme_id}: {escape(theme.representation)} — {theme.n_firms} firms "
-            f"({escape(', '.join(theme.example_firms))}, …)",
+            f"  theme {theme.theme_id} ({theme.kind}): {escape(theme.representation)} — {theme.n_firms} "
+            f"firms ({escape(', '.join(theme.example_firms))}, …)",
             highlight=False,
         )
     if result.n_themes == 0:
         stderr.print(
-            "[yellow]no theme spans reduce.min_firms firms[/]: with few firms, lower reduce.min_firms "
-            "or reduce.min_similarity (FTM_REDUCE__MIN_SIMILARITY)",
+            "[yellow]no theme is talked about by reduce.min_firms firms[/]: with few firms, lower "
+            "reduce.min_firms, or reduce.min_similarity for broader themes (FTM_REDUCE__MIN_SIMILARITY)",
             highlight=False,
         )
     if result.n_failed_firms:
@@ -160,7 +165,7 @@ class _ProgressDisplay(ProgressDisplay):
     def update(self, state: ReduceProgress) -> None:
         description = PHASES[state.phase]
         if self.live and self.task is not None:
-            total = state.total if state.phase == "reading" and state.total else None
+            total = state.total or None
             self.progress.update(self.task, description=description, total=total, completed=state.done)
             return
         if state.phase != self.phase and state.phase != "done":

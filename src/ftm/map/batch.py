@@ -2,12 +2,14 @@
 
 Firms run in a fixed order (by chunk, then firm id), in groups of `map.firms_per_part`. A group's
 sentences are embedded in one `Embedder.encode_firms` stream (many firms at once keep a GPU
-busy), then each firm goes through the firm processor; the group's rows become one part file, then the
-failures file is written, then the checkpoint, never in another order. So a kill at any moment
-leaves a checkpoint listing only whole groups whose part files exist. A restart deletes the
-batch's part files the checkpoint does not list and redoes the unfinished group from its first
-firm, with the same topics as an uninterrupted run (a firm's embeddings and topics depend on the
-firm alone). No firm is written twice and none is lost.
+busy), then each firm goes through the firm processor. The group's sentence embeddings (float16,
+every sentence of every firm not failed: the reduce assigns outliers and firms too small for topics
+to themes too) become one part file, its topic rows another, then the failures file is written,
+then the checkpoint, never in another order. So a kill at any moment leaves a checkpoint listing
+only whole groups whose part files exist. A restart deletes the batch's part files the checkpoint
+does not list and redoes the unfinished group from its first firm, with the same topics and
+embeddings as an uninterrupted run (a firm's embeddings and topics depend on the firm alone). No
+firm is written twice and none is lost.
 
 Firm failures are data. A firm whose rows break the sentence contract, whose embedding fails, or
 on which the processor raises is recorded (firm, error type, message) and the batch goes on,
@@ -40,6 +42,7 @@ from ftm.prefetch import read_manifest
 from ftm.quarters import Quarter
 from ftm.schemas import (
     FIRM_TOPICS,
+    SENTENCE_EMBEDDINGS,
     Batch,
     BatchCheckpoint,
     BatchProgress,
@@ -48,6 +51,7 @@ from ftm.schemas import (
     SkippedFirm,
     centroid_type,
     conform,
+    embedding_type,
 )
 from ftm.settings import FtmSettings, MapSettings, usable_cores
 from ftm.storage import Store
@@ -138,6 +142,16 @@ def topics_schema(dimensions: int) -> pa.Schema:
     """FIRM_TOPICS with the centroid as long as the embedding model's vectors."""
     return pa.schema(
         [pa.field("centroid", centroid_type(dimensions)) if f.name == "centroid" else f for f in FIRM_TOPICS]
+    )
+
+
+def embeddings_schema(dimensions: int) -> pa.Schema:
+    """SENTENCE_EMBEDDINGS with vectors as long as the embedding model's."""
+    return pa.schema(
+        [
+            pa.field("embedding", embedding_type(dimensions), nullable=False) if f.name == "embedding" else f
+            for f in SENTENCE_EMBEDDINGS
+        ]
     )
 
 
@@ -273,11 +287,15 @@ class _BatchRun:
     def _remove_unlisted_parts(self) -> None:
         """Deletes part files of this batch that the checkpoint does not list: a kill came between
         writing one and the checkpoint, so its firms are about to be done (and written) again."""
-        listed = set(self.checkpoint.part_files)
+        listed = set(self.checkpoint.part_files) | set(self.checkpoint.embedding_files)
         prefix = f"{self.batch.batch_id}_part_"
-        for path in self.store.list(layout.firm_topics_folder(self.quarter)):
-            if path.rsplit("/", 1)[-1].startswith(prefix) and path not in listed:
-                self.store.delete(path)
+        for folder in (
+            layout.firm_topics_folder(self.quarter),
+            layout.sentence_embeddings_folder(self.quarter),
+        ):
+            for path in self.store.list(folder):
+                if path.rsplit("/", 1)[-1].startswith(prefix) and path not in listed:
+                    self.store.delete(path)
 
     def _prepare(self) -> None:
         from ftm.map.embedding import Embedder
@@ -288,6 +306,7 @@ class _BatchRun:
         self.processor = FirmProcessorPool(self.settings.topics, processes)
         self.reader = FirmReader(self.store, self.quarter, self.firm_to_chunk, set(self.batch.firm_ids))
         self.schema = topics_schema(self.embedder.dimensions)
+        self.embeddings_schema = embeddings_schema(self.embedder.dimensions)
 
     # --- one group, one part file ------------------------------------------------------------
 
@@ -318,6 +337,7 @@ class _BatchRun:
         outcomes: Iterator[FirmOutcome | Exception],
     ) -> None:
         tables: list[pa.Table] = []
+        vectors_of: dict[str, tuple[FirmInput, np.ndarray]] = {}
         recovered = False
         done: list[str] = []
         skipped: list[SkippedFirm] = []
@@ -338,6 +358,7 @@ class _BatchRun:
                 self._fail(firm_id, error)
                 continue
             done.append(firm_id)
+            vectors_of[firm_id] = (firm, vectors)
             self.done.add(firm_id)
             if skip is not None:
                 skipped.append(skip)
@@ -347,7 +368,7 @@ class _BatchRun:
             recovered |= self.failures.pop(firm_id, None) is not None  # it failed in an earlier attempt
             self.consecutive_failures = 0
             self._firm_handled()
-        self._commit(tables, done, skipped, failed, recovered)
+        self._commit(tables, self._embeddings_table(vectors_of), done, skipped, failed, recovered)
 
     def _embed(self, firms: list[FirmInput]) -> dict[str, np.ndarray | Exception]:
         """Embeds the group's firms in one stream; if that fails, each firm alone, to find the
@@ -388,6 +409,24 @@ class _BatchRun:
         table = pa.Table.from_pylist(rows, schema=self.schema)
         return conform(table, self.schema, f"firm {firm.firm_id} of {self.batch.batch_id}"), None
 
+    def _embeddings_table(self, vectors_of: dict[str, tuple[FirmInput, np.ndarray]]) -> pa.Table | None:
+        """The group's done firms' sentence ids and unit embeddings in float16, in group order."""
+        if not vectors_of:
+            return None
+        firms = list(vectors_of.values())
+        ids = [sentence for firm, _ in firms for sentence in firm.sentence_ids]
+        vectors = np.concatenate([vectors for _, vectors in firms]).astype(np.float32, copy=False)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        unit = (vectors / np.where(norms > 0, norms, 1.0)).astype(np.float16)
+        columns = {
+            "firm_id": pa.array([firm.firm_id for firm, _ in firms for _ in firm.sentence_ids], pa.string()),
+            "sentence_id": pa.array(ids, pa.string()),
+            "embedding": pa.FixedSizeListArray.from_arrays(
+                pa.array(unit.ravel(), pa.float16()), unit.shape[1]
+            ),
+        }
+        return pa.table(columns, schema=self.embeddings_schema)
+
     def _fail(self, firm_id: str, error: Exception) -> None:
         error_type = getattr(error, "error_type", type(error).__name__)  # FirmError: from a worker
         failure = FirmFailure(firm_id=firm_id, error_type=error_type, message=str(error), at=now())
@@ -423,12 +462,18 @@ class _BatchRun:
     def _commit(
         self,
         tables: list[pa.Table],
+        embeddings: pa.Table | None,
         done: list[str],
         skipped: list[SkippedFirm],
         failed: list[str],
         recovered: bool,
     ) -> None:
-        """Part file, then failures, then checkpoint: the checkpoint never names what is not there."""
+        """Part files, then failures, then checkpoint: the checkpoint never names what is not there."""
+        embedding_files = list(self.checkpoint.embedding_files)
+        if embeddings is not None:
+            path = layout.sentence_embeddings_part(self.quarter, self.batch.batch_id, len(embedding_files))
+            self.store.write_table(path, embeddings, self.embeddings_schema)
+            embedding_files.append(path)
         part_files = list(self.checkpoint.part_files)
         if tables:
             path = layout.firm_topics_part(self.quarter, self.batch.batch_id, len(part_files))
@@ -441,6 +486,7 @@ class _BatchRun:
                 "attempt": self.attempt,
                 "completed_firm_ids": self.checkpoint.completed_firm_ids + done,
                 "part_files": part_files,
+                "embedding_files": embedding_files,
                 "failed_firm_ids": self.checkpoint.failed_firm_ids + failed,
                 "skipped_firms": self.checkpoint.skipped_firms + skipped,
                 "updated_at": now(),

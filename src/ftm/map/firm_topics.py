@@ -51,6 +51,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ftm.errors import SettingsError
+from ftm.prefetch import distinct_keywords
 from ftm.settings import TopicsSettings
 
 # Rows of the similarity matrix computed at once: bounds memory for very large firms
@@ -172,8 +173,10 @@ class FirmProcessor:
             embedding_model=None,  # embeddings are given; nothing to load
             umap_model=umap_model,
             hdbscan_model=hdbscan_model,
-            vectorizer_model=CountVectorizer(),
-            top_n_words=self.settings.top_n_words,
+            # Phrases of two words where they are the unit ("supply chain", "covid 19").
+            vectorizer_model=CountVectorizer(ngram_range=(1, 2)),
+            # Twice as many candidates as kept: a plural after its singular is left out.
+            top_n_words=2 * self.settings.top_n_words,
             calculate_probabilities=False,
             verbose=False,
         )
@@ -186,7 +189,7 @@ class FirmProcessor:
         keywords = {}
         for topic in sorted(set(labels.tolist()) - {-1}):
             words = [word for word, score in topic_model.get_topic(topic) or [] if word and score > 0]
-            keywords[topic] = words[: self.settings.top_n_words]
+            keywords[topic] = distinct_keywords(words, self.settings.top_n_words)
         return labels, keywords
 
     def _models(self, vectors: np.ndarray) -> tuple[Any, Any]:

@@ -2,6 +2,7 @@
 chunked sentences out (`prefetch/transcripts/quarter=Q/chunk_NNNN.parquet` and `manifest.json`).
 Start with `transcripts.py` (the stage); `text.py` is the spaCy preprocessing."""
 
+from ftm.prefetch.text import distinct_keywords
 from ftm.prefetch.transcripts import (
     PrefetchProgress,
     PrefetchResult,
@@ -15,6 +16,7 @@ __all__ = [
     "PrefetchProgress",
     "PrefetchResult",
     "PrefetchSurvey",
+    "distinct_keywords",
     "prefetch_quarter",
     "read_manifest",
     "survey",

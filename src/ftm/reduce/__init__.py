@@ -1,6 +1,7 @@
-"""Reduce: a quarter's firm topics in (the part files the map's checkpoints list); cross-firm
-themes, their topics and the firm x theme exposure panel out (`themes/quarter=Q/`).
-Start with `themes.py`."""
+"""Reduce: a quarter's mapped sentences in (the sentence embeddings the map's checkpoints list, with
+the prefetch's words); the themes many firms talk about, their sentences, their firm topics and the
+firm x theme exposure panel out (`themes/quarter=Q/`). Start with `themes.py`; `clustering.py`
+finds the themes, `kinds.py` tells reporting language apart."""
 
 from ftm.reduce.themes import ReduceProgress, ReduceResult, reduce_quarter
 

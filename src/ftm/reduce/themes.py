@@ -1,50 +1,31 @@
-"""Reduce (`ftm reduce`): a quarter's firm topics into cross-firm themes and the exposure panel.
+"""Reduce (`ftm reduce`): a quarter's sentences into the themes many firms talk about at once, and
+the firm × theme exposure panel.
 
-Input, memory-bounded: the firm-topic part files that the batches' checkpoints list (a part not
-listed is a leftover of a killed attempt), read part by part and only the columns needed: ids,
-PERMNO/GVKEY, sentence counts, keywords and centroids (100,000 topics × 384 floats = 150 MB);
-representative sentences are read in a second pass, only for the few topics that show them.
-Each firm's total sentence count (the denominator of its exposure shares) comes from the
-prefetch chunks' `firm_id` column alone, as the batch plan counts it (`plan.sentence_counts`):
-every prefetched sentence counts, outliers and sentences of skipped topics included.
+Input: every sentence the map embedded (the sentence-embedding parts that the batches'
+checkpoints list; a part not listed is a leftover of a killed attempt), with its firm and its
+cleaned words from the prefetch. Not the firm topics: a subject a firm mentions in two to five
+sentences never forms a topic of its own in that firm, but twenty firms' mentions of it form a
+theme. So every sentence can belong to a theme, outliers of its firm's topics and firms too small
+for topics included (clustering.py: vectors, micro-clusters, average linkage, memberships).
+
+A theme is a cluster that at least `reduce.min_firms` firms talk about (`firm_min_sentences` of
+their sentences each); its `kind` says whether it is an investment theme or reporting language
+(kinds.py). Themes are numbered investment themes first, each kind by the firms that talk about it.
+Keywords are a class-based TF-IDF (BERTopic's ClassTfidfTransformer) of the themes' sentences'
+words and two-word phrases against the rest of the quarter. A firm's exposure to a theme is the
+share of all its prefetched sentences that are in the theme; `theme_sentences.parquet` holds the
+evidence, one row per sentence and theme. A firm topic belongs to the theme that holds at least
+half of its sentences (`theme_topics.parquet`), which ties the panel to the per-firm topics.
 
 The map must be complete: every batch of `batches.jsonl` with a checkpoint marked finished.
 Otherwise reduce refuses, naming the batches, unless `allow_partial`, which is then recorded in
 every output file's Parquet metadata (key `ftm.reduce`) and in the returned result.
 
-Clustering (`cluster_topics`), chosen by measurement (benchmarks/README.md):
-1. Centre: unit centroids minus the quarter's mean topic, normalised again. Mean sentence
-   embeddings of earnings calls share a large common direction ("a firm talking about its
-   business"): raw cosines between unrelated generic topics of different firms are ≈ 0.8,
-   which no threshold separates. Without that direction, unrelated topics sit near 0.
-2. Candidate neighbours: each topic's `n_neighbors` nearest topics by cosine, exact for small
-   quarters; above `_EXACT_LIMIT` topics approximate (an inverted file: a seeded spherical
-   k-means into √n cells, each cell searched against its `_PROBES` nearest cells), as an exact
-   search is 7.7 TFLOP at 100,000 topics: 214 s on two cores, against 13 s.
-3. Average linkage on cosine over that graph, stopped at `min_similarity`: two clusters merge
-   only when the mean similarity over all their pairs of topics is at least `min_similarity`,
-   so a theme cannot chain through loosely related topics. The mean over all pairs is exact and
-   cheap: for unit vectors it is ΣA·ΣB / (|A|·|B|), so the clustering keeps one summed vector per
-   cluster, never a pairwise matrix. Merges go in rounds of reciprocal best pairs, which for
-   average linkage (a reducible linkage) gives the same clusters as merging the best pair one at
-   a time, in tens of vectorised rounds rather than 100,000 Python steps. sklearn's
-   AgglomerativeClustering with the same graph took 35 s at 20,000 topics, over 10 minutes at 100,000.
-4. Themes: clusters whose topics come from at least `min_firms` distinct firms.
-
-Theme keywords: c-TF-IDF over the member topics' keywords, each counted with its topic's
-sentence count (and less the lower it ranks), against every topic of the quarter as background;
-the firm topics' keywords are already the c-TF-IDF top words of their cleaned sentences, so this
-ranks what a theme's firms say most, and what sets it apart from the quarter, without reading
-2,000,000 sentences again.
-
-A theme's centroid is the unit mean of its topics' unit centroids in the embedding space as
-stored (not centred), so that it compares with any sentence embedding; `theme_topics.similarity`
-is each topic's cosine to it. The exposure panel is sparse: one row per firm and theme the firm
-has topics in (n_sentences > 0); a missing row means no exposure.
-
-Determinism: topics are ordered by (firm_id, topic_id) whatever the part layout, the k-means is
-seeded, every tie is broken by index or word, and nothing time-dependent is written: the same
-input gives byte-identical files on the same machine.
+Determinism: sentences are ordered by firm whatever the part layout, every sample and the k-means
+are seeded, ties are broken by index or word, and nothing time-dependent is written: the same input
+gives byte-identical files on the same machine. A killed reduce has written nothing that the next
+run does not write again, and themes.parquet, which `ftm name` looks for, is removed first and
+written last.
 """
 
 from __future__ import annotations
@@ -57,35 +38,29 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import scipy.sparse as sp
 
 from ftm import __version__, layout
 from ftm.errors import DataError, UsageError
 from ftm.map import read_checkpoint
-from ftm.plan import read_plan, sentence_counts
-from ftm.prefetch import read_manifest
+from ftm.plan import read_plan
+from ftm.prefetch import distinct_keywords, read_manifest
 from ftm.quarters import Quarter
-from ftm.schemas import FIRM_THEME_EXPOSURE, FIRM_TOPICS, THEME_TOPICS, THEMES, centroid_type
+from ftm.reduce import clustering
+from ftm.reduce.kinds import Kind, evenness, kind_of, load_ordinary_language
+from ftm.reduce.sentences import QuarterSentences, read_sentences, texts_of
+from ftm.reduce.vocabulary import Vocabulary, count_terms
+from ftm.schemas import FIRM_THEME_EXPOSURE, FIRM_TOPICS, THEME_SENTENCES, THEME_TOPICS, THEMES, centroid_type
 from ftm.settings import FtmSettings, ReduceSettings
 from ftm.storage import Store
 
 METADATA_KEY = b"ftm.reduce"
-# Below this many topics the neighbour search is exact: a few blocked matrix products.
-_EXACT_LIMIT = 8192
-# Cells each cell is searched against. Measured at 100,000 topics (benchmarks/README.md): 97 % of
-# the exact 15 neighbours found, themes matching those of the exact graph (adjusted Rand 0.99).
-# Searching in 128 PCA dimensions instead was 6 s faster but found 56 % (adjusted Rand 0.92).
-_PROBES = 8
-_KMEANS_ITERATIONS = 10
-# Rows × columns of one similarity block: bounds memory (64 M float32 = 256 MB).
-_BLOCK_ELEMENTS = 1 << 26
-# Edges whose similarity is computed at once in the linkage (two gathers of 384 floats each).
-_EDGE_CHUNK = 1 << 16
 # Keywords joined into a theme's representation string, as topics name theirs.
 _REPRESENTATION_WORDS = 4
-# The columns of the first pass; representative sentences come in the second.
-_TOPIC_COLUMNS = ["firm_id", "permno", "gvkey", "topic_id", "keywords", "n_sentences", "centroid"]
+# Candidate keywords per theme before plurals after their singular are left out.
+_CANDIDATE_WORDS = 3
 
-Phase = Literal["reading", "neighbours", "clustering", "describing", "writing", "done"]
+Phase = Literal["reading", "words", "clustering", "assigning", "describing", "writing", "done"]
 
 
 @dataclass(frozen=True)
@@ -104,8 +79,10 @@ class MapState:
     n_batches: int
     missing: list[str]  # batches without a checkpoint
     unfinished: list[str]  # batches whose checkpoint is not finished
-    part_files: list[str]
+    part_files: list[str]  # firm topics
+    embedding_files: list[str]  # sentence embeddings
     n_failed_firms: int
+    without_embeddings: list[str]  # batches that mapped firms but stored no embeddings (older ftm)
 
     @property
     def complete(self) -> bool:
@@ -123,9 +100,10 @@ class MapState:
 @dataclass(frozen=True)
 class ThemeSummary:
     theme_id: int
+    kind: Kind
     representation: str
     n_firms: int
-    n_topics: int
+    n_sentences: int
     example_firms: list[str]
 
 
@@ -137,14 +115,16 @@ class ReduceResult:
     unfinished_batches: list[str]
     n_batches: int
     n_failed_firms: int  # firms the map recorded as failed: absent from the panel
-    n_topics: int
-    n_firms: int  # firms with topics
+    n_sentences: int  # sentences the map embedded
+    n_firms: int  # firms with embedded sentences
     n_themes: int
+    n_reporting: int  # of the themes, those of kind reporting
+    n_theme_sentences: int  # rows of theme_sentences
     n_theme_topics: int
     n_exposed_firms: int
     n_exposure_rows: int
     files: dict[str, str]  # artifact name → path relative to the storage root
-    top_themes: list[ThemeSummary] = field(default_factory=list)
+    top_themes: list[ThemeSummary] = field(default_factory=list)  # investment themes first
 
 
 def map_state(store: Store, quarter: Quarter) -> MapState:
@@ -155,7 +135,7 @@ def map_state(store: Store, quarter: Quarter) -> MapState:
             f"{quarter} has no firm topics in {store.uri()} (no batch plan): "
             f"run `ftm submit --quarter {quarter}` first"
         )
-    missing, unfinished, parts = [], [], []
+    missing, unfinished, parts, embeddings, without = [], [], [], [], []
     failed = 0
     for batch in batches:
         checkpoint = read_checkpoint(store, quarter, batch.batch_id)
@@ -165,8 +145,11 @@ def map_state(store: Store, quarter: Quarter) -> MapState:
         if not checkpoint.finished:
             unfinished.append(batch.batch_id)
         parts.extend(checkpoint.part_files)
+        embeddings.extend(checkpoint.embedding_files)
+        if checkpoint.completed_firm_ids and not checkpoint.embedding_files:
+            without.append(batch.batch_id)
         failed += len(checkpoint.failed_firm_ids)
-    return MapState(len(batches), missing, unfinished, parts, failed)
+    return MapState(len(batches), missing, unfinished, parts, embeddings, failed, without)
 
 
 def reduce_quarter(
@@ -176,7 +159,8 @@ def reduce_quarter(
     allow_partial: bool = False,
     on_progress: Callable[[ReduceProgress], None] = lambda progress: None,
 ) -> ReduceResult:
-    """Finds the quarter's themes and writes themes, theme_topics and firm_theme_exposure."""
+    """Finds the quarter's themes and writes themes, theme_sentences, theme_topics and
+    firm_theme_exposure (see the module docstring)."""
     store = Store.from_settings(settings.storage)
     state = map_state(store, quarter)
     if not state.complete and not allow_partial:
@@ -185,44 +169,52 @@ def reduce_quarter(
             f"Run `ftm submit --quarter {quarter}` to finish it (`ftm watch` shows why batches "
             "stopped), or pass --allow-partial to reduce the batches done so far."
         )
-    manifest = read_manifest(store, quarter)
-    topics = _read_topics(store, state.part_files, on_progress)
-    if topics.n == 0 and not state.complete:
+    if state.without_embeddings:
         raise UsageError(
-            f"no batch of {quarter} has written firm topics yet ({state.describe()}): "
+            f"{quarter} was mapped by an ftm that did not store sentence embeddings "
+            f"({_listed(state.without_embeddings)}), which the reduce needs: run "
+            f"`ftm submit --quarter {quarter} --new` to map it again"
+        )
+    manifest = read_manifest(store, quarter)
+    sentences = read_sentences(
+        store,
+        quarter,
+        manifest,
+        state.embedding_files,
+        lambda done, total: on_progress(ReduceProgress("reading", done, total)),
+    )
+    if sentences.n == 0 and not state.complete:
+        raise UsageError(
+            f"no batch of {quarter} has written sentences yet ({state.describe()}): "
             f"run `ftm submit --quarter {quarter}` and let it finish"
         )
-    if topics.n == 0:
+    if sentences.n == 0:
         raise DataError(
-            f"the map of {quarter} found no topics in any firm ({len(state.part_files)} part files): "
-            "every firm was skipped or failed; `ftm watch` shows why"
+            f"the map of {quarter} embedded no sentence of any firm ({len(state.embedding_files)} part "
+            "files): every firm failed; `ftm watch` shows why"
         )
-    totals = sentence_counts(store, quarter, manifest)
     config = settings.reduce
-    labels = cluster_topics(
-        topics.centroids,
-        min_similarity=config.min_similarity,
-        n_neighbors=config.n_neighbors,
-        random_state=config.random_state,
-        on_progress=on_progress,
-    )
+    on_progress(ReduceProgress("words"))
+    vocabulary = count_terms(sentences.cleaned_text)
+    themes = _find_themes(sentences, vocabulary, config, settings.embedding.model, on_progress)
     on_progress(ReduceProgress("describing"))
-    themes = _themes(topics, labels, config.min_firms)
     metadata = {
         "quarter": str(quarter),
         "partial": not state.complete,
         "missing_batches": state.missing,
         "unfinished_batches": state.unfinished,
         "n_batches": state.n_batches,
-        "n_topics": topics.n,
+        "n_sentences": sentences.n,
         "ftm_version": __version__,
         "reduce": config.model_dump(mode="json"),
+        "ordinary_language": themes.reference,
     }
-    tables = _Tables(store, quarter, topics, themes, totals, config, metadata)
+    tables = _Tables(store, quarter, sentences, vocabulary, themes, config, metadata, state.part_files)
     built = {
-        "theme_topics": tables.theme_topics_table(),
+        "theme_sentences": tables.theme_sentences_table(),
+        "theme_topics": tables.theme_topics,
         "firm_theme_exposure": tables.exposure_table(),
-        "themes": tables.themes_table(state.part_files),
+        "themes": tables.themes_table(manifest),
     }
     on_progress(ReduceProgress("writing", 0, len(built)))
     files = _write(store, quarter, built, tables.schemas())
@@ -235,9 +227,11 @@ def reduce_quarter(
         unfinished_batches=state.unfinished,
         n_batches=state.n_batches,
         n_failed_firms=state.n_failed_firms,
-        n_topics=topics.n,
-        n_firms=len(topics.firm_ids),
-        n_themes=len(themes),
+        n_sentences=sentences.n,
+        n_firms=len(sentences.firm_ids),
+        n_themes=themes.n,
+        n_reporting=sum(kind == "reporting" for kind in themes.kind),
+        n_theme_sentences=built["theme_sentences"].num_rows,
         n_theme_topics=built["theme_topics"].num_rows,
         n_exposed_firms=len(pc.unique(exposure.column("firm_id"))),
         n_exposure_rows=exposure.num_rows,
@@ -246,354 +240,203 @@ def reduce_quarter(
     )
 
 
-# --- the first pass: topics ---------------------------------------------------------------------
+# --- finding the themes -----------------------------------------------------------------------
 
 
 @dataclass
-class _Topics:
-    """Every topic of the quarter, ordered by (firm_id, topic_id); keywords as (topic, word, rank)."""
+class _Themes:
+    """The quarter's themes in their final order (theme_id = position)."""
 
-    firm_ids: list[str]  # distinct, sorted
-    firm: np.ndarray  # per topic: index into firm_ids
-    topic_id: np.ndarray
+    members: clustering.Memberships  # theme indices are theme ids
+    vectors: clustering.Vectors
+    kind: list[Kind]
+    n_firms: np.ndarray  # firms with firm_min_sentences sentences in the theme
     n_sentences: np.ndarray
-    centroids: np.ndarray  # float32, one row per topic, as stored
-    permno: list[int | None]  # per firm
-    gvkey: list[str | None]  # per firm
-    words: list[str]  # the vocabulary
-    keyword_topic: np.ndarray  # per keyword occurrence: topic index
-    keyword_word: np.ndarray  # index into words
-    keyword_rank: np.ndarray  # 0 for a topic's first keyword
+    number_share: np.ndarray
+    evenness: np.ndarray
+    ordinary_similarity: list[float | None]
+    reference: dict[str, Any]  # which reference of ordinary language applied, for the metadata
 
     @property
     def n(self) -> int:
-        return len(self.topic_id)
+        return len(self.kind)
 
 
-def _read_topics(
-    store: Store, part_files: list[str], on_progress: Callable[[ReduceProgress], None]
-) -> _Topics:
-    firm_col, topic_col, count_col, vectors = [], [], [], []
-    permno: dict[str, int | None] = {}
-    gvkey: dict[str, str | None] = {}
-    vocabulary: dict[str, int] = {}
-    kw_topic, kw_word, kw_rank = [], [], []
-    offset = 0
-    dimensions: int | None = None
-    for done, path in enumerate(part_files):
-        on_progress(ReduceProgress("reading", done, len(part_files)))
-        table = store.read_table(path, FIRM_TOPICS, columns=_TOPIC_COLUMNS)
-        n = table.num_rows
-        if n == 0:
-            continue
-        centroid = table.column("centroid").combine_chunks()
-        if centroid.null_count:
-            raise DataError(f"{store.uri(path)}: {centroid.null_count} topic(s) have no centroid")
-        size = centroid.type.list_size
-        if dimensions is None:
-            dimensions = size
-        elif size != dimensions:
-            raise DataError(
-                f"{store.uri(path)}: centroids have {size} dimensions, earlier parts {dimensions}: "
-                "the quarter was mapped with two embedding models; run `ftm submit --new`"
-            )
-        vectors.append(centroid.flatten().to_numpy(zero_copy_only=False).reshape(n, size))
-        firms = table.column("firm_id").to_pylist()
-        firm_col.extend(firms)
-        topic_col.append(table.column("topic_id").to_numpy(zero_copy_only=False))
-        counts = pc.fill_null(table.column("n_sentences"), 0).to_numpy(zero_copy_only=False)
-        count_col.append(counts)
-        for firm, number, key in zip(
-            firms, table.column("permno").to_pylist(), table.column("gvkey").to_pylist(), strict=True
-        ):
-            if permno.get(firm) is None:
-                permno[firm] = number
-            if gvkey.get(firm) is None:
-                gvkey[firm] = key
-        # Keywords stay Arrow-encoded: one dictionary per part, mapped onto the vocabulary.
-        keywords = table.column("keywords").combine_chunks()
-        lengths = pc.fill_null(pc.list_value_length(keywords), 0).to_numpy(zero_copy_only=False)
-        flat = pc.list_flatten(keywords)
-        if len(flat):
-            encoded = pc.dictionary_encode(flat)
-            local = np.array(
-                [vocabulary.setdefault(word, len(vocabulary)) for word in encoded.dictionary.to_pylist()],
-                dtype=np.int64,
-            )
-            rows = np.repeat(np.arange(n), lengths)
-            starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
-            kw_topic.append(rows + offset)
-            kw_word.append(local[encoded.indices.to_numpy(zero_copy_only=False)])
-            kw_rank.append(np.arange(len(rows)) - starts)
-        offset += n
-    on_progress(ReduceProgress("reading", len(part_files), len(part_files)))
-    if offset == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return _Topics([], empty, empty, empty, np.zeros((0, 0), np.float32), [], [], [], empty, empty, empty)
+def _find_themes(
+    sentences: QuarterSentences,
+    vocabulary: Vocabulary,
+    config: ReduceSettings,
+    model: str,
+    on_progress: Callable[[ReduceProgress], None],
+) -> _Themes:
+    seed = config.random_state
+    vectors = clustering.sentence_vectors(
+        sentences.embeddings, vocabulary.counts, config.lexical_weight, config.lexical_dimensions, seed
+    )
+    k = clustering.n_cells(sentences.n, config.micro_clusters)
+    cell = clustering.micro_clusters(
+        vectors, k, seed, lambda done, total: on_progress(ReduceProgress("clustering", done, total))
+    )
+    sums, sizes = clustering.cell_sums(vectors, cell, k)
+    cluster_of_cell = clustering.average_linkage(
+        sums, sizes, clustering.cell_neighbours(sums, sizes, 30), config.min_similarity
+    )
+    # Candidates: clusters that enough firms talk about already by their sentences' own cells.
+    roots, cluster = np.unique(cluster_of_cell[cell], return_inverse=True)
+    candidates = np.flatnonzero(
+        _firms_talking(sentences.firm, cluster, len(roots), config) >= config.min_firms
+    )
+    if len(candidates) == 0:
+        return _empty_themes(vectors)
+    centroid_sums = np.zeros((len(candidates), vectors.dimensions))
+    for i, root in enumerate(roots[candidates]):
+        centroid_sums[i] = sums[cluster_of_cell == root].sum(axis=0)
+    centroids = clustering.unit(centroid_sums)
+    members = clustering.memberships(
+        vectors,
+        centroids,
+        config.memberships,
+        config.min_membership,
+        lambda done, total: on_progress(ReduceProgress("assigning", done, total)),
+    )
+    members = _within_reach(members, len(candidates), config.membership_ratio)
+    # Themes: candidates enough firms still talk about once every sentence has its themes.
+    talking = _firms_talking(sentences.firm[members.sentence], members.theme, len(candidates), config)
+    kept = np.flatnonzero(talking >= config.min_firms)
+    return _describe_themes(sentences, vectors, members, kept, talking, model, config)
 
-    firm_ids = sorted(set(firm_col))
-    firm_index = {firm: i for i, firm in enumerate(firm_ids)}
-    firm = np.array([firm_index[f] for f in firm_col], dtype=np.int64)
-    topic_id = np.concatenate(topic_col).astype(np.int64)
-    # The order every output follows: by firm, then topic, whatever the parts' layout.
-    order = np.lexsort((topic_id, firm))
-    firm, topic_id = firm[order], topic_id[order]
-    repeated = np.flatnonzero((firm[1:] == firm[:-1]) & (topic_id[1:] == topic_id[:-1]))
-    if len(repeated):
-        i = repeated[0]
-        raise DataError(
-            f"topic {topic_id[i]} of {firm_ids[firm[i]]} is in two part files: the checkpoints "
-            "list overlapping parts; run `ftm submit --new` to map the quarter again"
-        )
-    position = np.empty_like(order)
-    position[order] = np.arange(len(order))
-    ranks = np.concatenate(kw_rank) if kw_rank else np.zeros(0, dtype=np.int64)
-    return _Topics(
-        firm_ids=firm_ids,
-        firm=firm,
-        topic_id=topic_id,
-        n_sentences=np.concatenate(count_col).astype(np.int64)[order],
-        centroids=np.concatenate(vectors).astype(np.float32, copy=False)[order],
-        permno=[permno.get(f) for f in firm_ids],
-        gvkey=[gvkey.get(f) for f in firm_ids],
-        words=list(vocabulary),
-        keyword_topic=position[np.concatenate(kw_topic)] if kw_topic else np.zeros(0, dtype=np.int64),
-        keyword_word=np.concatenate(kw_word) if kw_word else np.zeros(0, dtype=np.int64),
-        keyword_rank=ranks,
+
+def _within_reach(members: clustering.Memberships, n_themes: int, ratio: float) -> clustering.Memberships:
+    """Leaves out a sentence's membership of a theme when its similarity is below `ratio` times the
+    median similarity of the theme's own sentences (those for which it is the closest theme): a
+    tight theme, such as a regulation few firms name, takes only sentences that are about it, and a
+    broad one, such as a pandemic's many effects, still takes its sentences' second subjects."""
+    median = np.zeros(n_themes)
+    bounds = np.searchsorted(members.theme, np.arange(n_themes + 1))  # sorted by theme
+    for theme in range(n_themes):
+        part = slice(bounds[theme], bounds[theme + 1])
+        own = members.similarity[part][members.primary[part]]
+        median[theme] = np.median(own) if len(own) else 0.0
+    return members.select(members.similarity >= ratio * median[members.theme])
+
+
+def _firms_talking(firm: np.ndarray, theme: np.ndarray, n_themes: int, config: ReduceSettings) -> np.ndarray:
+    """Per theme, the firms with at least `firm_min_sentences` of their sentences in it."""
+    if len(theme) == 0:
+        return np.zeros(n_themes, dtype=np.int64)
+    pairs, counts = np.unique(theme.astype(np.int64) * (int(firm.max()) + 1) + firm, return_counts=True)
+    talking = pairs[counts >= config.firm_min_sentences] // (int(firm.max()) + 1)
+    return np.bincount(talking, minlength=n_themes)
+
+
+def _describe_themes(
+    sentences: QuarterSentences,
+    vectors: clustering.Vectors,
+    members: clustering.Memberships,
+    kept: np.ndarray,
+    talking: np.ndarray,
+    model: str,
+    config: ReduceSettings,
+) -> _Themes:
+    """The kept themes' kinds and counts, renumbered in their final order."""
+    reference = load_ordinary_language()
+    applies = (
+        reference is not None
+        and reference.model == model
+        and reference.vectors.shape[1] == vectors.mean.shape[0]
+    )
+    firm_share = np.bincount(sentences.firm, minlength=len(sentences.firm_ids)) / sentences.n
+    bounds = np.searchsorted(members.theme, np.arange(talking.shape[0] + 1))
+    rows = []
+    for theme in kept:
+        rows_of = members.sentence[bounds[theme] : bounds[theme + 1]]
+        # What the theme is made of: the sentences closest to it of all themes (kinds.py).
+        core = rows_of[members.primary[bounds[theme] : bounds[theme + 1]]]
+        core = core if len(core) else rows_of
+        number_share = float(sentences.has_number[core].mean())
+        even = evenness(sentences.firm[core], firm_share, config.random_state)
+        ordinary = None
+        if applies:
+            assert reference is not None
+            meaning = clustering.unit(
+                (sentences.embeddings[core].astype(np.float32) - vectors.mean).sum(axis=0, keepdims=True)
+            )[0]
+            ordinary = float((reference.vectors @ meaning).max())
+        kind = kind_of(number_share, even, ordinary, config)
+        rows.append((kind, int(talking[theme]), len(rows_of), number_share, even, ordinary, int(rows_of[0])))
+    # Investment themes first; each kind by firms, then sentences, then its first sentence.
+    order = sorted(
+        range(len(kept)), key=lambda i: (rows[i][0] != "theme", -rows[i][1], -rows[i][2], rows[i][6])
+    )
+    new_id = np.full(talking.shape[0], -1, dtype=np.int64)
+    new_id[kept[order]] = np.arange(len(order))
+    mapped = new_id[members.theme]
+    final = members.select(mapped >= 0, mapped)
+    ordered = [rows[i] for i in order]
+    description: dict[str, Any] = {"applied": bool(applies)}
+    if reference is not None:
+        description.update(model=reference.model, n_vectors=len(reference.vectors))
+    return _Themes(
+        members=final,
+        vectors=vectors,
+        kind=[row[0] for row in ordered],
+        n_firms=np.array([row[1] for row in ordered], dtype=np.int64),
+        n_sentences=np.array([row[2] for row in ordered], dtype=np.int64),
+        number_share=np.array([row[3] for row in ordered], dtype=np.float64),
+        evenness=np.array([row[4] for row in ordered], dtype=np.float64),
+        ordinary_similarity=[row[5] for row in ordered],
+        reference=description,
     )
 
 
-# --- clustering ---------------------------------------------------------------------------------
+def _empty_themes(vectors: clustering.Vectors) -> _Themes:
+    nothing = np.zeros(0, dtype=np.int64)
+    return _Themes(
+        members=clustering.Memberships(nothing, nothing, np.zeros(0, np.float32), nothing > 0),
+        vectors=vectors,
+        kind=[],
+        n_firms=nothing,
+        n_sentences=nothing,
+        number_share=np.zeros(0),
+        evenness=np.zeros(0),
+        ordinary_similarity=[],
+        reference={"applied": False},
+    )
 
 
-def cluster_topics(
-    centroids: np.ndarray,
-    *,
-    min_similarity: float,
-    n_neighbors: int,
-    random_state: int,
-    on_progress: Callable[[ReduceProgress], None] = lambda progress: None,
-) -> np.ndarray:
-    """A cluster per topic, as the smallest index of its members (see the module docstring)."""
-    n = len(centroids)
-    if n < 2:
-        return np.arange(n)
-    vectors = centred(centroids)
-    on_progress(ReduceProgress("neighbours", 0, n))
-    neighbours = nearest_neighbours(vectors, min(n_neighbors, n - 1), random_state)
-    on_progress(ReduceProgress("clustering", 0, n))
-    return average_linkage(vectors, neighbours, min_similarity)
-
-
-def centred(centroids: np.ndarray) -> np.ndarray:
-    """Unit rows, less their mean, as unit rows again (a row equal to the mean stays zero)."""
-    vectors = _unit(np.asarray(centroids, dtype=np.float32))
-    vectors -= vectors.mean(axis=0, dtype=np.float64).astype(np.float32)
-    return _unit(vectors)
-
-
-def nearest_neighbours(vectors: np.ndarray, k: int, random_state: int) -> np.ndarray:
-    """Each row's k most similar other rows (by dot product), exact below `_EXACT_LIMIT` rows."""
-    if len(vectors) <= _EXACT_LIMIT:
-        return _exact_neighbours(vectors, k)
-    return _approximate_neighbours(vectors, k, random_state)
-
-
-def _exact_neighbours(vectors: np.ndarray, k: int) -> np.ndarray:
-    n = len(vectors)
-    found = np.empty((n, k), dtype=np.int64)
-    step = max(1, _BLOCK_ELEMENTS // n)
-    for start in range(0, n, step):
-        block = vectors[start : start + step] @ vectors.T
-        rows = np.arange(len(block))
-        block[rows, start + rows] = -np.inf  # never its own neighbour
-        found[start : start + len(block)] = np.argpartition(-block, k - 1, axis=1)[:, :k]
-    return found
-
-
-def _approximate_neighbours(vectors: np.ndarray, k: int, random_state: int) -> np.ndarray:
-    """An inverted-file search: rows go into √n cells by spherical k-means, and each cell's rows
-    are compared with the rows of its `_PROBES` nearest cells, about 8/√n of all rows. A row's
-    true neighbours are nearly always in the cells nearest its own."""
-    n_cells = max(2, int(round(np.sqrt(len(vectors)))))
-    centres, cell = _spherical_kmeans(vectors, n_cells, random_state)
-    order = np.argsort(cell, kind="stable")
-    bounds = np.searchsorted(cell[order], np.arange(n_cells + 1))
-    probes = min(_PROBES, n_cells)
-    closeness = centres @ centres.T
-    np.fill_diagonal(closeness, np.inf)  # a cell's own rows come first in its neighbourhood
-    nearest_cells = np.argsort(-closeness, axis=1, kind="stable")[:, :probes]
-    found = np.empty((len(vectors), k), dtype=np.int64)
-    for c in range(n_cells):
-        members = order[bounds[c] : bounds[c + 1]]
-        if len(members) == 0:
-            continue
-        hood = np.concatenate([order[bounds[h] : bounds[h + 1]] for h in nearest_cells[c]])
-        local = vectors[hood]
-        kk = min(k, len(hood) - 1)
-        step = max(1, _BLOCK_ELEMENTS // len(hood))
-        for start in range(0, len(members), step):
-            rows = members[start : start + step]  # the first rows of the neighbourhood
-            if kk < 1:
-                found[rows] = rows[:, None]
-                continue
-            block = local[start : start + len(rows)] @ local.T
-            block[np.arange(len(rows)), start + np.arange(len(rows))] = -np.inf
-            chosen = hood[np.argpartition(-block, kk - 1, axis=1)[:, :kk]]
-            if kk < k:  # a tiny neighbourhood: pad with the row itself, which the linkage ignores
-                chosen = np.concatenate([chosen, np.repeat(rows[:, None], k - kk, axis=1)], axis=1)
-            found[rows] = chosen
-    return found
-
-
-def _spherical_kmeans(vectors: np.ndarray, k: int, random_state: int) -> tuple[np.ndarray, np.ndarray]:
-    """k unit centres and each row's cell, by Lloyd iterations on cosine from seeded rows."""
-    rng = np.random.default_rng(random_state)
-    centres = vectors[np.sort(rng.choice(len(vectors), size=k, replace=False))].copy()
-    cell = np.zeros(len(vectors), dtype=np.int64)
-    step = max(1, _BLOCK_ELEMENTS // k)
-    for _ in range(_KMEANS_ITERATIONS):
-        for start in range(0, len(vectors), step):
-            cell[start : start + step] = np.argmax(vectors[start : start + step] @ centres.T, axis=1)
-        order = np.argsort(cell, kind="stable")
-        present, starts = np.unique(cell[order], return_index=True)
-        sums = centres.copy()  # an empty cell keeps its centre
-        sums[present] = np.add.reduceat(vectors[order], starts, axis=0)
-        centres = _unit(sums)
-    return centres, cell
-
-
-def average_linkage(vectors: np.ndarray, neighbours: np.ndarray, min_similarity: float) -> np.ndarray:
-    """Average-linkage clusters of unit rows over a neighbour graph, merged while the mean
-    similarity of all pairs across two clusters is at least `min_similarity`; see the module
-    docstring. Returns each row's cluster as the smallest row index in it."""
-    n = len(vectors)
-    source = np.repeat(np.arange(n), neighbours.shape[1])
-    target = neighbours.ravel()
-    a, b = _unique_edges(np.minimum(source, target), np.maximum(source, target), n)
-    sums = vectors.astype(np.float32, copy=True)
-    sizes = np.ones(n, dtype=np.float64)
-    parent = np.arange(n)
-    similarity = _dots(sums, a, b)
-    # An edge below the threshold can only matter again once one end merges with a cluster that
-    # the other end is not joined to in the graph; dropping it keeps each round small.
-    keep = similarity >= min_similarity
-    a, b, similarity = a[keep], b[keep], similarity[keep]
-    while len(a):
-        # Each cluster's best neighbour: highest similarity, ties to the lower index.
-        u = np.concatenate([a, b])
-        v = np.concatenate([b, a])
-        order = np.lexsort((v, -np.concatenate([similarity, similarity]), u))
-        u, v = u[order], v[order]
-        first = np.ones(len(u), dtype=bool)
-        first[1:] = u[1:] != u[:-1]
-        best = np.full(n, -1)
-        best[u[first]] = v[first]
-        x, y = u[first], v[first]
-        mutual = (x < y) & (best[y] == x)
-        x, y = x[mutual], y[mutual]
-        if len(x) == 0:
-            break
-        sums[x] += sums[y]
-        sizes[x] += sizes[y]
-        parent[y] = x
-        renamed = np.arange(n)
-        renamed[y] = x
-        a, b = renamed[a], renamed[b]
-        low, high = np.minimum(a, b), np.maximum(a, b)
-        kept = low != high
-        a, b, index = _unique_edges(low[kept], high[kept], n, return_index=True)
-        similarity = similarity[kept][index]
-        merged = np.zeros(n, dtype=bool)
-        merged[x] = True
-        stale = merged[a] | merged[b]
-        similarity[stale] = _dots(sums, a[stale], b[stale]) / (sizes[a[stale]] * sizes[b[stale]])
-        keep = similarity >= min_similarity
-        a, b, similarity = a[keep], b[keep], similarity[keep]
-    while True:  # every row to its cluster's root, the smallest index
-        root = parent[parent]
-        if np.array_equal(root, parent):
-            return parent
-        parent = root
-
-
-def _unique_edges(low: np.ndarray, high: np.ndarray, n: int, return_index: bool = False) -> Any:
-    keys, index = np.unique(low * n + high, return_index=True)
-    edges = (keys // n, keys % n)
-    if return_index:
-        return (*edges, index)
-    keep = edges[0] != edges[1]  # self-pairs from padded neighbour lists
-    return edges[0][keep], edges[1][keep]
-
-
-def _dots(vectors: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    out = np.empty(len(a), dtype=np.float64)
-    for start in range(0, len(a), _EDGE_CHUNK):
-        end = start + _EDGE_CHUNK
-        out[start:end] = np.einsum("ij,ij->i", vectors[a[start:end]], vectors[b[start:end]])
-    return out
-
-
-def _unit(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.ascontiguousarray(vectors / np.where(norms > 0, norms, 1.0), dtype=np.float32)
-
-
-# --- themes -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Theme:
-    members: np.ndarray  # topic indices, in (firm, topic) order
-    centroid: np.ndarray  # unit mean of the members' unit centroids, as stored
-    similarity: np.ndarray  # per member: cosine to the centroid
-    n_firms: int
-    n_sentences: int
-
-
-def _themes(topics: _Topics, labels: np.ndarray, min_firms: int) -> list[_Theme]:
-    """Clusters spanning at least `min_firms` firms, largest first (firms, then sentences)."""
-    order = np.argsort(labels, kind="stable")
-    starts = np.flatnonzero(np.r_[True, labels[order][1:] != labels[order][:-1]])
-    ends = np.r_[starts[1:], len(order)]
-    themes = []
-    for start, end in zip(starts, ends, strict=True):
-        members = order[start:end]
-        n_firms = len(np.unique(topics.firm[members]))
-        if n_firms < min_firms:
-            continue
-        unit = _unit(topics.centroids[members])
-        centroid = _unit(unit.mean(axis=0, dtype=np.float64)[None, :].astype(np.float32))[0]
-        themes.append(
-            _Theme(members, centroid, unit @ centroid, n_firms, int(topics.n_sentences[members].sum()))
-        )
-    # Ties by the first member, which is stable: members are in (firm, topic) order.
-    themes.sort(key=lambda theme: (-theme.n_firms, -theme.n_sentences, int(theme.members[0])))
-    return themes
+# --- the output tables ------------------------------------------------------------------------
 
 
 class _Tables:
-    """The three output tables, built from the topics and their themes."""
+    """The output tables, built from the sentences and their themes."""
 
     def __init__(
         self,
         store: Store,
         quarter: Quarter,
-        topics: _Topics,
-        themes: list[_Theme],
-        totals: dict[str, int],
+        sentences: QuarterSentences,
+        vocabulary: Vocabulary,
+        themes: _Themes,
         config: ReduceSettings,
         metadata: dict[str, Any],
+        part_files: list[str],
     ):
         self.store = store
-        self.quarter = str(quarter)
-        self.topics = topics
+        self.quarter = quarter
+        self.sentences = sentences
         self.themes = themes
-        self.totals = totals
         self.config = config
         self.metadata = {METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()}
-        self.dimensions = topics.centroids.shape[1]
-        self.keywords = _theme_keywords(topics, themes, config.top_n_words)
+        self.dimensions = sentences.embeddings.shape[1]
+        members = themes.members
+        self.bounds = np.searchsorted(members.theme, np.arange(themes.n + 1))
+        self.membership = sp.csr_matrix(
+            (np.ones(len(members.sentence), dtype=np.float32), (members.theme, members.sentence)),
+            shape=(themes.n, sentences.n),
+        )
+        self.keywords = _theme_keywords(self.membership, vocabulary, config.top_n_words)
+        self.centroids = self._centroids()
+        self.theme_topics, self.topics_per_theme = self._theme_topics(part_files)
 
     def schemas(self) -> dict[str, pa.Schema]:
         themes = pa.schema(
@@ -602,187 +445,192 @@ class _Tables:
                 for f in THEMES
             ]
         )
-        return {"themes": themes, "theme_topics": THEME_TOPICS, "firm_theme_exposure": FIRM_THEME_EXPOSURE}
-
-    def theme_topics_table(self) -> pa.Table:
-        members = [theme.members for theme in self.themes]
-        index = np.concatenate(members) if members else np.zeros(0, dtype=np.int64)
-        theme_id = np.repeat(np.arange(len(self.themes), dtype=np.int32), [len(m) for m in members])
-        similarity = [theme.similarity for theme in self.themes]
-        columns = {
-            "theme_id": pa.array(theme_id, pa.int32()),
-            "firm_id": pa.array([self.topics.firm_ids[i] for i in self.topics.firm[index]], pa.string()),
-            "topic_id": pa.array(self.topics.topic_id[index].astype(np.int32), pa.int32()),
-            "similarity": pa.array(
-                np.concatenate(similarity).astype(np.float32) if similarity else np.zeros(0, np.float32),
-                pa.float32(),
-            ),
+        return {
+            "themes": themes,
+            "theme_sentences": THEME_SENTENCES,
+            "theme_topics": THEME_TOPICS,
+            "firm_theme_exposure": FIRM_THEME_EXPOSURE,
         }
-        return pa.table(columns, schema=THEME_TOPICS.with_metadata(self.metadata))
+
+    def theme_sentences_table(self) -> pa.Table:
+        members = self.themes.members
+        firm_ids = pa.array(self.sentences.firm_ids, pa.string())
+        columns = {
+            "theme_id": pa.array(members.theme.astype(np.int32), pa.int32()),
+            "firm_id": firm_ids.take(pa.array(self.sentences.firm[members.sentence])),
+            "sentence_id": self.sentences.sentence_ids.take(pa.array(members.sentence)),
+            "similarity": pa.array(members.similarity, pa.float32()),
+        }
+        return pa.table(columns, schema=THEME_SENTENCES.with_metadata(self.metadata))
 
     def exposure_table(self) -> pa.Table:
-        firm_of = self.topics.firm
-        rows: dict[tuple[int, int], int] = {}
-        for theme_id, theme in enumerate(self.themes):
-            firms = firm_of[theme.members]
-            per_firm = np.bincount(firms, weights=self.topics.n_sentences[theme.members])
-            for firm in np.unique(firms):
-                rows[(int(firm), theme_id)] = int(per_firm[firm])
-        keys = sorted(rows)  # by firm (ids are sorted), then theme
-        firm_ids = self.topics.firm_ids
+        members = self.themes.members
+        n_themes = max(self.themes.n, 1)
+        # By firm (ids are sorted), then theme.
+        pairs, counts = np.unique(
+            self.sentences.firm[members.sentence] * n_themes + members.theme, return_counts=True
+        )
+        firm, theme = pairs // n_themes, pairs % n_themes
+        ids = self.sentences.firm_ids
+        keys = [self.sentences.firms[ids[f]] for f in firm]
         shares = []
-        for firm, theme_id in keys:
-            total = self.totals.get(firm_ids[firm], 0)
-            if total < 1:
+        for f, count, firm_keys in zip(firm, counts, keys, strict=True):
+            if firm_keys.n_sentences < count:
                 raise DataError(
-                    f"{firm_ids[firm]} has topics but no sentences in the prefetch of {self.quarter}: "
-                    "the firm topics and the prefetch disagree; run `ftm submit --new`"
+                    f"{ids[f]} has more sentences in a theme than in its prefetch of {self.quarter} "
+                    f"({firm_keys.n_sentences}): the map and the prefetch disagree; run `ftm submit --new`"
                 )
-            shares.append(rows[(firm, theme_id)] / total)
-        for (firm, _), share in zip(keys, shares, strict=True):
-            if share > 1.0:
-                raise DataError(
-                    f"{firm_ids[firm]}'s topics hold more sentences than its prefetch "
-                    f"({self.totals.get(firm_ids[firm])}): the firm topics and the prefetch disagree"
-                )
+            shares.append(count / firm_keys.n_sentences)
         columns = {
-            "quarter": pa.array([self.quarter] * len(keys), pa.string()),
-            "firm_id": pa.array([firm_ids[firm] for firm, _ in keys], pa.string()),
-            "permno": pa.array([self.topics.permno[firm] for firm, _ in keys], pa.int64()),
-            "gvkey": pa.array([self.topics.gvkey[firm] for firm, _ in keys], pa.string()),
-            "theme_id": pa.array([theme for _, theme in keys], pa.int32()),
-            "n_sentences": pa.array([rows[key] for key in keys], pa.int32()),
+            "quarter": pa.array([str(self.quarter)] * len(firm), pa.string()),
+            "firm_id": pa.array([ids[f] for f in firm], pa.string()),
+            "permno": pa.array([k.permno for k in keys], pa.int64()),
+            "gvkey": pa.array([k.gvkey for k in keys], pa.string()),
+            "theme_id": pa.array(theme.astype(np.int32), pa.int32()),
+            "n_sentences": pa.array(counts.astype(np.int32), pa.int32()),
             "share": pa.array(shares, pa.float64()),
         }
         return pa.table(columns, schema=FIRM_THEME_EXPOSURE.with_metadata(self.metadata))
 
-    def themes_table(self, part_files: list[str]) -> pa.Table:
-        sentences = self._representative_sentences(part_files)
-        schema = self.schemas()["themes"]
-        count = len(self.themes)
+    def _theme_topics(self, part_files: list[str]) -> tuple[pa.Table, np.ndarray]:
+        """theme_topics and each theme's number of topics. A firm topic belongs to the theme that
+        holds at least half of its sentences (ties to the lower theme id); similarity is the cosine
+        of the topic's centroid to the theme's."""
+        firms, topics, centroids, rows_of = [], [], [], []
+        for path in part_files:
+            table = self.store.read_table(
+                path, FIRM_TOPICS, columns=["firm_id", "topic_id", "sentence_ids", "centroid"]
+            )
+            if table.num_rows == 0:
+                continue
+            firms.extend(table.column("firm_id").to_pylist())
+            topics.extend(table.column("topic_id").to_pylist())
+            centroid = table.column("centroid").combine_chunks()
+            centroids.append(centroid.flatten().to_numpy(zero_copy_only=False).reshape(table.num_rows, -1))
+            rows_of.append(table.column("sentence_ids").combine_chunks())
+        if not firms or self.themes.n == 0:
+            return THEME_TOPICS.with_metadata(self.metadata).empty_table(), np.zeros(self.themes.n, np.int64)
+        lists = pa.chunked_array(rows_of).combine_chunks()
+        lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
+        found = pc.index_in(pc.list_flatten(lists), value_set=self.sentences.sentence_ids)
+        row = pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        topic_of = np.repeat(np.arange(len(firms)), lengths)
+        row, topic_of = row[row >= 0], topic_of[row >= 0]
+        # Sentences of each topic in each theme: (topic, theme) pairs through the membership matrix.
+        hits = self.membership[:, row].tocoo()  # themes × topic sentences
+        pair = topic_of[hits.col] * self.themes.n + hits.row
+        keys, counts = np.unique(pair, return_counts=True)
+        topic, theme = keys // self.themes.n, keys % self.themes.n
+        enough = counts * 2 >= lengths[topic]
+        topic, theme, counts = topic[enough], theme[enough], counts[enough]
+        best = np.lexsort((theme, -counts, topic))  # per topic: most sentences, then lowest theme
+        first = np.r_[True, topic[best][1:] != topic[best][:-1]]
+        topic, theme = topic[best][first], theme[best][first]
+        vectors = clustering.unit(np.concatenate(centroids)[topic])
+        similarity = np.einsum("ij,ij->i", vectors, self.centroids[theme])
+        order = sorted(range(len(topic)), key=lambda i: (theme[i], firms[topic[i]], topics[topic[i]]))
+        columns = {
+            "theme_id": pa.array(theme[order].astype(np.int32), pa.int32()),
+            "firm_id": pa.array([firms[t] for t in topic[order]], pa.string()),
+            "topic_id": pa.array([topics[t] for t in topic[order]], pa.int32()),
+            "similarity": pa.array(similarity[order].astype(np.float32), pa.float32()),
+        }
+        table = pa.table(columns, schema=THEME_TOPICS.with_metadata(self.metadata))
+        return table, np.bincount(theme, minlength=self.themes.n)
+
+    def themes_table(self, manifest: Any) -> pa.Table:
+        sentences = self._representative_sentences(manifest)
+        count = self.themes.n
         keywords = self.keywords
         columns = {
             "theme_id": pa.array(np.arange(count, dtype=np.int32), pa.int32()),
-            "quarter": pa.array([self.quarter] * count, pa.string()),
+            "quarter": pa.array([str(self.quarter)] * count, pa.string()),
+            "kind": pa.array(self.themes.kind, pa.string()),
             "keywords": pa.array(keywords, pa.list_(pa.string())),
             "representation": pa.array(
                 ["_".join(words[:_REPRESENTATION_WORDS]) for words in keywords], pa.string()
             ),
-            "n_firms": pa.array([t.n_firms for t in self.themes], pa.int32()),
-            "n_topics": pa.array([len(t.members) for t in self.themes], pa.int32()),
-            "n_sentences": pa.array([t.n_sentences for t in self.themes], pa.int32()),
+            "n_firms": pa.array(self.themes.n_firms.astype(np.int32), pa.int32()),
+            "n_topics": pa.array(self.topics_per_theme.astype(np.int32), pa.int32()),
+            "n_sentences": pa.array(self.themes.n_sentences.astype(np.int32), pa.int32()),
+            "number_share": pa.array(self.themes.number_share.astype(np.float32), pa.float32()),
+            "evenness": pa.array(self.themes.evenness.astype(np.float32), pa.float32()),
+            "ordinary_similarity": pa.array(self.themes.ordinary_similarity, pa.float32()),
             "representative_sentences": pa.array(sentences, pa.list_(pa.string())),
             "centroid": pa.FixedSizeListArray.from_arrays(
-                pa.array(
-                    np.concatenate([t.centroid for t in self.themes])
-                    if count
-                    else np.zeros(0, dtype=np.float32),
-                    pa.float32(),
-                ),
-                self.dimensions,
+                pa.array(self.centroids.ravel(), pa.float32()), self.dimensions
             ),
         }
-        return pa.table(columns, schema=schema.with_metadata(self.metadata))
+        return pa.table(columns, schema=self.schemas()["themes"].with_metadata(self.metadata))
 
     def summaries(self, n: int) -> list[ThemeSummary]:
         summaries = []
-        for theme_id, theme in enumerate(self.themes[:n]):
-            firms = [self.topics.firm_ids[f] for f in self._showcase(theme)]
+        for theme_id in range(min(n, self.themes.n)):
             summaries.append(
                 ThemeSummary(
                     theme_id=theme_id,
+                    kind=self.themes.kind[theme_id],
                     representation="_".join(self.keywords[theme_id][:_REPRESENTATION_WORDS]),
-                    n_firms=theme.n_firms,
-                    n_topics=len(theme.members),
-                    example_firms=firms[:2],
+                    n_firms=int(self.themes.n_firms[theme_id]),
+                    n_sentences=int(self.themes.n_sentences[theme_id]),
+                    example_firms=[self.sentences.firm_ids[f] for f in self._showcase(theme_id)[0][:2]],
                 )
             )
         return summaries
 
-    def _showcase(self, theme: _Theme) -> list[int]:
-        """The theme's firms by their closest topic, closest first (ties by firm order)."""
-        order = np.lexsort((theme.members, -theme.similarity))
+    def _centroids(self) -> np.ndarray:
+        """Each theme's unit mean of its sentences' embeddings as stored (not centred), so that it
+        compares with any sentence embedding of the same model."""
+        sums = np.zeros((self.themes.n, self.dimensions), dtype=np.float64)
+        embeddings = self.sentences.embeddings
+        for start in range(0, self.sentences.n, 1 << 16):
+            stop = min(start + (1 << 16), self.sentences.n)
+            sums += self.membership[:, start:stop] @ embeddings[start:stop].astype(np.float32)
+        return clustering.unit(sums) if self.themes.n else np.zeros((0, self.dimensions), np.float32)
+
+    def _showcase(self, theme_id: int) -> tuple[list[int], list[int]]:
+        """The theme's closest firms, closest first, and the row of each one's closest sentence."""
+        members = self.themes.members
+        rows = members.sentence[self.bounds[theme_id] : self.bounds[theme_id + 1]]
+        similarity = members.similarity[self.bounds[theme_id] : self.bounds[theme_id + 1]]
         firms: list[int] = []
-        for i in order:
-            firm = int(self.topics.firm[theme.members[i]])
+        chosen: list[int] = []
+        for i in np.lexsort((rows, -similarity)):
+            firm = int(self.sentences.firm[rows[i]])
             if firm not in firms:
                 firms.append(firm)
-        return firms
-
-    def _representative_sentences(self, part_files: list[str]) -> list[list[str]]:
-        """Per theme, sentences of several firms: the best topic of each of the closest firms,
-        round robin over their representative sentences (closest to their topic first)."""
-        wanted: dict[tuple[str, int], list[tuple[int, int]]] = {}  # (firm, topic) → (theme, slot)
-        n_wanted = self.config.n_representative
-        for theme_id, theme in enumerate(self.themes):
-            order = np.lexsort((theme.members, -theme.similarity))
-            seen: set[int] = set()
-            for i in order:
-                topic = int(theme.members[i])
-                firm = int(self.topics.firm[topic])
-                if firm in seen:
-                    continue
-                seen.add(firm)
-                key = (self.topics.firm_ids[firm], int(self.topics.topic_id[topic]))
-                wanted.setdefault(key, []).append((theme_id, len(seen) - 1))
-                if len(seen) == n_wanted:
+                chosen.append(int(rows[i]))
+                if len(firms) == self.config.n_representative:
                     break
-        slots: list[dict[int, list[str]]] = [{} for _ in self.themes]
-        for path in part_files:
-            table = self.store.read_table(
-                path, FIRM_TOPICS, columns=["firm_id", "topic_id", "representative_sentences"]
-            )
-            keys = zip(table.column("firm_id").to_pylist(), table.column("topic_id").to_pylist(), strict=True)
-            hits = [i for i, key in enumerate(keys) if key in wanted]
-            if not hits:
-                continue
-            rows = table.take(pa.array(hits, pa.int64())).to_pylist()
-            for row in rows:
-                for theme_id, slot in wanted[(row["firm_id"], row["topic_id"])]:
-                    slots[theme_id][slot] = [s for s in row["representative_sentences"] or [] if s]
-        sentences = []
-        for by_slot in slots:
-            ordered = [by_slot[slot] for slot in sorted(by_slot)]
-            chosen: list[str] = []
-            depth = max((len(texts) for texts in ordered), default=0)
-            for level in range(depth):
-                for texts in ordered:
-                    if level < len(texts) and texts[level] not in chosen and len(chosen) < n_wanted:
-                        chosen.append(texts[level])
-            sentences.append(chosen)
-        return sentences
+        return firms, chosen
+
+    def _representative_sentences(self, manifest: Any) -> list[list[str]]:
+        """Per theme, the closest sentence of each of its closest firms."""
+        ids = self.sentences.sentence_ids
+        wanted = [[ids[row].as_py() for row in self._showcase(theme)[1]] for theme in range(self.themes.n)]
+        texts = texts_of(self.store, self.quarter, manifest, [i for rows in wanted for i in rows])
+        return [[texts[i] for i in rows if i in texts] for rows in wanted]
 
 
-def _theme_keywords(topics: _Topics, themes: list[_Theme], top_n: int) -> list[list[str]]:
-    """c-TF-IDF over themes (see the module docstring): a word's weight in a theme, normalised
-    by the theme's total, times log(1 + average theme total / the word's weight in the quarter)."""
-    if not themes or not len(topics.keyword_word):
-        return [[] for _ in themes]
-    n_words = len(topics.words)
-    # A topic's first keyword counts fully, its tenth half: the ranks came from the firm's c-TF-IDF.
-    weight = topics.n_sentences[topics.keyword_topic] / (1.0 + topics.keyword_rank / 9.0)
-    background = np.bincount(topics.keyword_word, weights=weight, minlength=n_words)
-    theme_of = np.full(topics.n, -1, dtype=np.int64)
-    for theme_id, theme in enumerate(themes):
-        theme_of[theme.members] = theme_id
-    in_theme = theme_of[topics.keyword_topic] >= 0
-    theme = theme_of[topics.keyword_topic][in_theme]
-    word = topics.keyword_word[in_theme]
-    keys, inverse = np.unique(theme * n_words + word, return_inverse=True)
-    totals = np.bincount(inverse, weights=weight[in_theme])
-    key_theme, key_word = keys // n_words, keys % n_words
-    theme_total = np.bincount(key_theme, weights=totals, minlength=len(themes))
-    # The background is every topic of the quarter, themed or not, as one more class.
-    average = background.sum() / (len(themes) + 1)
-    score = totals / theme_total[key_theme] * np.log1p(average / background[key_word])
-    alphabetical = np.empty(n_words, dtype=np.int64)
-    alphabetical[np.argsort(np.array(topics.words, dtype=object), kind="stable")] = np.arange(n_words)
-    order = np.lexsort((alphabetical[key_word], -score, key_theme))
-    keywords: list[list[str]] = [[] for _ in themes]
-    for i in order:
-        words = keywords[key_theme[i]]
-        if len(words) < top_n and score[i] > 0:
-            words.append(topics.words[key_word[i]])
+def _theme_keywords(membership: sp.csr_matrix, vocabulary: Vocabulary, top_n: int) -> list[list[str]]:
+    """Class-based TF-IDF over the themes and, as one more class, the sentences in no theme."""
+    n_themes = membership.shape[0]
+    if n_themes == 0 or not vocabulary.terms:
+        return [[] for _ in range(n_themes)]
+    from bertopic.vectorizers import ClassTfidfTransformer
+
+    per_theme = (membership @ vocabulary.counts).tocsr()
+    in_none = np.asarray(membership.sum(axis=0)).ravel() == 0
+    rest = sp.csr_matrix(vocabulary.counts[in_none].sum(axis=0))
+    scores = ClassTfidfTransformer().fit_transform(sp.vstack([per_theme, rest]).tocsr())[:n_themes].tocsr()
+    terms = np.array(vocabulary.terms, dtype=object)
+    keywords = []
+    for theme in range(n_themes):
+        row = scores.getrow(theme)
+        # Best first; ties by the term, which makes the order independent of the matrix layout.
+        order = np.lexsort((terms[row.indices], -row.data))
+        ranked = [str(terms[row.indices[i]]) for i in order[: _CANDIDATE_WORDS * top_n] if row.data[i] > 0]
+        keywords.append(distinct_keywords(ranked, top_n))
     return keywords
 
 
@@ -793,14 +641,15 @@ def _write(
     store: Store, quarter: Quarter, tables: dict[str, pa.Table], schemas: dict[str, pa.Schema]
 ) -> dict[str, str]:
     """themes.parquet last, and the old one removed first: whoever finds a themes.parquet (`ftm
-    name`) finds the theme_topics and exposure of the same run beside it."""
+    name`) finds the theme_sentences, theme_topics and exposure of the same run beside it."""
     paths = {
+        "theme_sentences": layout.theme_sentences(quarter),
         "theme_topics": layout.theme_topics(quarter),
         "firm_theme_exposure": layout.firm_theme_exposure(quarter),
         "themes": layout.themes(quarter),
     }
     store.delete(paths["themes"])
-    for name in ("theme_topics", "firm_theme_exposure", "themes"):
+    for name in ("theme_sentences", "theme_topics", "firm_theme_exposure", "themes"):
         store.write_table(paths[name], tables[name], schemas[name])
     return paths
 

@@ -103,6 +103,7 @@ def start_submission(
     quarter = submission.quarter
     if submission.start_over:
         store.delete_folder(layout.firm_topics_folder(quarter))
+        store.delete_folder(layout.sentence_embeddings_folder(quarter))
     if submission.write_plan:
         # Batch records of another plan would describe other firms under the same batch ids.
         # (With no work started, they are only `pending` marks.)
@@ -210,6 +211,8 @@ def _finished(store: Store, quarter: Quarter, batch_id: str) -> bool:
 
 def _work_started(store: Store, quarter: Quarter) -> bool:
     """Whether any batch wrote a part file or a checkpoint (`pending` marks are not work)."""
-    if store.list(layout.firm_topics_folder(quarter)):
+    if store.list(layout.firm_topics_folder(quarter)) or store.list(
+        layout.sentence_embeddings_folder(quarter)
+    ):
         return True
     return any(path.endswith("_checkpoint.json") for path in store.list(layout.progress_folder(quarter)))
