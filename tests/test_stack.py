@@ -245,6 +245,61 @@ def test_queues_cancel_jobs_stuck_in_runnable(template: dict[str, Any]) -> None:
         }, name
 
 
+def _lifecycle_expired(policy: dict[str, Any], images: dict[str, tuple[list[str], int]]) -> set[str]:
+    """The images (name → tags, day pushed) an ECR lifecycle policy expires, as the ECR user guide
+    describes it (lifecycle_policy_parameters, "How lifecycle policies work"): rules in priority
+    order; a tagged rule selects images having a tag with each of its prefixes; imageCountMoreThan
+    keeps the newest `countNumber` of its images, sinceImagePushed those younger than it; an image
+    that a higher-priority rule selects is never expired by a lower one. ECR's own checks of a
+    policy are asserted too: unique priorities, a rule on any image last, one rule on untagged."""
+    rules = sorted(policy["rules"], key=lambda rule: rule["rulePriority"])
+    assert len({rule["rulePriority"] for rule in rules}) == len(rules)
+    statuses = [rule["selection"]["tagStatus"] for rule in rules]
+    assert "any" not in statuses[:-1] and statuses.count("untagged") <= 1
+    today = max(day for _, day in images.values())
+    expired: set[str] = set()
+    taken: set[str] = set()
+    for rule in rules:
+        selection = rule["selection"]
+        status = selection["tagStatus"]
+        if status == "tagged":
+            assert selection["tagPrefixList"], "a tagged rule needs its prefixes"
+        chosen = [
+            name
+            for name, (tags, _) in images.items()
+            if status == "any"
+            or (status == "untagged" and not tags)
+            or (
+                status == "tagged"
+                and all(any(tag.startswith(p) for tag in tags) for p in selection["tagPrefixList"])
+            )
+        ]
+        chosen.sort(key=lambda name: images[name][1], reverse=True)  # newest first
+        if selection["countType"] == "imageCountMoreThan":
+            old = chosen[selection["countNumber"] :]
+        else:
+            old = [name for name in chosen if today - images[name][1] > selection["countNumber"]]
+        expired |= set(old) - taken
+        taken |= set(chosen)
+    return expired
+
+
+def test_ecr_keeps_the_llm_image_however_many_map_images_are_pushed(template: dict[str, Any]) -> None:
+    repository = template["Resources"]["Repository"]["Properties"]
+    policy = json.loads(repository["LifecyclePolicy"]["LifecyclePolicyText"])
+    # The LLM job definition names one llm image; then a dozen dependency changes of the map.
+    images = {"llm-0123456789ab": (["llm-0123456789ab"], 0)}
+    images.update({f"map-{day:012d}": ([f"map-{day:012d}"], day) for day in range(1, 13)})
+    assert _lifecycle_expired(policy, images) == {"map-000000000001", "map-000000000002"}
+    # And the other way round: llm pushes never expire the map image.
+    images = {"map-0123456789ab": (["map-0123456789ab"], 0)}
+    images.update({f"llm-{day:012d}": ([f"llm-{day:012d}"], day) for day in range(1, 13)})
+    assert _lifecycle_expired(policy, images) == {"llm-000000000001", "llm-000000000002"}
+    # A tag pushed again leaves its old image untagged, which goes after a while.
+    images = {"old": ([], 0), "map-0123456789ab": (["map-0123456789ab"], 30)}
+    assert _lifecycle_expired(policy, images) == {"old"}
+
+
 def test_template_outputs_are_the_settings_deploy_writes(template: dict[str, Any]) -> None:
     assert set(template["Outputs"]) == set(stack.OUTPUT_SETTINGS)
     assert stack.OUTPUT_SETTINGS["LlmJobQueue"] == "aws.llm_job_queue"
