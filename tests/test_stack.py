@@ -15,6 +15,7 @@ from botocore.stub import Stubber
 from cfnlint.decode.cfn_yaml import loads
 
 from ftm.aws import stack
+from ftm.backends.aws_batch import RETRY_RULES
 from ftm.cli import main
 from ftm.errors import FtmError, UsageError
 from ftm.settings import AwsSettings, load_settings
@@ -53,7 +54,9 @@ def test_template_fits_cloudformations_template_body_limit() -> None:
     assert len(stack.template_text().encode()) < TEMPLATE_BODY_LIMIT
 
 
-def test_every_job_definition_retries_only_spot_losses_and_has_a_timeout(template: dict[str, Any]) -> None:
+def test_every_job_definition_retries_spot_losses_and_failed_starts_and_has_a_timeout(
+    template: dict[str, Any],
+) -> None:
     definitions = _resources(template, "AWS::Batch::JobDefinition")
     parameters = template["Parameters"]
     assert set(definitions) == {"MapJobDefinition", "CpuJobDefinition", "LlmJobDefinition"}
@@ -63,10 +66,14 @@ def test_every_job_definition_retries_only_spot_losses_and_has_a_timeout(templat
         attempts = parameters[retry["Attempts"]["Ref"]]
         # cfn-lint does not check these: Batch allows 1-10 attempts and 60 s at least per attempt.
         assert 1 <= attempts["MinValue"] <= attempts["Default"] <= attempts["MaxValue"] <= 10, name
+        # The rules submit sends too, in CloudFormation's spelling; Batch takes at most 5.
         assert retry["EvaluateOnExit"] == [
-            {"OnStatusReason": "Host EC2*", "Action": "RETRY"},
-            {"OnReason": "*", "Action": "EXIT"},
+            {key[0].upper() + key[1:]: value for key, value in rule.items()} for rule in RETRY_RULES
         ], name
+        assert len(retry["EvaluateOnExit"]) <= 5 and retry["EvaluateOnExit"][-1] == {
+            "OnReason": "*",
+            "Action": "EXIT",
+        }, name
         timeout = parameters[properties["Timeout"]["AttemptDurationSeconds"]["Ref"]]
         assert timeout["MinValue"] >= 60 and timeout["Default"] >= 60, name
         container = properties["ContainerProperties"]
@@ -378,6 +385,8 @@ def test_deploy_creates_the_stack_and_writes_its_outputs_and_storage_root(
     for output, key in stack.OUTPUT_SETTINGS.items():
         assert getattr(settings.aws, key.removeprefix("aws.")) == outputs[output], key
     assert settings.aws.vpc_id == vpc and settings.aws.subnet_ids == subnets  # the next deploy needs no flags
+    # aws.region was unset: the region boto3 resolved (AWS_DEFAULT_REGION here) is written down.
+    assert settings.aws.region == "us-east-1"
     assert settings.storage.root == f"s3://{outputs['BucketName']}/ftm"
     assert settings.aws.repository.endswith(".dkr.ecr.us-east-1.amazonaws.com/ftm")
     assert settings.aws.llm_job_queue == outputs["LlmJobQueue"] != settings.aws.job_queue
@@ -425,7 +434,7 @@ def test_job_definitions_carry_the_spot_retry_strategy(deployed: dict[str, Any])
             (rule.get("onStatusReason"), rule.get("onReason"), rule["action"].upper())
             for rule in retry["evaluateOnExit"]
         ]
-        assert rules == [("Host EC2*", None, "RETRY"), (None, "*", "EXIT")]
+        assert rules == [(r.get("onStatusReason"), r.get("onReason"), r["action"]) for r in RETRY_RULES]
         assert definition["containerProperties"]["logConfiguration"]["options"]["awslogs-group"] == "/ftm/ftm"
     gpus = {
         d["jobDefinitionArn"]: {

@@ -30,11 +30,13 @@ ENV_PREFIX = "FTM_"
 ENV_NESTING = "__"
 DEFAULT_CONFIG = Path("ftm.toml")
 # Environment variables with the prefix that are not settings themselves: the settings file,
-# and the code package a container runs instead of its own ftm (see ftm.aws.code_package).
+# the code package a container runs instead of its own ftm, and the settings a job gets from
+# storage when they are too long for its environment (see ftm.aws.code_package).
 CONFIG_ENV = "FTM_CONFIG"
 CODE_ENV = "FTM_CODE"
 CODE_ACTIVE_ENV = "FTM_CODE_ACTIVE"
-RESERVED_ENV = frozenset({CONFIG_ENV, CODE_ENV, CODE_ACTIVE_ENV})
+JOB_SETTINGS_ENV = "FTM_JOB_SETTINGS"
+RESERVED_ENV = frozenset({CONFIG_ENV, CODE_ENV, CODE_ACTIVE_ENV, JOB_SETTINGS_ENV})
 
 SpeakerType = Literal["presenter", "question", "answer", "operator", "unknown"]
 
@@ -366,7 +368,12 @@ class AwsSettings(Section):
     llm_image: str | None = Field(
         None, description="image with vLLM for the name job (llm.serve); `ftm image build --target llm`"
     )
-    spot_attempts: int = Field(3, ge=1, le=10, description="attempts per batch; only Spot losses are retried")
+    spot_attempts: int = Field(
+        3,
+        ge=1,
+        le=10,
+        description="attempts per job; only Spot losses and tasks that failed to start are retried",
+    )
     job_timeout_s: int = Field(3600, ge=60, description="seconds per attempt")
     firms_per_instance_hour: float = Field(
         2000.0, gt=0, description="map speed on one GPU instance, for the cost estimate at submit"

@@ -67,6 +67,7 @@ class DeployResult:
     action: Literal["created", "updated", "unchanged"]
     outputs: dict[str, str]  # setting (aws.job_queue) → value, for every output of the stack
     changes: list[str]  # "Add GpuJobQueue (AWS::Batch::JobQueue)", as CloudFormation planned them
+    region: str  # where the stack is: aws.region, or the one boto3 resolved (AWS_REGION, the profile)
 
     @property
     def changed(self) -> bool:
@@ -189,7 +190,7 @@ def deploy(settings: AwsSettings, on_event: EventCallback | None = None) -> Depl
         if any(phrase in reason for phrase in NO_CHANGES):
             # Delete it: empty change sets pile up on the stack otherwise.
             _call("deleting the empty change set", cfn.delete_change_set, ChangeSetName=change_set)
-            return DeployResult(name, "unchanged", _outputs(cfn, name), [])
+            return DeployResult(name, "unchanged", _outputs(cfn, name), [], cfn.meta.region_name)
         raise FtmError(
             f"CloudFormation refused the change set for stack {name}: {reason}. Fix what it names "
             "(often a setting under aws.*, see `ftm config`) and run ftm deploy again."
@@ -205,7 +206,8 @@ def deploy(settings: AwsSettings, on_event: EventCallback | None = None) -> Depl
     )
     waiter = "stack_create_complete" if kind == "CREATE" else "stack_update_complete"
     _wait(cfn, waiter, name, f"{'creating' if kind == 'CREATE' else 'updating'} stack {name}", StackName=name)
-    return DeployResult(name, "created" if kind == "CREATE" else "updated", _outputs(cfn, name), changes)
+    action = "created" if kind == "CREATE" else "updated"
+    return DeployResult(name, action, _outputs(cfn, name), changes, cfn.meta.region_name)
 
 
 def destroy(

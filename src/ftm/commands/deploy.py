@@ -33,7 +33,8 @@ existing one), an ECR repository, job queues on Spot GPUs (aws.gpu_instance_type
 on Spot GPUs of 24 GB (aws.llm_instance_types, for name with vLLM) and On-Demand CPUs, job
 definitions and least-privilege roles. aws.llm_api_key_secret_arn, when set, gives the name jobs
 FTM_LLM__API_KEY from that secret. Writes the stack's outputs (aws.job_queue, …) into the settings
-file in use (./ftm.toml when there is none), and storage.root when it is still the local default.
+file in use (./ftm.toml when there is none), aws.region when it is unset, and storage.root when
+it is still the local default.
 Then: `ftm image build` (and `--target llm` for llm.serve), `ftm deploy` again (the job
 definitions take aws.image and aws.llm_image), `ftm doctor`.
 Exit codes: 0 done or nothing to change, 2 missing VPC or subnets, 4 no usable AWS credentials
@@ -114,6 +115,10 @@ def deploy(
     # The flags given are kept too, so that the next `ftm deploy` needs none.
     flags = {"aws.vpc_id": vpc_id, "aws.subnet_ids": subnets, "aws.existing_bucket": existing_bucket}
     values.update({key: value for key, value in flags.items() if value is not None})
+    # The stack's region, so that every later command (and the jobs it submits) uses it, whatever
+    # AWS_REGION or the profile say on another day or machine.
+    if settings.aws.region is None:
+        values["aws.region"] = result.region
     bucket = result.outputs.get("aws.bucket")
     root = f"s3://{bucket}/{settings.aws.prefix.strip('/')}" if bucket else None
     if root and settings.storage.root == StorageSettings.model_fields["root"].default:
