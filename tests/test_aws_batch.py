@@ -291,6 +291,14 @@ def test_reduce_and_name_run_as_jobs_and_wrds_prefetch_is_refused_on_batch(
     assert "Duo approval" in capsys.readouterr().err
     assert main(["prefetch", str(QUARTER), "--input", "calls.jsonl", "--backend", "batch"]) == 2
     assert "s3://" in capsys.readouterr().err
+    # The README's own example: an input outside the prefix, which the jobs' role cannot read.
+    bucket = batch_env["FTM_STORAGE__ROOT"].split("/")[2]
+    outside = ["prefetch", str(QUARTER), "--input", f"s3://{bucket}/raw/calls.jsonl.gz", "--backend", "batch"]
+    assert main(outside) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert (
+        f"reads only s3://{bucket}/research/" in err and f"s3://{bucket}/research/raw/calls.jsonl.gz" in err
+    )
 
 
 def test_files_prefetch_reads_its_input_from_s3_and_runs_as_a_job(
