@@ -128,3 +128,23 @@ def _transcripts(corpus: Path) -> Iterator[dict[str, Any]]:
     with gzip.open(corpus, "rt", encoding="utf-8") as lines:
         for line in lines:
             yield json.loads(line)
+
+
+def write_model_config(folder: Path, **fields: Any) -> str:
+    """A model folder with a config.json, to be llm.model: Qwen3-8B's shape unless told otherwise."""
+    config = {
+        "architectures": ["Qwen3ForCausalLM"],
+        "hidden_size": 4096,
+        "intermediate_size": 12288,
+        "num_hidden_layers": 36,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "vocab_size": 151936,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
+        **fields,
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    return str(folder)

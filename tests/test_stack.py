@@ -526,6 +526,41 @@ def test_doctor_passes_once_everything_is_in_place(
     assert checks["Spot GPU quota"]["detail"].startswith("128 vCPUs")
 
 
+def test_doctor_checks_that_vllm_can_start_the_model_on_every_llm_gpu(
+    deployed: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """From the model's config.json (a folder here, the hub's otherwise) and the GPU memory EC2
+    gives for aws.llm_instance_types (moto holds AWS's table: 22,888 MiB for g5 and g6.xlarge)."""
+    from naming_inputs import write_model_config
+
+    _quota(monkeypatch, 128)
+    monkeypatch.setenv("FTM_LLM__MODEL", write_model_config(tmp_path / "qwen3-8b"))
+    monkeypatch.setenv("FTM_LLM__SERVE", "true")
+    fit = _checks(capsys, 4)["LLM fits the GPU"]  # 4: no image is pushed here
+    assert fit["ok"] is True, fit
+    assert "at 8,192 tokens" in fit["detail"] and "on g5.xlarge, g6.xlarge" in fit["detail"]
+    assert "15.3 GiB of weights, 1.1 GiB of KV cache of 1.8 GiB left" in fit["detail"]
+
+    monkeypatch.setenv("FTM_LLM__SERVE_MAX_MODEL_LEN", "40960")  # Qwen3-8B's own maximum
+    fit = _checks(capsys, 4)["LLM fits the GPU"]
+    assert fit["ok"] is False and "vLLM would not start" in fit["detail"] and "5.6 GiB" in fit["detail"]
+    assert "lower llm.serve_max_model_len to 12,288" in fit["fix"]
+
+    monkeypatch.setenv("FTM_LLM__SERVE_MAX_MODEL_LEN", "4096")  # shorter than ftm's requests
+    fit = _checks(capsys, 4)["LLM fits the GPU"]
+    assert fit["ok"] is False and "8,064 tokens" in fit["detail"]
+
+    monkeypatch.delenv("FTM_LLM__SERVE_MAX_MODEL_LEN")
+    monkeypatch.setenv("FTM_AWS__LLM_INSTANCE_TYPES", '["g4dn.xlarge", "m6i.xlarge"]')
+    fit = _checks(capsys, 4)["LLM fits the GPU"]
+    assert fit["ok"] is False and "m6i.xlarge has no GPU" in fit["detail"]
+    assert "g4dn.xlarge's 16,384 MiB GPU" in fit["detail"] and "lower" not in fit["fix"]
+
+    monkeypatch.setenv("FTM_LLM__MODEL", str(tmp_path / "nowhere"))
+    fit = _checks(capsys, 4)["LLM fits the GPU"]
+    assert fit["ok"] is None and "not checked" in fit["detail"]  # a warning, not a guess
+
+
 def test_doctor_flags_settings_the_stack_does_not_match(
     deployed: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:

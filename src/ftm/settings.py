@@ -313,7 +313,15 @@ class LlmSettings(Section):
     )
     serve_command: str = Field("vllm serve", description="the command that serves llm.model")
     serve_args: list[str] = Field(
-        default_factory=list, description='extra arguments for it, e.g. ["--max-model-len", "8192"]'
+        default_factory=list, description='extra arguments for it, e.g. ["--gpu-memory-utilization", "0.95"]'
+    )
+    # Not the model's own maximum (Qwen3-8B: 40,960 tokens), whose KV cache a 24 GB GPU cannot
+    # hold next to the weights, so vLLM would refuse to start: what ftm's longest request takes
+    # at topics_per_request = 10 (naming.longest_request_tokens: 8,064), with room to spare.
+    serve_max_model_len: int = Field(
+        8192,
+        ge=1024,
+        description="the server's context (vLLM's --max-model-len); ftm doctor checks the GPU holds it",
     )
     serve_port: int = Field(8000, ge=1, le=65535, description="port of that server on 127.0.0.1")
     serve_startup_timeout_s: float = Field(

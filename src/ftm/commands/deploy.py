@@ -52,7 +52,10 @@ Checks the region, credentials, the stack and its state, that the settings match
 that the bucket is reachable and private, that aws.image (and aws.llm_image when set) is in ECR
 and the job definitions run it, that the GPU, CPU and LLM job queues and their compute
 environments are VALID and ENABLED, and the Spot G/VT vCPU quota (L-3819A6DF), which is 0 in a
-new account. Exit codes: 0 nothing failed (warnings allowed), 4 a check failed.
+new account. With llm.serve or aws.llm_image set, also that vLLM can start llm.model at
+llm.serve_max_model_len on the GPU of every aws.llm_instance_types (from the model's config.json)
+and that this context holds ftm's longest request. Exit codes: 0 nothing failed (warnings
+allowed), 4 a check failed.
 """
 
 DESTROY_EXAMPLES = """\
@@ -149,7 +152,7 @@ def doctor(
 ) -> None:
     """Check that everything a run on AWS Batch needs is in place, and say what to do where not."""
     settings = settings_from(ctx)
-    checks = stack.doctor(settings.aws)
+    checks = stack.doctor(settings.aws, settings.llm)
     if as_json:
         print_json([asdict(check) for check in checks])
     else:
