@@ -553,7 +553,7 @@ def test_settings_too_long_for_a_jobs_overrides_travel_beside_the_code_to_the_co
     # Checked by its hash, like the code: replaced bytes are refused.
     store.write_bytes(environment["FTM_JOB_SETTINGS"], b'{"FTM_PREPROCESS": "{}"}')
     child = subprocess.run(command, env=child_env, capture_output=True, text=True, timeout=300)
-    assert child.returncode == 1 and "damaged or were replaced" in child.stderr
+    assert child.returncode == 1 and "damaged or was replaced" in child.stderr
 
 
 def test_cancel_terminates_the_arrays_and_the_jobs_after_them(stand_in: BatchStandIn, tmp_path: Path) -> None:

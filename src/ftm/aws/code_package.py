@@ -195,14 +195,7 @@ def _job_settings(reference: str, argv: list[str], environ: Mapping[str, str]) -
             f"{JOB_SETTINGS_ENV}={reference!r} does not name a job's settings: expected a path under "
             f"the storage root like {layout.job_settings('<sha256>')}, as `ftm submit` uploads them"
         )
-    data = _fetch(reference, argv, environ, f"job settings ({JOB_SETTINGS_ENV})")
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != sha256:
-        raise DataError(
-            f"job settings {reference} are damaged or were replaced: their bytes hash to "
-            f"sha256:{actual[:12]}, not to the sha256:{sha256[:12]} their name says. Submit again"
-        )
-    variables = json.loads(data)
+    variables = json.loads(_fetch(reference, sha256, argv, environ, f"job settings ({JOB_SETTINGS_ENV})"))
     if not isinstance(variables, dict) or not all(
         isinstance(value, str) and name.startswith(ENV_PREFIX) and name not in RESERVED_ENV
         for name, value in variables.items()
@@ -218,14 +211,7 @@ def _unpacked(reference: str, sha256: str, argv: list[str], environ: Mapping[str
     if (target / PACKAGE / "__init__.py").is_file():
         _check_owner(base)
         return target
-    data = _fetch(reference, argv, environ, f"code package ({CODE_ENV})")
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != sha256:
-        raise DataError(
-            f"code package {reference} is damaged or was replaced: its bytes hash to "
-            f"sha256:{actual[:12]}, not to the sha256:{sha256[:12]} its name says. Submit again: "
-            "`ftm submit` uploads the code it runs"
-        )
+    data = _fetch(reference, sha256, argv, environ, f"code package ({CODE_ENV})")
     base.mkdir(mode=0o700, parents=True, exist_ok=True)
     _check_owner(base)
     # Unpacked beside its final name, then renamed: a crash never leaves a half-unpacked package
@@ -247,15 +233,15 @@ def _unpacked(reference: str, sha256: str, argv: list[str], environ: Mapping[str
     return target
 
 
-def _fetch(reference: str, argv: list[str], environ: Mapping[str, str], what: str) -> bytes:
+def _fetch(reference: str, sha256: str, argv: list[str], environ: Mapping[str, str], what: str) -> bytes:
     """`reference`'s bytes from the storage root of the job's settings (FTM_STORAGE, which always
-    travels in the environment); `what` names it in errors."""
+    travels in the environment), once they hash to `sha256`, its name; `what` names it in errors."""
     from ftm.settings import load_settings
 
     settings = load_settings(_config_flag(argv), environ=environ)
     store = Store.from_settings(settings.storage)
     try:
-        return store.read_bytes(reference)
+        data = store.read_bytes(reference)
     except DataError:
         raise DataError(
             f"{what} {store.uri(reference)} does not exist: check storage.root "
@@ -263,6 +249,13 @@ def _fetch(reference: str, argv: list[str], environ: Mapping[str, str], what: st
         ) from None
     except OSError as error:  # an unreachable endpoint
         raise FtmError(f"cannot read {what} {store.uri(reference)}: {error}") from None
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256:
+        raise DataError(
+            f"{what} {reference} is damaged or was replaced: its bytes hash to sha256:{actual[:12]}, "
+            f"not to the sha256:{sha256[:12]} its name says. Submit again: `ftm submit` uploads it"
+        )
+    return data
 
 
 def _config_flag(argv: list[str]) -> Path | None:
