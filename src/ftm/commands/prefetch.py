@@ -147,7 +147,7 @@ def _prefetch_as_job(
     # else the job would end in AccessDenied.
     bucket = settings.aws.bucket or Store.from_settings(settings.storage).bucket
     reach = f"s3://{bucket}/{settings.aws.prefix.strip('/')}/"
-    if not path.startswith(reach):
+    if bucket and not path.startswith(reach):  # no bucket: a local root, refused just after
         name = path.rstrip("/").rsplit("/", 1)[-1]
         raise UsageError(
             f"the batch jobs' role reads only {reach}… (the stack's bucket and aws.prefix), not "
