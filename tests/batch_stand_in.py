@@ -2,7 +2,17 @@
 Spot reclaims retried, out-of-memory exits, throttling. It speaks Batch's REST-JSON protocol, so
 ftm's real boto3 client talks to it (AWS_ENDPOINT_URL_BATCH) with the SDK's own retries, and it
 keeps AWS's limits that moto does not: 100 ids per DescribeJobs, arrays of 2 to 10,000 children,
-30 KiB per SubmitJob, 20 dependencies. A test sets each job's state; the server only answers.
+30 KiB per SubmitJob, 20 dependencies. A test sets each job's state; the server only answers,
+except for two rules that are AWS's own and that moto leaves out:
+
+- A job's container overrides, with the variables Batch adds, become the ECS task's overrides,
+  which ECS caps at 8,192 characters "including the JSON formatting characters" (RunTask,
+  `overrides`); SubmitJob takes larger ones, and the job then fails with "Container Overrides
+  length must be at most 8192" (as Metaflow #1482 and convox/rack #1906 saw it).
+- When a test ends an attempt (`end_attempt`), the job's retry strategy decides as Batch's does
+  (job_retries.html, API_EvaluateOnExit): the first rule whose patterns all match (exact, or a
+  prefix before a trailing *) says RETRY or EXIT, none matching means RETRY, and no attempt
+  beyond `attempts`.
 """
 
 from __future__ import annotations
@@ -15,6 +25,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 FINAL = ("SUCCEEDED", "FAILED")
+ECS_OVERRIDES_LIMIT = 8192
+# The longest names Batch allows (128 characters) for the queue and compute environment it names.
+LONGEST_NAME = "q" * 128
 STATES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED", "FAILED")
 
 
@@ -121,8 +134,34 @@ class BatchStandIn:
             raise ValueError("array size must be between 2 and 10,000")
         if len(body.get("dependsOn", [])) > 20:
             raise ValueError("at most 20 dependencies")
-        job_id = self.add_job(size or 1, jobName=body["jobName"], submitted=body)
+        job_id = self.add_job(
+            size or 1, jobName=body["jobName"], submitted=body, retryStrategy=body.get("retryStrategy")
+        )
+        if _ecs_overrides_length(job_id, body) > ECS_OVERRIDES_LIMIT:
+            # Accepted here; the job fails when Batch hands it to ECS.
+            for key, job in self.jobs.items():
+                if key == job_id or key.startswith(f"{job_id}:"):
+                    job.update(
+                        status="FAILED",
+                        statusReason=f"Container Overrides length must be at most {ECS_OVERRIDES_LIMIT}",
+                    )
         return {"jobId": job_id, "jobName": body["jobName"], "jobArn": f"arn:aws:batch:::job/{job_id}"}
+
+    def end_attempt(self, job_id: str, **attempt: Any) -> str:
+        """Ends the job's current attempt as given (statusReason, container: exitCode, reason) and
+        applies its retry strategy as Batch does; returns the job's status after it."""
+        with self.lock:
+            job = self.jobs[job_id]
+            job["attempts"] = [*job.get("attempts", []), attempt]
+            strategy = job.get("retryStrategy") or self._parent_strategy(job_id) or {}
+            action = _retry_action(strategy.get("evaluateOnExit") or [], attempt)
+            retry = action == "RETRY" and len(job["attempts"]) < int(strategy.get("attempts") or 1)
+            job.update(status="RUNNABLE" if retry else "FAILED", statusReason=attempt.get("statusReason"))
+            return job["status"]
+
+    def _parent_strategy(self, job_id: str) -> dict[str, Any] | None:
+        parent = self.jobs.get(job_id.split(":")[0])
+        return parent.get("retryStrategy") if parent else None
 
     def _terminatejob(self, body: dict[str, Any]) -> dict[str, Any]:
         for key, job in self.jobs.items():
@@ -143,6 +182,40 @@ class BatchStandIn:
     def _summary(self, job: dict[str, Any]) -> dict[str, Any]:
         fields = ("jobId", "jobName", "status", "statusReason", "startedAt", "stoppedAt", "arrayProperties")
         return {key: job[key] for key in fields if key in job}
+
+
+def _ecs_overrides_length(job_id: str, body: dict[str, Any]) -> int:
+    """The length of the ECS overrides Batch makes of a submission: its command and environment,
+    the container's name, and the variables Batch adds (the longest an array child gets)."""
+    overrides = body.get("containerOverrides") or {}
+    added = {
+        "AWS_BATCH_JOB_ID": f"{job_id}:9999",
+        "AWS_BATCH_JOB_ATTEMPT": "10",
+        "AWS_BATCH_JOB_ARRAY_INDEX": "9999",
+        "AWS_BATCH_JQ_NAME": LONGEST_NAME,
+        "AWS_BATCH_CE_NAME": LONGEST_NAME,
+    }
+    environment = [*overrides.get("environment", []), *({"name": k, "value": v} for k, v in added.items())]
+    ecs = {"name": "default", "command": overrides.get("command", []), "environment": environment}
+    return len(json.dumps(ecs, separators=(",", ":")))
+
+
+def _retry_action(rules: list[dict[str, str]], attempt: dict[str, Any]) -> str:
+    container = attempt.get("container") or {}
+    fields = {
+        "onStatusReason": attempt.get("statusReason") or "",
+        "onReason": container.get("reason") or "",
+        "onExitCode": "" if container.get("exitCode") is None else str(container["exitCode"]),
+    }
+    for rule in rules:
+        patterns = {key: rule[key] for key in fields if key in rule}
+        if all(_glob(pattern, fields[key]) for key, pattern in patterns.items()):
+            return rule["action"].upper()
+    return "RETRY"
+
+
+def _glob(pattern: str, text: str) -> bool:
+    return text.startswith(pattern[:-1]) if pattern.endswith("*") else text == pattern
 
 
 def _parent_status(summary: Counter[str], size: int) -> str:

@@ -25,6 +25,8 @@ os.environ.update(
         "AWS_SESSION_TOKEN": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_EC2_METADATA_DISABLED": "true",
+        # Nothing reaches the Hugging Face hub: a model config (ftm doctor) comes from a folder.
+        "HF_HUB_OFFLINE": "1",
     }
 )
 

@@ -145,3 +145,23 @@ def as_an_earlier_ftm_wrote_it(store: Store, quarter: Quarter, kind: str) -> pa.
     named = {column: table.column(column) for column in ("quarter", "name", "description", "source")}
     store.write_table(path, pa.table({"kind": [kind] * table.num_rows, "id": ids, **named}))
     return table
+
+
+def write_model_config(folder: Path, **fields: Any) -> str:
+    """A model folder with a config.json, to be llm.model: Qwen3-8B's shape unless told otherwise."""
+    config = {
+        "architectures": ["Qwen3ForCausalLM"],
+        "hidden_size": 4096,
+        "intermediate_size": 12288,
+        "num_hidden_layers": 36,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "vocab_size": 151936,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
+        **fields,
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    return str(folder)

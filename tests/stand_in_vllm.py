@@ -13,6 +13,10 @@ Environment variables choose how it behaves:
   STAND_IN_NEVER_READY     listen, but answer /health with 503 forever
   STAND_IN_IGNORE_SIGTERM  ignore SIGTERM, it and its worker: only SIGKILL stops them
   STAND_IN_RECORD          a file to write {"argv", "pid", "worker_pid"} to, once both run
+  STAND_IN_KV_CACHE_TOKENS the tokens the GPU's KV cache holds beside the weights: as vLLM, it
+                           refuses to start when one request of --max-model-len tokens (without
+                           it, the model's maximum, STAND_IN_MODEL_MAX_LEN, default Qwen3-8B's
+                           40,960) does not fit, with vLLM's message
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ def main() -> None:
     parser.add_argument("--host", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--served-model-name")
+    parser.add_argument("--max-model-len", type=int)
     args, _extra = parser.parse_known_args()
 
     if os.environ.get("STAND_IN_IGNORE_SIGTERM"):
@@ -81,6 +86,17 @@ def main() -> None:
         print(FAILURE)
         worker.kill()
         sys.exit(3)
+    kv_tokens = os.environ.get("STAND_IN_KV_CACHE_TOKENS")
+    max_model_len = args.max_model_len or int(os.environ.get("STAND_IN_MODEL_MAX_LEN", "40960"))
+    if kv_tokens and max_model_len > int(kv_tokens):
+        print(
+            f"ValueError: To serve at least one request with the models's max seq len ({max_model_len}), "
+            "KV cache is needed, which is larger than the available KV cache memory. Based on the "
+            f"available memory, the estimated maximum model length is {kv_tokens}. Try increasing "
+            "`gpu_memory_utilization` or decreasing `max_model_len` when initializing the engine."
+        )
+        worker.kill()
+        sys.exit(1)
     ready_after = float(os.environ.get("STAND_IN_READY_AFTER_S", "0"))
     start = time.monotonic()
     while time.monotonic() - start < ready_after:

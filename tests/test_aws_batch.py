@@ -65,6 +65,13 @@ def test_arrays_hold_at_most_10000_batches_and_describe_calls_100_ids() -> None:
             "out of memory",
         ),
         ({"statusReason": "Essential container in task exited", "container": {"exitCode": 3}}, "user error"),
+        (
+            {
+                "statusReason": "Task failed to start",
+                "container": {"reason": "CannotPullContainerError: pull image manifest has been retried"},
+            },
+            "AWS could not run it: CannotPullContainerError",
+        ),
     ],
 )
 def test_a_failed_attempt_is_told_by_its_cause(attempt: dict[str, Any], expected: str) -> None:
@@ -128,7 +135,8 @@ def batch_env(
 ) -> dict[str, str]:
     """FTM_* settings for the batch backend on moto: the stack's outputs and an S3 root."""
     env = {f"FTM_AWS__{key.upper()}": value for key, value in batch_stack.items()}
-    env.update(FTM_STORAGE__ROOT=s3_root, FTM_STORAGE__ENDPOINT_URL=s3_endpoint)
+    # The root is s3://BUCKET/PREFIX of the stack, as `ftm deploy` writes it (aws.prefix).
+    env.update(FTM_STORAGE__ROOT=s3_root, FTM_STORAGE__ENDPOINT_URL=s3_endpoint, FTM_AWS__PREFIX="research")
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env
@@ -235,6 +243,25 @@ def test_resubmit_on_batch_runs_only_the_unfinished_batch_as_a_single_job(
     assert second.job_ids["batch_000"] == first.job_ids["batch_000"]  # kept on record
 
 
+def test_jobs_get_the_region_boto3_resolved_when_aws_region_is_unset(
+    request: pytest.FixtureRequest, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pyarrow in the container does not ask the instance for its region and takes us-east-1, so
+    a job must be told the region of its bucket: the one boto3 resolved at submit."""
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")  # the stack, its bucket and the jobs are there
+    stack = request.getfixturevalue("batch_stack")  # on moto, like everything below
+    bucket = "ftm-test-eu-west-1"
+    where = {"LocationConstraint": "eu-west-1"}
+    boto3.client("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration=where)
+    monkeypatch.setenv("FTM_STORAGE__ROOT", f"s3://{bucket}/ftm")
+    monkeypatch.setenv("FTM_STORAGE__ENDPOINT_URL", request.getfixturevalue("s3_endpoint"))
+    for key, value in stack.items():
+        monkeypatch.setenv(f"FTM_AWS__{key.upper()}", value)
+    assert main(["reduce", "--quarter", str(QUARTER), "--backend", "batch", "--detach"]) == 0
+    job = boto3.client("batch").describe_jobs(jobs=[capsys.readouterr().out.strip()])["jobs"][0]
+    assert json.loads(_environment(job)["FTM_STORAGE"])["region"] == "eu-west-1"
+
+
 def test_reduce_and_name_run_as_jobs_and_wrds_prefetch_is_refused_on_batch(
     batch_env: dict[str, str], capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -264,6 +291,14 @@ def test_reduce_and_name_run_as_jobs_and_wrds_prefetch_is_refused_on_batch(
     assert "Duo approval" in capsys.readouterr().err
     assert main(["prefetch", str(QUARTER), "--input", "calls.jsonl", "--backend", "batch"]) == 2
     assert "s3://" in capsys.readouterr().err
+    # The README's own example: an input outside the prefix, which the jobs' role cannot read.
+    bucket = batch_env["FTM_STORAGE__ROOT"].split("/")[2]
+    outside = ["prefetch", str(QUARTER), "--input", f"s3://{bucket}/raw/calls.jsonl.gz", "--backend", "batch"]
+    assert main(outside) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert (
+        f"reads only s3://{bucket}/research/" in err and f"s3://{bucket}/research/raw/calls.jsonl.gz" in err
+    )
 
 
 def test_files_prefetch_reads_its_input_from_s3_and_runs_as_a_job(
@@ -436,6 +471,89 @@ def test_status_lists_children_in_pages_and_describes_at_most_100_through_thrott
     assert max(len(ids) for ids in described) <= MAX_DESCRIBE
     assert stand_in.throttle["describejobs"] == 0  # both throttled calls were retried
     assert snapshot["totals"]["cost_usd"] > 0
+
+
+def test_batch_retries_a_task_that_failed_to_start_and_never_a_user_error(
+    stand_in: BatchStandIn, s3_root: str, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stand-in applies the submitted retry strategy as AWS Batch does (job_retries.html):
+    the first matching rule decides, none matching means a retry, at most `attempts` attempts."""
+    from ftm.backends.aws_batch import AwsBatchBackend
+    from ftm.settings import load_settings
+
+    for key in ("cpu_job_queue", "cpu_job_definition"):
+        monkeypatch.setenv(f"FTM_AWS__{key.upper()}", f"ftm-{key}")
+    monkeypatch.setenv("FTM_STORAGE__ROOT", s3_root)
+    monkeypatch.setenv("FTM_STORAGE__ENDPOINT_URL", s3_endpoint)
+    backend = AwsBatchBackend(load_settings())
+    job = backend.submit_command(["reduce", "--quarter", str(QUARTER)], kind="cpu").job_id
+    pull = "CannotPullContainerError: pull image manifest has been retried 5 time(s): i/o timeout"
+    assert stand_in.end_attempt(job, statusReason="Task failed to start", container={"reason": pull}) == (
+        "RUNNABLE"
+    )
+    secrets = "ResourceInitializationError: unable to pull secrets or registry auth"
+    assert stand_in.end_attempt(job, statusReason="Task failed to start", container={"reason": secrets}) == (
+        "RUNNABLE"
+    )
+    status = backend.job_status(job)
+    assert status is not None and status.state == "retrying" and status.attempts == 3
+    # watch shows why each retry happened, the latest first.
+    assert status.reason.startswith("AWS could not run it: ResourceInitializationError")
+    assert "CannotPullContainerError" in status.reason and "attempt 3 of 3 queued" in status.reason
+    assert stand_in.end_attempt(job, statusReason="Host EC2 (instance i-0abc) terminated.") == "FAILED"
+
+    for stopped in (
+        {"statusReason": "Essential container in task exited", "container": {"exitCode": 1}},  # ftm's error
+        {"statusReason": "Essential container in task exited", "container": {"reason": "AGENT"}},
+        {"statusReason": "Essential container in task exited", "container": {"reason": pull}},
+        {"statusReason": "Host EC2 (instance i-0abc) terminated."},
+    ):
+        job = backend.submit_command(["reduce", "--quarter", str(QUARTER)], kind="cpu").job_id
+        retried = stand_in.end_attempt(job, **stopped) == "RUNNABLE"
+        assert retried == ("exitCode" not in stopped.get("container", {})), stopped
+
+
+def test_settings_too_long_for_a_jobs_overrides_travel_beside_the_code_to_the_container(
+    stand_in: BatchStandIn,
+    s3_root: str,
+    s3_endpoint: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ECS caps a task's overrides at 8,192 characters (the stand-in fails a job over it, as AWS
+    does once the job starts); 600 extra stop words are longer, and still reach the container."""
+    words = [f"boilerplate{index:04d}" for index in range(600)]
+    config = tmp_path / "ftm.toml"
+    config.write_text(f"[preprocess]\nextra_stop_words = {json.dumps(words)}\n")
+    for key in ("cpu_job_queue", "cpu_job_definition"):
+        monkeypatch.setenv(f"FTM_AWS__{key.upper()}", f"ftm-{key}")
+    monkeypatch.setenv("FTM_STORAGE__ROOT", s3_root)
+    monkeypatch.setenv("FTM_STORAGE__ENDPOINT_URL", s3_endpoint)
+    monkeypatch.setenv("FTM_AWS__PREFIX", "research")  # the stack's prefix: the root's
+    store = Store(s3_root, s3_endpoint)
+    args = ["--config", str(config), "prefetch", str(QUARTER), "--input", store.uri("raw/calls.jsonl.gz")]
+    assert main([*args, "--backend", "batch", "--detach"]) == 0
+    job = stand_in.jobs[capsys.readouterr().out.strip()]
+    assert job["status"] == "SUBMITTED", job.get("statusReason")  # not failed for its overrides
+    environment = {
+        item["name"]: item["value"] for item in job["submitted"]["containerOverrides"]["environment"]
+    }
+    assert "FTM_PREPROCESS" not in environment and store.exists(environment["FTM_JOB_SETTINGS"])
+
+    # The container, as Batch starts it: the job's environment, then `ftm` (here `config --json`).
+    child_env = {name: value for name, value in os.environ.items() if not name.startswith("FTM_")}
+    child_env.update(environment, TMPDIR=str(tmp_path))
+    command = [sys.executable, "-m", "ftm", "config", "--json"]
+    child = subprocess.run(command, env=child_env, capture_output=True, text=True, timeout=300)
+    assert child.returncode == 0, child.stderr[-2000:]
+    shown = json.loads(child.stdout)
+    assert shown["preprocess.extra_stop_words"]["value"] == words
+    assert shown["source.path"]["value"] == store.uri("raw/calls.jsonl.gz")
+    # Checked by its hash, like the code: replaced bytes are refused.
+    store.write_bytes(environment["FTM_JOB_SETTINGS"], b'{"FTM_PREPROCESS": "{}"}')
+    child = subprocess.run(command, env=child_env, capture_output=True, text=True, timeout=300)
+    assert child.returncode == 1 and "damaged or was replaced" in child.stderr
 
 
 def test_cancel_terminates_the_arrays_and_the_jobs_after_them(stand_in: BatchStandIn, tmp_path: Path) -> None:

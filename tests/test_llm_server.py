@@ -22,13 +22,13 @@ import pytest
 from chat_server import expected_name
 from ftm import layout
 from ftm.cli import main
-from ftm.errors import FtmError
-from ftm.name import llm_server
+from ftm.errors import FtmError, SettingsError
+from ftm.name import llm_server, longest_request_tokens
 from ftm.name.llm_server import serving
 from ftm.quarters import Quarter
 from ftm.settings import LlmSettings
 from ftm.storage import Store
-from naming_inputs import corpus_topics, write_firm_topics, write_themes
+from naming_inputs import corpus_topics, write_firm_topics, write_model_config, write_themes
 from stand_in_vllm import FAILURE
 
 QUARTER = Quarter.parse("2016Q4")
@@ -80,7 +80,7 @@ class StandIn:
         self.port = _free_port()
         self.monkeypatch = monkeypatch
         monkeypatch.setenv("STAND_IN_RECORD", str(self.record))
-        for mode in ("READY_AFTER_S", "FAIL", "NEVER_READY", "IGNORE_SIGTERM"):
+        for mode in ("READY_AFTER_S", "FAIL", "NEVER_READY", "IGNORE_SIGTERM", "KV_CACHE_TOKENS"):
             monkeypatch.delenv(f"STAND_IN_{mode}", raising=False)
 
     def behave(self, **modes: Any) -> None:
@@ -144,8 +144,10 @@ def test_name_serve_starts_the_server_names_through_it_and_stops_it(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture,
 ) -> None:
-    _use(monkeypatch, root, stand_in, serve_args='["--max-model-len", "8192", "--api-key", "sk-local"]')
-    stand_in.behave(ready_after_s=1.0)  # not listening at first: the wait must bridge that
+    _use(monkeypatch, root, stand_in, serve_args='["--api-key", "sk-local"]')
+    # Not listening at first: the wait must bridge that. And as on a g5.xlarge, whose A10G leaves
+    # Qwen3-8B's KV cache about 13,000 tokens (serving_fit): the model's own 40,960 would not start.
+    stand_in.behave(ready_after_s=1.0, kv_cache_tokens=13_000)
 
     assert main(["name", "--quarter", str(QUARTER), "--serve"]) == 0
     err = capsys.readouterr().err
@@ -194,6 +196,56 @@ def test_name_serve_refuses_a_missing_input_before_starting_the_server(
     assert main(["name", "--quarter", str(QUARTER), "--serve"]) == 2
     assert "ftm reduce" in capsys.readouterr().err
     assert not stand_in.record.exists()
+
+
+def test_the_context_is_ftms_setting_and_holds_its_longest_request(stand_in: StandIn) -> None:
+    with pytest.raises(SettingsError, match="set llm.serve_max_model_len instead"):
+        llm_server.serve_argv(stand_in.settings(serve_args=["--max-model-len=40960"]))
+    # 11 topics a request make chunks of up to 21, more than 8,192 tokens with their replies.
+    assert longest_request_tokens(10) <= LlmSettings().serve_max_model_len < longest_request_tokens(11)
+    with (
+        pytest.raises(SettingsError, match="raise llm.serve_max_model_len"),
+        serving(stand_in.settings(topics_per_request=11)),
+    ):
+        pass
+    assert not stand_in.record.exists()  # refused before anything started
+    with serving(stand_in.settings(topics_per_request=11, serve_max_model_len=9216)):
+        assert stand_in.recorded()["argv"][-2:] == ["--max-model-len", "9216"]
+
+
+def test_serving_fit_is_vllms_arithmetic_from_the_modelswrite_model_config(tmp_path: Path) -> None:
+    a10g = 22_888  # MiB, as EC2 reports g5.xlarge's GPU (and g6.xlarge's L4)
+    qwen3_8b = llm_server.model_config(write_model_config(tmp_path / "qwen3-8b"))
+    fit = llm_server.serving_fit(qwen3_8b, LlmSettings(), a10g)
+    # 8.19 billion parameters in bfloat16; 2 × 36 layers × 8 heads × 128 × 2 bytes = 144 KiB a token.
+    assert fit.weights_gib == pytest.approx(15.26, abs=0.01)
+    assert fit.kv_cache_gib == pytest.approx(8192 * 144 / 2**20)
+    assert fit.fits and fit.room_gib == pytest.approx(0.9 * a10g / 1024 - 15.26 - 3.05, abs=0.01)
+    assert 13_000 < fit.longest_fitting < 13_400  # 1.8 GiB at 144 KiB a token
+    # The model's own maximum does not fit: what made vLLM refuse to start on these GPUs.
+    assert not llm_server.serving_fit(qwen3_8b, LlmSettings(serve_max_model_len=40_960), a10g).fits
+    # An fp8 KV cache halves it; more of the GPU for vLLM leaves more room.
+    fp8 = LlmSettings(serve_max_model_len=40_960, serve_args=["--kv-cache-dtype", "fp8"])
+    assert llm_server.serving_fit(qwen3_8b, fp8, a10g).kv_cache_gib == pytest.approx(40_960 * 72 / 2**20)
+    more = LlmSettings(serve_args=["--gpu-memory-utilization=0.95"])
+    assert llm_server.serving_fit(qwen3_8b, more, a10g).room_gib > fit.room_gib
+    # A 16 GB T4 cannot hold the weights at all; a model with tied embeddings is smaller.
+    assert not llm_server.serving_fit(qwen3_8b, LlmSettings(), 15_360).fits
+    tied = llm_server.model_config(write_model_config(tmp_path / "tied", tie_word_embeddings=True))
+    assert llm_server.serving_fit(tied, LlmSettings(), a10g).weights_gib == pytest.approx(
+        fit.weights_gib - 151936 * 4096 * 2 / 2**30
+    )
+    # What it cannot size, it says so rather than guess.
+    for odd in (
+        {"num_experts": 128},
+        {"quantization_config": {"quant_method": "awq"}},
+        {"torch_dtype": "int8"},
+    ):
+        config = llm_server.model_config(write_model_config(tmp_path / "odd", **odd))
+        with pytest.raises(FtmError):
+            llm_server.serving_fit(config, LlmSettings(), a10g)
+    with pytest.raises(FtmError, match="config.json"):
+        llm_server.model_config(str(tmp_path))  # a folder without one
 
 
 def test_a_server_that_fails_at_start_is_reported_at_once_with_its_log(

@@ -15,6 +15,7 @@ from botocore.stub import Stubber
 from cfnlint.decode.cfn_yaml import loads
 
 from ftm.aws import stack
+from ftm.backends.aws_batch import RETRY_RULES
 from ftm.cli import main
 from ftm.errors import FtmError, UsageError
 from ftm.settings import AwsSettings, load_settings
@@ -53,7 +54,9 @@ def test_template_fits_cloudformations_template_body_limit() -> None:
     assert len(stack.template_text().encode()) < TEMPLATE_BODY_LIMIT
 
 
-def test_every_job_definition_retries_only_spot_losses_and_has_a_timeout(template: dict[str, Any]) -> None:
+def test_every_job_definition_retries_spot_losses_and_failed_starts_and_has_a_timeout(
+    template: dict[str, Any],
+) -> None:
     definitions = _resources(template, "AWS::Batch::JobDefinition")
     parameters = template["Parameters"]
     assert set(definitions) == {"MapJobDefinition", "CpuJobDefinition", "LlmJobDefinition"}
@@ -63,10 +66,14 @@ def test_every_job_definition_retries_only_spot_losses_and_has_a_timeout(templat
         attempts = parameters[retry["Attempts"]["Ref"]]
         # cfn-lint does not check these: Batch allows 1-10 attempts and 60 s at least per attempt.
         assert 1 <= attempts["MinValue"] <= attempts["Default"] <= attempts["MaxValue"] <= 10, name
+        # The rules submit sends too, in CloudFormation's spelling; Batch takes at most 5.
         assert retry["EvaluateOnExit"] == [
-            {"OnStatusReason": "Host EC2*", "Action": "RETRY"},
-            {"OnReason": "*", "Action": "EXIT"},
+            {key[0].upper() + key[1:]: value for key, value in rule.items()} for rule in RETRY_RULES
         ], name
+        assert len(retry["EvaluateOnExit"]) <= 5 and retry["EvaluateOnExit"][-1] == {
+            "OnReason": "*",
+            "Action": "EXIT",
+        }, name
         timeout = parameters[properties["Timeout"]["AttemptDurationSeconds"]["Ref"]]
         assert timeout["MinValue"] >= 60 and timeout["Default"] >= 60, name
         container = properties["ContainerProperties"]
@@ -245,6 +252,61 @@ def test_queues_cancel_jobs_stuck_in_runnable(template: dict[str, Any]) -> None:
         }, name
 
 
+def _lifecycle_expired(policy: dict[str, Any], images: dict[str, tuple[list[str], int]]) -> set[str]:
+    """The images (name → tags, day pushed) an ECR lifecycle policy expires, as the ECR user guide
+    describes it (lifecycle_policy_parameters, "How lifecycle policies work"): rules in priority
+    order; a tagged rule selects images having a tag with each of its prefixes; imageCountMoreThan
+    keeps the newest `countNumber` of its images, sinceImagePushed those younger than it; an image
+    that a higher-priority rule selects is never expired by a lower one. ECR's own checks of a
+    policy are asserted too: unique priorities, a rule on any image last, one rule on untagged."""
+    rules = sorted(policy["rules"], key=lambda rule: rule["rulePriority"])
+    assert len({rule["rulePriority"] for rule in rules}) == len(rules)
+    statuses = [rule["selection"]["tagStatus"] for rule in rules]
+    assert "any" not in statuses[:-1] and statuses.count("untagged") <= 1
+    today = max(day for _, day in images.values())
+    expired: set[str] = set()
+    taken: set[str] = set()
+    for rule in rules:
+        selection = rule["selection"]
+        status = selection["tagStatus"]
+        if status == "tagged":
+            assert selection["tagPrefixList"], "a tagged rule needs its prefixes"
+        chosen = [
+            name
+            for name, (tags, _) in images.items()
+            if status == "any"
+            or (status == "untagged" and not tags)
+            or (
+                status == "tagged"
+                and all(any(tag.startswith(p) for tag in tags) for p in selection["tagPrefixList"])
+            )
+        ]
+        chosen.sort(key=lambda name: images[name][1], reverse=True)  # newest first
+        if selection["countType"] == "imageCountMoreThan":
+            old = chosen[selection["countNumber"] :]
+        else:
+            old = [name for name in chosen if today - images[name][1] > selection["countNumber"]]
+        expired |= set(old) - taken
+        taken |= set(chosen)
+    return expired
+
+
+def test_ecr_keeps_the_llm_image_however_many_map_images_are_pushed(template: dict[str, Any]) -> None:
+    repository = template["Resources"]["Repository"]["Properties"]
+    policy = json.loads(repository["LifecyclePolicy"]["LifecyclePolicyText"])
+    # The LLM job definition names one llm image; then a dozen dependency changes of the map.
+    images = {"llm-0123456789ab": (["llm-0123456789ab"], 0)}
+    images.update({f"map-{day:012d}": ([f"map-{day:012d}"], day) for day in range(1, 13)})
+    assert _lifecycle_expired(policy, images) == {"map-000000000001", "map-000000000002"}
+    # And the other way round: llm pushes never expire the map image.
+    images = {"map-0123456789ab": (["map-0123456789ab"], 0)}
+    images.update({f"llm-{day:012d}": ([f"llm-{day:012d}"], day) for day in range(1, 13)})
+    assert _lifecycle_expired(policy, images) == {"llm-000000000001", "llm-000000000002"}
+    # A tag pushed again leaves its old image untagged, which goes after a while.
+    images = {"old": ([], 0), "map-0123456789ab": (["map-0123456789ab"], 30)}
+    assert _lifecycle_expired(policy, images) == {"old"}
+
+
 def test_template_outputs_are_the_settings_deploy_writes(template: dict[str, Any]) -> None:
     assert set(template["Outputs"]) == set(stack.OUTPUT_SETTINGS)
     assert stack.OUTPUT_SETTINGS["LlmJobQueue"] == "aws.llm_job_queue"
@@ -323,6 +385,8 @@ def test_deploy_creates_the_stack_and_writes_its_outputs_and_storage_root(
     for output, key in stack.OUTPUT_SETTINGS.items():
         assert getattr(settings.aws, key.removeprefix("aws.")) == outputs[output], key
     assert settings.aws.vpc_id == vpc and settings.aws.subnet_ids == subnets  # the next deploy needs no flags
+    # aws.region was unset: the region boto3 resolved (AWS_DEFAULT_REGION here) is written down.
+    assert settings.aws.region == "us-east-1"
     assert settings.storage.root == f"s3://{outputs['BucketName']}/ftm"
     assert settings.aws.repository.endswith(".dkr.ecr.us-east-1.amazonaws.com/ftm")
     assert settings.aws.llm_job_queue == outputs["LlmJobQueue"] != settings.aws.job_queue
@@ -370,7 +434,7 @@ def test_job_definitions_carry_the_spot_retry_strategy(deployed: dict[str, Any])
             (rule.get("onStatusReason"), rule.get("onReason"), rule["action"].upper())
             for rule in retry["evaluateOnExit"]
         ]
-        assert rules == [("Host EC2*", None, "RETRY"), (None, "*", "EXIT")]
+        assert rules == [(r.get("onStatusReason"), r.get("onReason"), r["action"]) for r in RETRY_RULES]
         assert definition["containerProperties"]["logConfiguration"]["options"]["awslogs-group"] == "/ftm/ftm"
     gpus = {
         d["jobDefinitionArn"]: {
@@ -460,6 +524,41 @@ def test_doctor_passes_once_everything_is_in_place(
     checks = _checks(capsys, 0)
     assert {name: check["ok"] for name, check in checks.items()} == dict.fromkeys(checks, True)
     assert checks["Spot GPU quota"]["detail"].startswith("128 vCPUs")
+
+
+def test_doctor_checks_that_vllm_can_start_the_model_on_every_llm_gpu(
+    deployed: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """From the model's config.json (a folder here, the hub's otherwise) and the GPU memory EC2
+    gives for aws.llm_instance_types (moto holds AWS's table: 22,888 MiB for g5 and g6.xlarge)."""
+    from naming_inputs import write_model_config
+
+    _quota(monkeypatch, 128)
+    monkeypatch.setenv("FTM_LLM__MODEL", write_model_config(tmp_path / "qwen3-8b"))
+    monkeypatch.setenv("FTM_LLM__SERVE", "true")
+    fit = _checks(capsys, 4)["LLM fits the GPU"]  # 4: no image is pushed here
+    assert fit["ok"] is True, fit
+    assert "at 8,192 tokens" in fit["detail"] and "on g5.xlarge, g6.xlarge" in fit["detail"]
+    assert "15.3 GiB of weights, 1.1 GiB of KV cache of 1.8 GiB left" in fit["detail"]
+
+    monkeypatch.setenv("FTM_LLM__SERVE_MAX_MODEL_LEN", "40960")  # Qwen3-8B's own maximum
+    fit = _checks(capsys, 4)["LLM fits the GPU"]
+    assert fit["ok"] is False and "vLLM would not start" in fit["detail"] and "5.6 GiB" in fit["detail"]
+    assert "lower llm.serve_max_model_len to 12,288" in fit["fix"]
+
+    monkeypatch.setenv("FTM_LLM__SERVE_MAX_MODEL_LEN", "4096")  # shorter than ftm's requests
+    fit = _checks(capsys, 4)["LLM fits the GPU"]
+    assert fit["ok"] is False and "8,064 tokens" in fit["detail"]
+
+    monkeypatch.delenv("FTM_LLM__SERVE_MAX_MODEL_LEN")
+    monkeypatch.setenv("FTM_AWS__LLM_INSTANCE_TYPES", '["g4dn.xlarge", "m6i.xlarge"]')
+    fit = _checks(capsys, 4)["LLM fits the GPU"]
+    assert fit["ok"] is False and "m6i.xlarge has no GPU" in fit["detail"]
+    assert "g4dn.xlarge's 16,384 MiB GPU" in fit["detail"] and "lower" not in fit["fix"]
+
+    monkeypatch.setenv("FTM_LLM__MODEL", str(tmp_path / "nowhere"))
+    fit = _checks(capsys, 4)["LLM fits the GPU"]
+    assert fit["ok"] is None and "not checked" in fit["detail"]  # a warning, not a guess
 
 
 def test_doctor_flags_settings_the_stack_does_not_match(

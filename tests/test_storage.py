@@ -130,3 +130,50 @@ def test_s3_objects_land_under_the_prefix(s3_root: str, s3_endpoint: str) -> Non
 def test_unsupported_roots_are_settings_errors(root: str) -> None:
     with pytest.raises(SettingsError):
         Store(root)
+
+
+@pytest.mark.parametrize("missing", ["403", "404"])
+def test_a_role_limited_to_its_prefix_finds_missing_files_missing_and_is_told_what_it_may_not_reach(
+    aws_endpoint: str,
+    s3_root: str,
+    missing: str,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The job role reaches only BUCKET/PREFIX/ (tests/s3_role_stand_in.py models what S3 answers
+    it): a missing checkpoint is missing whether S3 says 404 or 403, and a path outside the
+    prefix is one line naming it and the identity, exit 4, not a traceback."""
+    import boto3
+
+    from ftm import sample
+    from ftm.cli import main
+    from ftm.map import records
+    from ftm.quarters import Quarter
+    from s3_role_stand_in import S3RoleStandIn
+
+    bucket = s3_root.split("/")[2]
+    with open(sample.PATH, "rb") as calls:
+        boto3.client("s3").put_object(Bucket=bucket, Key="raw/calls.jsonl.gz", Body=calls.read())
+    role = S3RoleStandIn(aws_endpoint, bucket, "research", missing=missing)
+    try:
+        store = Store(s3_root, role.url)
+        assert records.read_checkpoint(store, Quarter.parse("2016Q4"), "batch_000") is None
+        assert not store.exists("progress/x.json")
+        with pytest.raises(DataError, match="does not exist"):
+            store.read_bytes("progress/x.json")
+        store.write_json("progress/x.json", {"done": 1})
+        assert store.read_json("progress/x.json") == {"done": 1} and store.list("progress") == [
+            "progress/x.json"
+        ]
+        assert any(line.startswith("HEAD") for line in role.refused) == (missing == "403")
+
+        outside = f"s3://{bucket}/raw/calls.jsonl.gz"
+        with pytest.raises(SettingsError, match="access denied to " + outside):
+            Store(f"s3://{bucket}/raw", role.url).read_bytes("calls.jsonl.gz")
+        monkeypatch.setenv("FTM_STORAGE__ENDPOINT_URL", role.url)
+        assert main(["prefetch", "2016Q4", "--input", outside, "--root", s3_root]) == 4
+        err = " ".join(capsys.readouterr().err.split())
+        assert f"access denied to {outside}: arn:aws:" in err and "may not read it" in err
+        assert "Traceback" not in err
+    finally:
+        role.stop()

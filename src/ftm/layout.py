@@ -60,13 +60,18 @@ def run_record(run_id: str) -> str:
 def array_batches(quarter: Quarter, name: str) -> str:
     """The batch ids of one AWS Batch array job, in child-index order (a JSON list): a resumed
     run's unfinished batches are not a range of the plan, and 10,000 ids are too many for the
-    job's 30 KiB submission."""
+    job's overrides (8,192 characters)."""
     return f"manifests/quarter={quarter}/arrays/{name}.json"
 
 
 def code_package(sha256: str) -> str:
     """ftm's code as a zip of its package folder, named by content (see ftm.aws.code_package)."""
     return f"code/{sha256}.zip"
+
+
+def job_settings(sha256: str) -> str:
+    """A job's FTM_* settings as JSON, when too long for its environment, named by content."""
+    return f"code/settings-{sha256}.json"
 
 
 # --- map --------------------------------------------------------------------------------------

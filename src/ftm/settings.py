@@ -30,11 +30,13 @@ ENV_PREFIX = "FTM_"
 ENV_NESTING = "__"
 DEFAULT_CONFIG = Path("ftm.toml")
 # Environment variables with the prefix that are not settings themselves: the settings file,
-# and the code package a container runs instead of its own ftm (see ftm.aws.code_package).
+# the code package a container runs instead of its own ftm, and the settings a job gets from
+# storage when they are too long for its environment (see ftm.aws.code_package).
 CONFIG_ENV = "FTM_CONFIG"
 CODE_ENV = "FTM_CODE"
 CODE_ACTIVE_ENV = "FTM_CODE_ACTIVE"
-RESERVED_ENV = frozenset({CONFIG_ENV, CODE_ENV, CODE_ACTIVE_ENV})
+JOB_SETTINGS_ENV = "FTM_JOB_SETTINGS"
+RESERVED_ENV = frozenset({CONFIG_ENV, CODE_ENV, CODE_ACTIVE_ENV, JOB_SETTINGS_ENV})
 
 SpeakerType = Literal["presenter", "question", "answer", "operator", "unknown"]
 
@@ -353,7 +355,15 @@ class LlmSettings(Section):
     )
     serve_command: str = Field("vllm serve", description="the command that serves llm.model")
     serve_args: list[str] = Field(
-        default_factory=list, description='extra arguments for it, e.g. ["--max-model-len", "8192"]'
+        default_factory=list, description='extra arguments for it, e.g. ["--gpu-memory-utilization", "0.95"]'
+    )
+    # Not the model's own maximum (Qwen3-8B: 40,960 tokens), whose KV cache a 24 GB GPU cannot
+    # hold next to the weights, so vLLM would refuse to start: what ftm's longest request takes
+    # at topics_per_request = 10 (naming.longest_request_tokens: 8,064), with room to spare.
+    serve_max_model_len: int = Field(
+        8192,
+        ge=1024,
+        description="the server's context (vLLM's --max-model-len); ftm doctor checks the GPU holds it",
     )
     serve_port: int = Field(8000, ge=1, le=65535, description="port of that server on 127.0.0.1")
     serve_startup_timeout_s: float = Field(
@@ -408,7 +418,12 @@ class AwsSettings(Section):
     llm_image: str | None = Field(
         None, description="image with vLLM for the name job (llm.serve); `ftm image build --target llm`"
     )
-    spot_attempts: int = Field(3, ge=1, le=10, description="attempts per batch; only Spot losses are retried")
+    spot_attempts: int = Field(
+        3,
+        ge=1,
+        le=10,
+        description="attempts per job; only Spot losses and tasks that failed to start are retried",
+    )
     job_timeout_s: int = Field(3600, ge=60, description="seconds per attempt")
     firms_per_instance_hour: float = Field(
         2000.0, gt=0, description="map speed on one GPU instance, for the cost estimate at submit"

@@ -1,8 +1,15 @@
 """Store: one storage root, a local folder or s3://bucket/prefix, with the same layout in both.
 
 Everything goes through `pyarrow.fs`, so local and S3 share one code path. boto3 is used only for
-what pyarrow cannot do: a create-only put (`IfNoneMatch="*"`). Writes are atomic: locally a
-temporary name then a rename; on S3 a whole-object put, which readers never see half-written.
+what pyarrow cannot do: a create-only put (`IfNoneMatch="*"`), and telling a missing object from
+a refused one. Writes are atomic: locally a temporary name then a rename; on S3 a whole-object
+put, which readers never see half-written.
+
+S3 refuses with 403 what the credentials may not reach, and pyarrow makes that a bare OSError.
+Here it is a SettingsError naming the path and the AWS identity. S3 also answers 403, not 404,
+for a missing object when the caller may not list the bucket (GetObject and HeadObject,
+"Permissions"), which a role that lists only its prefix may get: so a refused read is looked up
+once with a listing of that key, and an object not listed is missing, as a 404 would say.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -26,6 +34,9 @@ from ftm.schemas import conform
 from ftm.settings import StorageSettings
 
 _GZIP_MAGIC = b"\x1f\x8b"
+# How S3's 403 reads in pyarrow's errors (AWS Error ACCESS_DENIED during HeadObject operation)
+# and in boto3's error codes.
+_ACCESS_DENIED = ("ACCESS_DENIED", "AccessDenied")
 
 
 class Store:
@@ -67,11 +78,15 @@ class Store:
     # --- bytes -------------------------------------------------------------------------------
 
     def exists(self, path: str) -> bool:
-        return self.fs.get_file_info(self._full(path)).type == pafs.FileType.File
+        try:
+            with self._access(path):
+                return self.fs.get_file_info(self._full(path)).type == pafs.FileType.File
+        except FileNotFoundError:  # S3's 403 for a missing object, see the module's docstring
+            return False
 
     def read_bytes(self, path: str) -> bytes:
         try:
-            with self.fs.open_input_stream(self._full(path)) as stream:
+            with self._access(path), self.fs.open_input_stream(self._full(path)) as stream:
                 return stream.read()
         except FileNotFoundError:
             raise DataError(f"{self.uri(path)} does not exist") from None
@@ -79,7 +94,11 @@ class Store:
     def download(self, path: str, destination: Path) -> None:
         """Copies a file to a local one in pieces: input files can be larger than memory."""
         try:
-            with self.fs.open_input_stream(self._full(path)) as stream, open(destination, "wb") as local:
+            with (
+                self._access(path),
+                self.fs.open_input_stream(self._full(path)) as stream,
+                open(destination, "wb") as local,
+            ):
                 shutil.copyfileobj(stream, local, 8 << 20)
         except FileNotFoundError:
             raise DataError(f"{self.uri(path)} does not exist") from None
@@ -88,7 +107,7 @@ class Store:
         """Writes atomically: nobody ever reads a half-written file."""
         full = self._full(path)
         if self.is_s3:
-            with self.fs.open_output_stream(full) as stream:
+            with self._access(path, "write"), self.fs.open_output_stream(full) as stream:
                 stream.write(data)
             return
         os.makedirs(os.path.dirname(full), exist_ok=True)
@@ -110,8 +129,11 @@ class Store:
                     Bucket=self.bucket, Key=full.split("/", 1)[1], Body=data, IfNoneMatch="*"
                 )
             except ClientError as error:
-                if error.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+                code = error.response.get("Error", {}).get("Code")
+                if code in ("PreconditionFailed", "412"):
                     return False
+                if code in _ACCESS_DENIED or code == "403":
+                    raise SettingsError(self._denied(path, "write")) from None
                 raise
             return True
         os.makedirs(os.path.dirname(full), exist_ok=True)
@@ -130,17 +152,20 @@ class Store:
         """Files under a folder, as sorted paths relative to the root; temporary files left out."""
         selector = pafs.FileSelector(self._full(prefix), recursive=True, allow_not_found=True)
         start = len(self._base) + 1 if self._base else 0
+        with self._access(prefix, "list"):
+            found = self.fs.get_file_info(selector)
         return sorted(
             info.path[start:]
-            for info in self.fs.get_file_info(selector)
+            for info in found
             if info.type == pafs.FileType.File and ".tmp-" not in info.path
         )
 
     def size(self, path: str) -> int:
-        return self.fs.get_file_info(self._full(path)).size
+        with self._access(path):
+            return self.fs.get_file_info(self._full(path)).size
 
     def delete(self, path: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError), self._access(path, "delete"):
             self.fs.delete_file(self._full(path))
 
     def delete_folder(self, prefix: str) -> None:
@@ -179,7 +204,8 @@ class Store:
             schema = pa.schema([schema.field(name) for name in columns])
         try:
             try:
-                table = pq.read_table(self._full(path), filesystem=self.fs, columns=columns)
+                with self._access(path):
+                    table = pq.read_table(self._full(path), filesystem=self.fs, columns=columns)
             except pa.ArrowInvalid:
                 if columns is None:
                     raise
@@ -212,10 +238,49 @@ class Store:
             return self._base
         return f"{self._base}/{path}" if self._base else path
 
-    def _s3_client(self):  # boto3 only where pyarrow cannot: conditional puts
+    def _s3_client(self):  # boto3 only where pyarrow cannot: conditional puts, missing or refused
         import boto3
 
         return boto3.client("s3", endpoint_url=self.endpoint_url, region_name=self.region)
+
+    @contextlib.contextmanager
+    def _access(self, path: str, verb: str = "read") -> Iterator[None]:
+        """S3's 403 for `path` as a SettingsError naming it and the identity; on a read, a
+        FileNotFoundError instead when a listing of the key shows it missing (module docstring)."""
+        try:
+            yield
+        except OSError as error:
+            if not self.is_s3 or isinstance(error, FileNotFoundError):
+                raise
+            if not any(code in str(error) for code in _ACCESS_DENIED):
+                raise
+            if verb == "read" and self._listed(path) is False:
+                raise FileNotFoundError(self.uri(path)) from None
+            raise SettingsError(self._denied(path, verb)) from None
+
+    def _listed(self, path: str) -> bool | None:
+        """Whether a listing shows the object; None when the listing is refused too."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        key = self._full(path).split("/", 1)[1]
+        try:
+            reply = self._s3_client().list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1)
+        except (BotoCoreError, ClientError):
+            return None
+        return any(item["Key"] == key for item in reply.get("Contents", []))
+
+    def _denied(self, path: str, verb: str) -> str:
+        try:
+            import boto3
+
+            who = boto3.client("sts", region_name=self.region).get_caller_identity()["Arn"]
+        except Exception:  # the error is the refusal; who asked is a detail
+            who = "these AWS credentials"
+        return (
+            f"access denied to {self.uri(path)}: {who} may not {verb} it. A batch job's role reaches "
+            "only s3://BUCKET/PREFIX/ of `ftm deploy` (aws.bucket, aws.prefix): keep the inputs and "
+            "storage.root under it, or give that identity access to this path"
+        )
 
 
 def _s3_filesystem(endpoint_url: str | None, region: str | None) -> pafs.S3FileSystem:

@@ -10,12 +10,18 @@ EMR's `--py-files`; SkyPilot ships its own wheel the same way.
 
 A zip of the package folder rather than a wheel: Python imports it as it is, with no pip and no
 install step at container start, and the image's installed ftm stays what it was.
+
+Settings travel the same way when a job's environment cannot hold them (AWS Batch's overrides
+are capped at 8,192 characters, see ftm.backends.aws_batch): `upload_settings` puts the job's
+FTM_* variables beside the code packages as JSON named by its hash, and `activate` fetches them
+(`FTM_JOB_SETTINGS`), checks the hash and hands them to the command as its environment.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import re
 import shutil
@@ -29,7 +35,7 @@ from pathlib import Path, PurePosixPath
 
 from ftm import layout
 from ftm.errors import DataError, FtmError, UsageError
-from ftm.settings import CODE_ACTIVE_ENV, CODE_ENV
+from ftm.settings import CODE_ACTIVE_ENV, CODE_ENV, ENV_PREFIX, JOB_SETTINGS_ENV, RESERVED_ENV
 from ftm.storage import Store
 
 PACKAGE = "ftm"
@@ -96,6 +102,15 @@ def upload(store: Store, package: CodePackage) -> str:
     return package.path
 
 
+def upload_settings(store: Store, variables: Mapping[str, str]) -> str:
+    """Puts a job's FTM_* variables under the storage root as JSON named by its sha256, create-only
+    as the code package, and returns the path a container finds them by (`FTM_JOB_SETTINGS`)."""
+    data = json.dumps(dict(variables), sort_keys=True).encode()
+    path = layout.job_settings(hashlib.sha256(data).hexdigest())
+    store.create_bytes(path, data)
+    return path
+
+
 def activate(argv: list[str], environ: Mapping[str, str] = os.environ) -> None:
     """Runs the command in `argv` with the code package `FTM_CODE` names, if it names one.
 
@@ -111,6 +126,8 @@ def activate(argv: list[str], environ: Mapping[str, str] = os.environ) -> None:
         return
     folder = _unpacked(reference, sha256, argv, environ)
     env = dict(environ)
+    if environ.get(JOB_SETTINGS_ENV):
+        env.update(_job_settings(env.pop(JOB_SETTINGS_ENV), argv, environ))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(folder), environ.get("PYTHONPATH")]))
     env[CODE_ACTIVE_ENV] = sha256
     for stream in (sys.stdout, sys.stderr):
@@ -167,6 +184,26 @@ def _sha_of(reference: str) -> str:
     return name.stem
 
 
+def _job_settings(reference: str, argv: list[str], environ: Mapping[str, str]) -> dict[str, str]:
+    """The FTM_* variables `upload_settings` put at `reference`, once their bytes hash to its name."""
+    name = PurePosixPath(reference).name
+    expected = PurePosixPath(layout.job_settings("0" * 64)).name
+    prefix, suffix = expected[: expected.index("0")], expected[expected.rindex("0") + 1 :]
+    sha256 = name[len(prefix) : -len(suffix)] if name.startswith(prefix) and name.endswith(suffix) else ""
+    if not _SHA256.fullmatch(sha256):
+        raise FtmError(
+            f"{JOB_SETTINGS_ENV}={reference!r} does not name a job's settings: expected a path under "
+            f"the storage root like {layout.job_settings('<sha256>')}, as `ftm submit` uploads them"
+        )
+    variables = json.loads(_fetch(reference, sha256, argv, environ, f"job settings ({JOB_SETTINGS_ENV})"))
+    if not isinstance(variables, dict) or not all(
+        isinstance(value, str) and name.startswith(ENV_PREFIX) and name not in RESERVED_ENV
+        for name, value in variables.items()
+    ):
+        raise DataError(f"job settings {reference} are not FTM_* settings variables")
+    return variables
+
+
 def _unpacked(reference: str, sha256: str, argv: list[str], environ: Mapping[str, str]) -> Path:
     """The folder holding the package's `ftm/`, unpacked once per machine and reused after."""
     base = Path(tempfile.gettempdir()) / "ftm-code"
@@ -174,14 +211,7 @@ def _unpacked(reference: str, sha256: str, argv: list[str], environ: Mapping[str
     if (target / PACKAGE / "__init__.py").is_file():
         _check_owner(base)
         return target
-    data = _fetch(reference, argv, environ)
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != sha256:
-        raise DataError(
-            f"code package {reference} is damaged or was replaced: its bytes hash to "
-            f"sha256:{actual[:12]}, not to the sha256:{sha256[:12]} its name says. Submit again: "
-            "`ftm submit` uploads the code it runs"
-        )
+    data = _fetch(reference, sha256, argv, environ, f"code package ({CODE_ENV})")
     base.mkdir(mode=0o700, parents=True, exist_ok=True)
     _check_owner(base)
     # Unpacked beside its final name, then renamed: a crash never leaves a half-unpacked package
@@ -203,20 +233,29 @@ def _unpacked(reference: str, sha256: str, argv: list[str], environ: Mapping[str
     return target
 
 
-def _fetch(reference: str, argv: list[str], environ: Mapping[str, str]) -> bytes:
+def _fetch(reference: str, sha256: str, argv: list[str], environ: Mapping[str, str], what: str) -> bytes:
+    """`reference`'s bytes from the storage root of the job's settings (FTM_STORAGE, which always
+    travels in the environment), once they hash to `sha256`, its name; `what` names it in errors."""
     from ftm.settings import load_settings
 
     settings = load_settings(_config_flag(argv), environ=environ)
     store = Store.from_settings(settings.storage)
     try:
-        return store.read_bytes(reference)
+        data = store.read_bytes(reference)
     except DataError:
         raise DataError(
-            f"code package {store.uri(reference)} ({CODE_ENV}) does not exist: check storage.root "
-            "(FTM_STORAGE__ROOT), or submit again to upload the code"
+            f"{what} {store.uri(reference)} does not exist: check storage.root "
+            "(FTM_STORAGE__ROOT), or submit again to upload it"
         ) from None
-    except OSError as error:  # S3 access denied, unreachable endpoint
-        raise FtmError(f"cannot read code package {store.uri(reference)} ({CODE_ENV}): {error}") from None
+    except OSError as error:  # an unreachable endpoint
+        raise FtmError(f"cannot read {what} {store.uri(reference)}: {error}") from None
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256:
+        raise DataError(
+            f"{what} {reference} is damaged or was replaced: its bytes hash to sha256:{actual[:12]}, "
+            f"not to the sha256:{sha256[:12]} its name says. Submit again: `ftm submit` uploads it"
+        )
+    return data
 
 
 def _config_flag(argv: list[str]) -> Path | None:

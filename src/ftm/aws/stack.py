@@ -18,7 +18,8 @@ from typing import Any, Literal
 
 from ftm.aws import clients
 from ftm.errors import FtmError, UsageError
-from ftm.settings import AwsSettings
+from ftm.name import longest_request_tokens, model_config, serving_fit
+from ftm.settings import AwsSettings, LlmSettings
 
 # Stack output → the setting `ftm deploy` writes it to.
 OUTPUT_SETTINGS = {
@@ -67,6 +68,7 @@ class DeployResult:
     action: Literal["created", "updated", "unchanged"]
     outputs: dict[str, str]  # setting (aws.job_queue) → value, for every output of the stack
     changes: list[str]  # "Add GpuJobQueue (AWS::Batch::JobQueue)", as CloudFormation planned them
+    region: str  # where the stack is: aws.region, or the one boto3 resolved (AWS_REGION, the profile)
 
     @property
     def changed(self) -> bool:
@@ -189,7 +191,7 @@ def deploy(settings: AwsSettings, on_event: EventCallback | None = None) -> Depl
         if any(phrase in reason for phrase in NO_CHANGES):
             # Delete it: empty change sets pile up on the stack otherwise.
             _call("deleting the empty change set", cfn.delete_change_set, ChangeSetName=change_set)
-            return DeployResult(name, "unchanged", _outputs(cfn, name), [])
+            return DeployResult(name, "unchanged", _outputs(cfn, name), [], cfn.meta.region_name)
         raise FtmError(
             f"CloudFormation refused the change set for stack {name}: {reason}. Fix what it names "
             "(often a setting under aws.*, see `ftm config`) and run ftm deploy again."
@@ -205,7 +207,8 @@ def deploy(settings: AwsSettings, on_event: EventCallback | None = None) -> Depl
     )
     waiter = "stack_create_complete" if kind == "CREATE" else "stack_update_complete"
     _wait(cfn, waiter, name, f"{'creating' if kind == 'CREATE' else 'updating'} stack {name}", StackName=name)
-    return DeployResult(name, "created" if kind == "CREATE" else "updated", _outputs(cfn, name), changes)
+    action = "created" if kind == "CREATE" else "updated"
+    return DeployResult(name, action, _outputs(cfn, name), changes, cfn.meta.region_name)
 
 
 def destroy(
@@ -246,8 +249,9 @@ def destroy(
     _wait(cfn, "stack_delete_complete", name, f"deleting stack {name}", StackName=name)
 
 
-def doctor(settings: AwsSettings) -> list[Check]:
-    """Checks what a run on AWS Batch needs, in order; AWS errors are reported, never raised."""
+def doctor(settings: AwsSettings, llm: LlmSettings | None = None) -> list[Check]:
+    """Checks what a run on AWS Batch needs, in order; AWS errors are reported, never raised.
+    With `llm`, also whether a name job that serves its own model (llm.serve) can start it."""
     region = _region(settings)
     if region is None:
         return [
@@ -277,6 +281,8 @@ def doctor(settings: AwsSettings) -> list[Check]:
     # Only name with llm.serve needs it: checked once `ftm image build --target llm` has set it.
     if settings.llm_image:
         checks.append(_image_check(settings, llm_image, "LLM image"))
+    if llm is not None and (llm.serve or settings.llm_image):
+        checks.append(_llm_fit_check(settings, llm))
     definitions = {
         "map_job_definition": image,
         "cpu_job_definition": image,
@@ -637,6 +643,66 @@ def _job_image_check(settings: AwsSettings, expected: dict[str, str | None]) -> 
         )
     running = ", ".join(sorted({str(image) for image in expected.values()}))
     return Check(name, True, f"{len(definitions)} job definitions run {running}")
+
+
+def _llm_fit_check(settings: AwsSettings, llm: LlmSettings) -> Check:
+    """Whether vLLM can start llm.model at llm.serve_max_model_len on the GPU of every type the
+    LLM queue may launch (a name job lands on any of them), from the model's config.json."""
+    name = "LLM fits the GPU"
+    what = f"{llm.model} at {llm.serve_max_model_len:,} tokens (llm.serve_max_model_len)"
+    longest = longest_request_tokens(llm.topics_per_request)
+    if llm.serve_max_model_len < longest:
+        return Check(
+            name,
+            False,
+            f"{what} is shorter than ftm's longest request at llm.topics_per_request = "
+            f"{llm.topics_per_request} ({longest:,} tokens): the server would refuse it",
+            f"raise llm.serve_max_model_len to {longest:,} or more, or lower llm.topics_per_request",
+        )
+    try:
+        config = model_config(llm.model)
+        types = clients.client("ec2", settings).describe_instance_types(
+            InstanceTypes=settings.llm_instance_types
+        )
+        gpus = {
+            item["InstanceType"]: item["GpuInfo"]["Gpus"][0]["MemoryInfo"]["SizeInMiB"]
+            for item in types["InstanceTypes"]
+            if item.get("GpuInfo", {}).get("Gpus")
+        }
+        fits = {
+            kind: serving_fit(config, llm, gpus[kind]) for kind in settings.llm_instance_types if kind in gpus
+        }
+    except Exception as error:
+        return Check(
+            name,
+            None,
+            f"{what}: not checked: {error}",
+            "make sure the name job's vLLM can start it, or run ftm doctor where the model's "
+            "config.json can be read (the Hugging Face hub, or a local folder as llm.model)",
+        )
+    no_gpu = [kind for kind in settings.llm_instance_types if kind not in gpus]
+    too_small = {kind: fit for kind, fit in fits.items() if not fit.fits}
+    if no_gpu or too_small:
+        problems = [f"{kind} has no GPU" for kind in no_gpu] + [
+            f"{kind}'s {gpus[kind]:,} MiB GPU leaves {fit.room_gib:.1f} GiB beside {fit.weights_gib:.1f} GiB "
+            f"of weights for {fit.kv_cache_gib:.1f} GiB of KV cache"
+            for kind, fit in too_small.items()
+        ]
+        holds = min((fit.longest_fitting for fit in too_small.values()), default=0)
+        lower = holds // 1024 * 1024
+        fix = (
+            f"lower llm.serve_max_model_len to {lower:,} (ftm needs {longest:,}), or "
+            if lower >= longest
+            else ""
+        ) + "use aws.llm_instance_types with more GPU memory (g6e.xlarge: 48 GB), then ftm deploy"
+        return Check(name, False, f"{what}: vLLM would not start: {'; '.join(problems)}", fix)
+    fit = min(fits.values(), key=lambda item: item.room_gib)
+    return Check(
+        name,
+        True,
+        f"{what} on {', '.join(fits)}: {fit.weights_gib:.1f} GiB of weights, {fit.kv_cache_gib:.1f} GiB "
+        f"of KV cache of {fit.room_gib:.1f} GiB left; ftm's longest request is {longest:,} tokens",
+    )
 
 
 def _queue_check(settings: AwsSettings, name: str, key: str, queue: str | None) -> Check:

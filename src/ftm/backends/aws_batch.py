@@ -3,8 +3,10 @@
 `submit` puts the current ftm code on S3 as a content-addressed package (the image's `ftm` runs
 it, so a code change needs no image rebuild), writes the batch ids of each array job beside the
 plan, and submits one array job per 10,000 batches; the child index picks the batch. A Spot
-reclaim (`Host EC2*`) is retried by Batch; anything else is not, since a re-run of a user error
-fails the same way and costs money. Reduce and name follow as jobs that depend on the arrays.
+reclaim (`Host EC2*`) and an attempt that never started ftm are retried by Batch (RETRY_RULES);
+ftm's own failures are not, since a re-run of a user error fails the same way and costs money.
+Reduce and name follow as jobs that depend on the arrays. Settings too long for a job's
+overrides travel beside the code package (MAX_OVERRIDES_CHARS).
 
 `status` reads the array parents' `statusSummary` (one DescribeJobs per 100 parents) and lists
 children (`list_jobs(arrayJobId=…)`) only for states whose counts changed or that live; a child
@@ -24,26 +26,40 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from ftm import __version__, layout
-from ftm.aws import clients
+from ftm.aws import clients, code_package
 from ftm.backends.base import MAP_BATCH_SECTIONS, BackendStatus, JobState, JobStatus
 from ftm.errors import FtmError, UsageError
 from ftm.quarters import Quarter
 from ftm.schemas import Batch, RunRecord
-from ftm.settings import CODE_ENV, FtmSettings, section_environment
+from ftm.settings import CODE_ENV, ENV_PREFIX, JOB_SETTINGS_ENV, FtmSettings, section_environment
 from ftm.storage import Store
 
 # AWS Batch's own limits (service_limits.html, API_DescribeJobs, API_SubmitJob); moto enforces
-# none of them, so ftm does.
+# none of them, so ftm does. SubmitJob's 30 KiB is never reached: the overrides, the only long
+# part of a submission, are capped far below it (MAX_OVERRIDES_CHARS).
 MAX_ARRAY_SIZE = 10_000
 MAX_DESCRIBE = 100
 MAX_DEPENDENCIES = 20
-MAX_SUBMIT_BYTES = 30 * 1024
+# ECS caps a task's overrides at 8,192 characters, JSON formatting included (RunTask,
+# `overrides`), and Batch makes them of a job's container overrides: SubmitJob takes longer ones
+# and the job then fails ("Container Overrides length must be at most 8192"). Batch adds the
+# container's name and its own variables (AWS_BATCH_JOB_ID with the array index,
+# AWS_BATCH_JQ_NAME and AWS_BATCH_CE_NAME of up to 128 characters each, the attempt, the index):
+# 1,024 characters are left for them.
+MAX_OVERRIDES_CHARS = 8192 - 1024
 LIST_PAGE = 1000
 
-# Retry only when the host went away (a Spot reclaim); exit on anything else. Without the last
-# rule Batch retries every failure that no rule matches.
-SPOT_RETRY = [
+# What Batch retries (job_retries.html: at most 5 rules, the first that matches decides, a
+# trailing * matches any rest): a Spot reclaim, and an attempt that never ran ftm, as AWS's own
+# example has it: the task failed to start (the image pull, ECS setting up secrets or logs:
+# CannotPullContainerError, ResourceInitializationError), a pull error reported otherwise, an
+# ECS agent error. Never ftm's own exit: a re-run of a user error fails the same way and costs
+# money. Without the last rule Batch retries every failure that no rule matches.
+RETRY_RULES = [
     {"onStatusReason": "Host EC2*", "action": "RETRY"},
+    {"onStatusReason": "Task failed to start", "action": "RETRY"},
+    {"onReason": "CannotPullContainerError*", "action": "RETRY"},
+    {"onReason": "AGENT", "action": "RETRY"},
     {"onReason": "*", "action": "EXIT"},
 ]
 # The settings each command's job runs with, as FTM_* variables; the rest keep their defaults.
@@ -214,22 +230,38 @@ class AwsBatchBackend:
         require_deployed(self.settings, queue_key, definition_key)
         queue = getattr(self.settings.aws, queue_key)
         definition = getattr(self.settings.aws, definition_key)
-        # The jobs' storage is in the stack's region whatever the submitting machine's default.
+        # The jobs' storage is in the region the jobs run in: aws.region, else the one boto3
+        # resolved here (AWS_REGION, the profile). pyarrow in the container would otherwise take
+        # us-east-1, as it does not ask the instance metadata for the region.
         storage = self.settings.storage
-        if storage.region is None and self.settings.aws.region:
-            storage = storage.model_copy(update={"region": self.settings.aws.region})
+        region = self.settings.aws.region or self._batch().meta.region_name
+        if storage.region is None and region:
+            storage = storage.model_copy(update={"region": region})
         job_settings = self.settings.model_copy(update={"storage": storage})
         environment = {**section_environment(job_settings, SECTIONS[command[0]]), CODE_ENV: code}
+        overrides = _overrides(command, environment)
+        if len(json.dumps(overrides)) > MAX_OVERRIDES_CHARS:
+            # The settings go beside the code package instead, all but storage, which the
+            # container needs to fetch them (and which is short).
+            kept = {f"{ENV_PREFIX}STORAGE", CODE_ENV}
+            shipped = {key: value for key, value in environment.items() if key not in kept}
+            path = code_package.upload_settings(Store.from_settings(storage), shipped)
+            environment = {key: environment[key] for key in kept} | {JOB_SETTINGS_ENV: path}
+            overrides = _overrides(command, environment)
+        length = len(json.dumps(overrides))
+        if length > MAX_OVERRIDES_CHARS:
+            raise FtmError(
+                f"the job's command is too long for AWS Batch: {length:,} characters of container "
+                f"overrides, above the {MAX_OVERRIDES_CHARS:,} that ECS takes with what Batch adds; "
+                "name fewer firms (--firms) or run it here"
+            )
         aws_settings = self.settings.aws
         request: dict[str, Any] = {
             "jobName": _job_name(name),
             "jobQueue": queue,
             "jobDefinition": definition,
-            "containerOverrides": {
-                "command": command,
-                "environment": [{"name": key, "value": value} for key, value in sorted(environment.items())],
-            },
-            "retryStrategy": {"attempts": aws_settings.spot_attempts, "evaluateOnExit": SPOT_RETRY},
+            "containerOverrides": overrides,
+            "retryStrategy": {"attempts": aws_settings.spot_attempts, "evaluateOnExit": RETRY_RULES},
             "timeout": {"attemptDurationSeconds": aws_settings.job_timeout_s},
             "propagateTags": True,
         }
@@ -243,12 +275,6 @@ class AwsBatchBackend:
             if len(depends_on) > MAX_DEPENDENCIES:
                 raise ValueError(f"a job depends on at most {MAX_DEPENDENCIES} jobs, not {len(depends_on)}")
             request["dependsOn"] = [{"jobId": job} for job in depends_on]
-        payload = len(json.dumps(request).encode())
-        if payload > MAX_SUBMIT_BYTES:
-            raise FtmError(
-                f"the job's submission is {payload:,} bytes, above AWS Batch's {MAX_SUBMIT_BYTES:,}: "
-                "shorten the settings lists (preprocess stop words, llm.serve_args)"
-            )
         try:
             reply = self._batch().submit_job(**request)
         except Exception as error:
@@ -415,14 +441,17 @@ def spot_price(settings: FtmSettings) -> float | None:
 
 
 def attempt_reason(attempt: dict[str, Any]) -> str:
-    """Why an attempt ended, in the user's terms: a Spot reclaim, a timeout, out of memory, or
-    the command's own exit (a user error, which is not retried)."""
+    """Why an attempt ended, in the user's terms: a Spot reclaim, AWS not running it (both
+    retried), a timeout, out of memory, or the command's own exit (a user error, not retried)."""
     reason = attempt.get("statusReason") or ""
     container = attempt.get("container") or {}
     code = container.get("exitCode")
     detail = container.get("reason") or ""
-    if reason.startswith("Host EC2"):
+    rule = _first_rule(reason, detail)
+    if rule is RETRY_RULES[0]:
         return f"Spot reclaim: {reason}"
+    if rule["action"] == "RETRY":
+        return f"AWS could not run it: {detail or reason}"
     if "timeout" in reason.lower():
         return f"timeout: {reason}"
     if "OutOfMemory" in detail or code == 137:
@@ -431,6 +460,21 @@ def attempt_reason(attempt: dict[str, Any]) -> str:
         meaning = EXIT_MEANINGS.get(code, "an error")
         return f"user error: ftm exited {code} ({meaning})"
     return reason or detail or "unknown"
+
+
+def _first_rule(status_reason: str, reason: str) -> dict[str, str]:
+    """The rule of RETRY_RULES that Batch applies to an attempt that ended so: the first whose
+    patterns (exact, or a prefix before a trailing *) all match."""
+
+    def matches(pattern: str | None, text: str) -> bool:
+        if pattern is None:
+            return True
+        return text.startswith(pattern[:-1]) if pattern.endswith("*") else text == pattern
+
+    for rule in RETRY_RULES:
+        if matches(rule.get("onStatusReason"), status_reason) and matches(rule.get("onReason"), reason):
+            return rule
+    return RETRY_RULES[-1]
 
 
 class _Child:
@@ -455,7 +499,10 @@ class _Child:
 
     def status(self, price: float | None, now: float) -> JobStatus:
         ended = len(self.attempts)
-        last = attempt_reason(self.attempts[-1]) if self.attempts else None
+        reasons = [attempt_reason(attempt) for attempt in self.attempts]
+        last = reasons[-1] if reasons else None
+        # Each retry's cause, not only the last: two reclaims then a failed pull tell a story.
+        earlier = f" (before: {'; '.join(reasons[:-1])})" if ended > 1 else ""
         of = f" of {self.max_attempts}" if self.max_attempts else ""
         state: JobState
         if self.state == "SUCCEEDED":
@@ -465,14 +512,15 @@ class _Child:
             # The last attempt's cause first; the job's own reason (a cancel, a failed dependency) beside it.
             both = last and self.status_reason
             reason = f"{last} ({self.status_reason})" if both else last or self.status_reason
+            reason = reason and reason + earlier
         elif self.state == "RUNNING":
             state, attempts = "running", ended + 1
-            reason = f"attempt {ended + 1}{of}, after {last}" if last else None
+            reason = f"attempt {ended + 1}{of}, after {last}{earlier}" if last else None
         else:  # waiting: for capacity, for its dependencies, or for a retry
             attempts = ended + (1 if ended else 0)
             waiting = f"; waiting: {self.status_reason}" if self.status_reason else ""
             if ended:
-                state, reason = "retrying", f"{last}; attempt {ended + 1}{of} queued{waiting}"
+                state, reason = "retrying", f"{last}; attempt {ended + 1}{of} queued{waiting}{earlier}"
             else:
                 state, reason = "queued", self.status_reason if self.state == "RUNNABLE" else None
         return JobStatus(state=state, attempts=attempts, reason=reason, cost_usd=self._cost(price, now))
@@ -487,6 +535,11 @@ class _Child:
         if self.state == "RUNNING" and self.started_at:
             seconds += max(now - self.started_at / 1000, 0.0)
         return seconds / 3600 * price
+
+
+def _overrides(command: list[str], environment: dict[str, str]) -> dict[str, Any]:
+    variables = [{"name": key, "value": value} for key, value in sorted(environment.items())]
+    return {"command": command, "environment": variables}
 
 
 def _map_command(quarter: Quarter, chunk: list[str], listing: str) -> list[str]:
@@ -508,6 +561,4 @@ def _default_image(settings: FtmSettings) -> str | None:
 def _upload_code(store: Store) -> str:
     """The running ftm as a content-addressed package under the root (the same bytes, the same
     path: stored once); its path there."""
-    from ftm.aws import code_package
-
     return code_package.upload(store, code_package.build())

@@ -38,7 +38,8 @@ existing one), an ECR repository, job queues on Spot GPUs (aws.gpu_instance_type
 on Spot GPUs of 24 GB (aws.llm_instance_types, for name with vLLM) and On-Demand CPUs, job
 definitions and least-privilege roles. aws.llm_api_key_secret_arn, when set, gives the name jobs
 FTM_LLM__API_KEY from that secret. Writes the stack's outputs (aws.job_queue, …) into the settings
-file in use (./ftm.toml when there is none), and storage.root when it is still the local default.
+file in use (./ftm.toml when there is none), aws.region when it is unset, and storage.root when
+it is still the local default.
 
 Then: `ftm image build` (and `--target llm` for llm.serve), `ftm deploy` again (the job
 definitions take aws.image and aws.llm_image), `ftm doctor`.
@@ -60,7 +61,10 @@ Checks the region, credentials, the stack and its state, that the settings match
 that the bucket is reachable and private, that aws.image (and aws.llm_image when set) is in ECR
 and the job definitions run it, that the GPU, CPU and LLM job queues and their compute
 environments are VALID and ENABLED, and the Spot G/VT vCPU quota (L-3819A6DF), which is 0 in a
-new account. Exit codes: 0 nothing failed (warnings allowed), 4 a check failed.
+new account. With llm.serve or aws.llm_image set, also that vLLM can start llm.model at
+llm.serve_max_model_len on the GPU of every aws.llm_instance_types (from the model's config.json)
+and that this context holds ftm's longest request. Exit codes: 0 nothing failed (warnings
+allowed), 4 a check failed.
 """
 
 DESTROY_EXAMPLES = """\
@@ -125,6 +129,10 @@ def deploy(
     # The flags given are kept too, so that the next `ftm deploy` needs none.
     flags = {"aws.vpc_id": vpc_id, "aws.subnet_ids": subnets, "aws.existing_bucket": existing_bucket}
     values.update({key: value for key, value in flags.items() if value is not None})
+    # The stack's region, so that every later command (and the jobs it submits) uses it, whatever
+    # AWS_REGION or the profile say on another day or machine.
+    if settings.aws.region is None:
+        values["aws.region"] = result.region
     bucket = result.outputs.get("aws.bucket")
     root = f"s3://{bucket}/{settings.aws.prefix.strip('/')}" if bucket else None
     if root and settings.storage.root == StorageSettings.model_fields["root"].default:
@@ -155,7 +163,7 @@ def doctor(
 ) -> None:
     """Check that everything a run on AWS Batch needs is in place, and say what to do where not."""
     settings = settings_from(ctx)
-    checks = stack.doctor(settings.aws)
+    checks = stack.doctor(settings.aws, settings.llm)
     if as_json:
         print_json([asdict(check) for check in checks])
     else:

@@ -40,8 +40,8 @@ Examples:
   ftm prefetch 2016Q4 --source files --input calls.csv --root s3://bucket/ftm
   ftm prefetch 2016Q4 --input transcripts.jsonl.gz --firms AAPL,MSFT --json
 
-  # as an AWS Batch job, from a file on S3
-  ftm prefetch 2016Q4 --input s3://bucket/raw/calls.jsonl.gz --backend batch
+  # as an AWS Batch job, from a file on S3 under the storage prefix
+  ftm prefetch 2016Q4 --input s3://bucket/ftm/raw/calls.jsonl.gz --backend batch
 
 An interrupted prefetch resumes where it stopped when the same command runs again;
 --overwrite starts the quarter over. WRDS prefetches run here, never on the batch backend:
@@ -144,6 +144,17 @@ def _prefetch_as_job(
         raise UsageError(
             f"the batch backend's container cannot read {path or 'a local file'}: copy the input to "
             "S3 and pass --input s3://BUCKET/KEY"
+        )
+    # The jobs' role reads only under the stack's prefix (deploy/ftm.yaml, JobRole): anywhere
+    # else the job would end in AccessDenied.
+    bucket = settings.aws.bucket or Store.from_settings(settings.storage).bucket
+    reach = f"s3://{bucket}/{settings.aws.prefix.strip('/')}/"
+    if bucket and not path.startswith(reach):  # no bucket: a local root, refused just after
+        name = path.rstrip("/").rsplit("/", 1)[-1]
+        raise UsageError(
+            f"the batch jobs' role reads only {reach}… (the stack's bucket and aws.prefix), not "
+            f"{path}: copy the input there (aws s3 cp {path} {reach}raw/{name}) and pass that "
+            "--input, or run the prefetch here, which reads it with your own credentials"
         )
     command = ["prefetch", str(quarter), "--source", "files", "--input", path]
     command += [*(["--firms", ",".join(firms)] if firms else []), *(["--overwrite"] if overwrite else [])]

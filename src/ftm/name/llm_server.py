@@ -10,6 +10,12 @@ starts too, and a Ctrl-C in the terminal reaches ftm alone, which then stops the
 Its output goes to a log file, never a pipe: nobody reads a pipe during the run, and a full one
 would block the server. The log's last lines go into every error about the server.
 
+The server's context is `llm.serve_max_model_len`, not the model's maximum: vLLM refuses to start
+when the KV cache of one request of that length does not fit beside the weights (Qwen3-8B's
+40,960 tokens need 5.6 GiB, more than a 24 GB GPU has left). `serving_fit` does vLLM's arithmetic
+from the model's config.json, so that `ftm doctor` can say before a job starts whether the model,
+the context and a GPU fit; `serving` refuses a context shorter than ftm's longest request.
+
 The library never prints: progress goes to the optional `on_event` callback.
 """
 
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import shlex
 import shutil
@@ -26,13 +33,16 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import httpx
 
 from ftm.errors import FtmError, SettingsError
+from ftm.name.naming import longest_request_tokens
 from ftm.settings import LlmSettings
 
 HOST = "127.0.0.1"  # the server answers this machine only; nothing outside needs it
@@ -44,7 +54,100 @@ REPORT_EVERY_S = 15.0
 LOG_TAIL_LINES = 20
 _LOG_LINE_IN_PROGRESS_CHARS = 120
 
+# vLLM's start-up check (its memory profile, then "…larger than the available KV cache memory"):
+# the KV cache of one request of max_model_len tokens must fit in gpu_memory_utilization × the
+# GPU's memory less the weights and what the profile run takes besides them: activations and
+# CUDA, cuBLAS and NCCL buffers, 3.05 GiB for an 8B model in vLLM's own profile of Llama-3-8B
+# (vllm-project/vllm#10511: 1.79 GiB outside torch, 1.26 GiB of activation peak).
+GPU_MEMORY_UTILIZATION = 0.9  # vLLM's default --gpu-memory-utilization
+PROFILE_OVERHEAD_GIB = 3.05
+# Bytes per weight and per KV-cache value. vLLM's --dtype auto serves float32 checkpoints in
+# float16; an fp8 KV cache (--kv-cache-dtype fp8…) takes one byte.
+DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 2}
+GIB = 1024**3
+
 EventCallback = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ServingFit:
+    """Whether vLLM can serve a model at `max_model_len` tokens on one GPU, and by how much."""
+
+    fits: bool
+    max_model_len: int
+    weights_gib: float
+    kv_cache_gib: float  # for one request of max_model_len tokens
+    room_gib: float  # what the GPU leaves for the KV cache
+    longest_fitting: int  # the context that would fit, in tokens
+
+
+def model_config(model: str) -> dict[str, Any]:
+    """`llm.model`'s config.json: a local folder's, else the Hugging Face hub's (as vLLM reads it;
+    HF_TOKEN for gated models, HF_HUB_OFFLINE honoured). FtmError when it cannot be read."""
+    folder = Path(model).expanduser()
+    try:
+        if folder.is_dir():
+            path = folder / "config.json"
+        else:
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(model, "config.json"))
+        return json.loads(path.read_text(encoding="utf-8"))
+    except Exception as error:  # no network, offline, gated, a folder without a config
+        raise FtmError(f"cannot read {model}'s config.json: {type(error).__name__}: {error}") from None
+
+
+def serving_fit(config: Mapping[str, Any], settings: LlmSettings, gpu_mib: float) -> ServingFit:
+    """vLLM's start-up arithmetic for `llm.model` (its config.json) at `llm.serve_max_model_len`
+    on a GPU of `gpu_mib` MiB, with llm.serve_args' --gpu-memory-utilization and --kv-cache-dtype.
+
+    The weights are those of a dense decoder (embeddings, attention, a gated MLP per layer);
+    FtmError for a config this cannot size: mixture of experts, quantized weights, another dtype."""
+    if any(key in config for key in ("num_experts", "num_local_experts", "n_routed_experts")):
+        raise FtmError("a mixture-of-experts model: its weights are not sized here")
+    if "quantization_config" in config:
+        raise FtmError("quantized weights: their size is not computed here")
+    dtype = config.get("torch_dtype") or config.get("dtype") or "bfloat16"
+    if dtype not in DTYPE_BYTES:
+        raise FtmError(f"weights of dtype {dtype}: not sized here")
+    try:
+        hidden, layers = int(config["hidden_size"]), int(config["num_hidden_layers"])
+        heads = int(config["num_attention_heads"])
+        kv_heads = int(config.get("num_key_value_heads") or heads)
+        head_dim = int(config.get("head_dim") or hidden // heads)
+        vocab, intermediate = int(config["vocab_size"]), int(config["intermediate_size"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise FtmError(f"config.json lacks a field the sizes need ({error})") from None
+    attention = hidden * head_dim * 2 * (heads + kv_heads)  # q and o; k and v
+    embeddings = vocab * hidden * (1 if config.get("tie_word_embeddings") else 2)
+    weights = (layers * (attention + 3 * hidden * intermediate) + embeddings) * DTYPE_BYTES[dtype]
+    kv_dtype = _serve_arg(settings.serve_args, "--kv-cache-dtype") or "auto"
+    kv_bytes = 1 if kv_dtype.startswith("fp8") else DTYPE_BYTES[dtype]
+    per_token = 2 * layers * kv_heads * head_dim * kv_bytes  # a key and a value per layer
+    utilization = float(_serve_arg(settings.serve_args, "--gpu-memory-utilization") or GPU_MEMORY_UTILIZATION)
+    room = utilization * gpu_mib * 2**20 - weights - PROFILE_OVERHEAD_GIB * GIB
+    needed = per_token * settings.serve_max_model_len
+    return ServingFit(
+        fits=needed <= room,
+        max_model_len=settings.serve_max_model_len,
+        weights_gib=weights / GIB,
+        kv_cache_gib=needed / GIB,
+        room_gib=room / GIB,
+        longest_fitting=max(int(room // per_token), 0),
+    )
+
+
+def check_context(settings: LlmSettings) -> None:
+    """Refuses a served context shorter than ftm's longest request: every such request would be
+    refused by the server (prompt and reply budget count against the context)."""
+    longest = longest_request_tokens(settings.topics_per_request)
+    if settings.serve_max_model_len < longest:
+        raise SettingsError(
+            f"llm.serve_max_model_len = {settings.serve_max_model_len:,} tokens is shorter than ftm's "
+            f"longest request at llm.topics_per_request = {settings.topics_per_request} ({longest:,} "
+            "tokens): raise llm.serve_max_model_len (`ftm doctor` checks the GPU holds it) or lower "
+            "llm.topics_per_request"
+        )
 
 
 @contextlib.contextmanager
@@ -58,6 +161,7 @@ def serving(settings: LlmSettings, on_event: EventCallback | None = None) -> Ite
     """
     report = on_event or _ignore
     argv = serve_argv(settings)
+    check_context(settings)
     _check_port_free(settings.serve_port)
     folder = Path(tempfile.mkdtemp(prefix="ftm-llm-server-"))
     log_path = folder / "server.log"
@@ -94,7 +198,7 @@ def serve_argv(settings: LlmSettings) -> list[str]:
     """The command line that serves `llm.model`, as `vllm serve` takes it (the model positional).
 
     No `--served-model-name`: vLLM serves the model under the name it was given, which is the
-    `llm.model` naming sends.
+    `llm.model` naming sends. The context is `llm.serve_max_model_len` (see the module docstring).
     """
     try:
         command = shlex.split(settings.serve_command)
@@ -106,6 +210,11 @@ def serve_argv(settings: LlmSettings) -> list[str]:
         raise SettingsError(
             'llm.serve_command is empty: set it to the command that serves the model, e.g. "vllm serve"'
         )
+    if _serve_arg(settings.serve_args, "--max-model-len") is not None:
+        raise SettingsError(
+            "llm.serve_args sets --max-model-len: set llm.serve_max_model_len instead, which ftm passes "
+            "and checks its requests against (and `ftm doctor` the GPU)"
+        )
     return [
         *command,
         settings.model,
@@ -113,8 +222,20 @@ def serve_argv(settings: LlmSettings) -> list[str]:
         HOST,
         "--port",
         str(settings.serve_port),
+        "--max-model-len",
+        str(settings.serve_max_model_len),
         *settings.serve_args,
     ]
+
+
+def _serve_arg(args: list[str], name: str) -> str | None:
+    """The value of option `name` in llm.serve_args (`--name value` or `--name=value`)."""
+    for index, arg in enumerate(args):
+        if arg == name and index + 1 < len(args):
+            return args[index + 1]
+        if arg.startswith(f"{name}="):
+            return arg.split("=", 1)[1]
+    return None
 
 
 # --- start ------------------------------------------------------------------------------------

@@ -50,6 +50,12 @@ MAX_SENTENCES = 3
 MAX_SENTENCE_CHARS = 300
 # Output budget per topic: a name and one sentence are ~40 tokens; the rest is JSON and slack.
 MAX_TOKENS_PER_TOPIC = 80
+# The prompt's length in Qwen3's tokens at its largest, measured with Qwen's byte-level BPE on
+# `prompt_messages` of call text (benchmarks/name_context.py): the instructions and chat template
+# take 193 tokens and a topic at most 297 (its id, 10 long keywords, 3 sentences clipped to
+# MAX_SENTENCE_CHARS). About 10 % more here, for text that splits into more tokens.
+PROMPT_TOKENS = 210
+PROMPT_TOKENS_PER_TOPIC = 330
 # A server may ask for a long pause; longer than this and the request is better counted failed.
 MAX_RETRY_AFTER_S = 120.0
 # A retry after an invalid reply runs warmer, so that it is not the same reply again.
@@ -244,6 +250,19 @@ def prompt_messages(items: Sequence[Item]) -> list[dict[str, str]]:
         {"role": "system", "content": INSTRUCTIONS},
         {"role": "user", "content": f"Name these {len(items)} topics:\n{body}"},
     ]
+
+
+def reply_budget(n_items: int) -> int:
+    """The `max_tokens` of a request naming `n_items`."""
+    return MAX_TOKENS_PER_TOPIC * n_items + 64
+
+
+def longest_request_tokens(topics_per_request: int) -> int:
+    """The most tokens one request takes of a server's context, prompt and reply budget (which a
+    server counts against its context before it answers): the largest chunk is 2 × size − 1
+    topics, the remainder joining the last chunk (`_chunked`)."""
+    n_items = 2 * topics_per_request - 1
+    return PROMPT_TOKENS + PROMPT_TOKENS_PER_TOPIC * n_items + reply_budget(n_items)
 
 
 def cache_key(messages: list[dict[str, str]], model: str) -> str:
@@ -606,7 +625,7 @@ class _Namer:
             "model": self.llm.model,
             "messages": messages,
             "temperature": 0.0,
-            "max_tokens": MAX_TOKENS_PER_TOPIC * len(ids) + 64,
+            "max_tokens": reply_budget(len(ids)),
         }
         problem = ""
         for attempt in range(self.llm.max_retries + 1):
@@ -744,8 +763,10 @@ __all__ = [
     "cache_key",
     "requests_to_send",
     "keyword_name",
+    "longest_request_tokens",
     "name_items",
     "name_quarter",
     "prompt_messages",
     "read_names",
+    "reply_budget",
 ]
