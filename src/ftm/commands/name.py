@@ -20,9 +20,10 @@ from rich.progress import (
 from ftm.backends.aws_batch import name_command, name_kind
 from ftm.commands import ProgressDisplay, RootOption, print_json, settings_from, stderr
 from ftm.commands.batch_job import BackendOption, DetachOption, run_as_job, wants_batch
+from ftm.commands.ranges import each_quarter
 from ftm.errors import UsageError
 from ftm.name import NamingProgress, NamingResult, name_quarter, requests_to_send, serving
-from ftm.quarters import Quarter
+from ftm.quarters import Quarter, parse_quarters
 from ftm.settings import FtmSettings
 from ftm.storage import Store
 
@@ -69,7 +70,12 @@ class What(str, Enum):
 def name(
     ctx: typer.Context,
     quarter: Annotated[
-        str, typer.Option("--quarter", help="Calendar quarter, as 2023Q1.", show_default=False)
+        str,
+        typer.Option(
+            "--quarter",
+            help="Calendar quarter, as 2023Q1, or quarters: 2020Q1..2021Q4, 2020Q1,2020Q3.",
+            show_default=False,
+        ),
     ],
     what: Annotated[
         What, typer.Option("--what", help="Name the themes, the firm topics, or all.")
@@ -107,7 +113,14 @@ def name(
     is loaded (llm.serve_startup_timeout_s), names through it and stops it, also on an error or
     Ctrl-C. It needs a GPU and vLLM on this machine; the Batch name job runs it this way.
     """
-    the_quarter = Quarter.parse(quarter)
+    quarters = parse_quarters(quarter)
+    if len(quarters) > 1:
+        each_quarter(
+            quarters,
+            lambda one: name(ctx, str(one), what, base_url, model, serve, root, as_json, backend, detach),
+        )
+        return
+    the_quarter = quarters[0]
     settings = settings_from(
         ctx, storage__root=root, llm__base_url=base_url, llm__model=model, llm__serve=serve
     )

@@ -18,7 +18,8 @@ from rich.progress import (
 from ftm import layout
 from ftm.commands import ProgressDisplay, RootOption, print_json, settings_from, stderr
 from ftm.commands.batch_job import BackendOption, DetachOption, run_as_job, wants_batch
-from ftm.quarters import Quarter
+from ftm.commands.ranges import each_quarter
+from ftm.quarters import Quarter, parse_quarters
 from ftm.reduce import ReduceProgress, ReduceResult, reduce_quarter
 from ftm.storage import Store
 
@@ -61,7 +62,12 @@ PHASES = {
 def reduce(
     ctx: typer.Context,
     quarter: Annotated[
-        str, typer.Option("--quarter", help="Calendar quarter, as 2023Q1.", show_default=False)
+        str,
+        typer.Option(
+            "--quarter",
+            help="Calendar quarter, as 2023Q1, or quarters: 2020Q1..2021Q4, 2020Q1,2020Q3.",
+            show_default=False,
+        ),
     ],
     allow_partial: Annotated[
         bool,
@@ -85,7 +91,13 @@ def reduce(
     centroid. Refuses a quarter whose map is incomplete, naming the batches, unless
     --allow-partial.
     """
-    the_quarter = Quarter.parse(quarter)
+    quarters = parse_quarters(quarter)
+    if len(quarters) > 1:
+        each_quarter(
+            quarters, lambda one: reduce(ctx, str(one), allow_partial, root, as_json, backend, detach)
+        )
+        return
+    the_quarter = quarters[0]
     settings = settings_from(ctx, storage__root=root)
     if wants_batch(backend):
         command = ["reduce", "--quarter", str(the_quarter), *(["--allow-partial"] if allow_partial else [])]

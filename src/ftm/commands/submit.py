@@ -13,8 +13,10 @@ from ftm.backends import BACKENDS, open_backend
 from ftm.backends.local import STOP_GRACE_S, log_folder
 from ftm.commands import RootOption, config_file, print_json, settings_from, stderr
 from ftm.commands.map_batch import interrupt_once
+from ftm.commands.ranges import each_quarter
 from ftm.commands.watch import BATCH_POLL_S, dollars, follow, render, report_end
-from ftm.quarters import Quarter
+from ftm.errors import UsageError
+from ftm.quarters import parse_quarters
 from ftm.runs import RunObserver, Submission, prepare_submission, running_run, start_submission
 from ftm.schemas import RunRecord
 from ftm.storage import Store
@@ -52,7 +54,12 @@ failed (the run ended; `ftm watch` shows which, and why), 2 a usage error, 130 i
 def submit(
     ctx: typer.Context,
     quarter: Annotated[
-        str, typer.Option("--quarter", help="Calendar quarter, as 2023Q1.", show_default=False)
+        str,
+        typer.Option(
+            "--quarter",
+            help="Calendar quarter, as 2023Q1, or quarters: 2020Q1..2021Q4, 2020Q1,2020Q3.",
+            show_default=False,
+        ),
     ],
     batch_size: Annotated[
         int | None,
@@ -101,7 +108,21 @@ def submit(
     `ftm map-batch` for each unfinished batch on the backend, following them in the watch
     table until the run ends. Submitting the quarter again resumes it.
     """
-    the_quarter = Quarter.parse(quarter)
+    quarters = parse_quarters(quarter)
+    if len(quarters) > 1:
+        if detach and backend == "local":
+            raise UsageError(
+                "--detach with several quarters would run their workers side by side on the same "
+                "cores: submit one quarter at a time with --detach, or leave out --detach"
+            )
+        each_quarter(
+            quarters,
+            lambda one: submit(
+                ctx, str(one), batch_size, backend, workers, detach, new, reduce, name, dry_run, root, as_json
+            ),
+        )
+        return
+    the_quarter = quarters[0]
     settings = settings_from(ctx, storage__root=root, map__workers=workers)
     # The backend first: an unavailable one is refused before any planning.
     the_backend = open_backend(
