@@ -29,6 +29,7 @@ from ftm.commands import (
     reduce,
     stderr,
     submit,
+    trends,
     watch,
 )
 from ftm.errors import FtmError
@@ -100,6 +101,7 @@ for command, function, epilog in (
     ("config", config.show_config, config.EXAMPLES),
     ("reduce", reduce.reduce, reduce.EXAMPLES),
     ("name", name.name, name.EXAMPLES),
+    ("trends", trends.trends, trends.EXAMPLES),
     ("deploy", deploy.deploy, deploy.DEPLOY_EXAMPLES),
     ("doctor", deploy.doctor, deploy.DOCTOR_EXAMPLES),
     ("destroy", deploy.destroy, deploy.DESTROY_EXAMPLES),

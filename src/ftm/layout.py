@@ -148,3 +148,28 @@ def theme_names(quarter: Quarter) -> str:
 def name_cache_entry(quarter: Quarter, key: str) -> str:
     """One cached LLM reply, content-addressed by a hash of prompt, model and prompt version."""
     return f"{names_folder(quarter)}/_cache/{key}.json"
+
+
+# --- trends -----------------------------------------------------------------------------------
+
+
+def lineage_registry() -> str:
+    """Every lineage given in this storage root, whatever the range (schemas.LineageRegistry)."""
+    return "trends/_lineages.json"
+
+
+def trends_folder(label: str) -> str:
+    """A range's trends; `label` as `ftm.quarters.quarters_label` writes it: 2020Q1..2021Q4."""
+    return f"trends/{label}"
+
+
+def lineages(label: str) -> str:
+    return f"{trends_folder(label)}/lineages.parquet"
+
+
+def trends(label: str) -> str:
+    return f"{trends_folder(label)}/trends.parquet"
+
+
+def firm_theme_quarter(label: str) -> str:
+    return f"{trends_folder(label)}/firm_theme_quarter.parquet"

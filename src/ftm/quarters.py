@@ -46,6 +46,9 @@ class Quarter:
     def next(self) -> Quarter:
         return Quarter(self.year + 1, 1) if self.number == 4 else Quarter(self.year, self.number + 1)
 
+    def previous(self) -> Quarter:
+        return Quarter(self.year - 1, 4) if self.number == 1 else Quarter(self.year, self.number - 1)
+
     def __contains__(self, day: date) -> bool:
         return self.start <= day < self.end
 

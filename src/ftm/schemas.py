@@ -140,6 +140,64 @@ FIRM_THEME_EXPOSURE = pa.schema(
     ]
 )
 
+# --- trends: themes followed through quarters (ftm trends) ---
+
+# One row per theme of the range and the lineage it belongs to: a lineage is one subject in
+# several quarters, at most one theme per quarter. Sorted by lineage, then quarter.
+LINEAGES = pa.schema(
+    [
+        pa.field("lineage_id", pa.int32(), nullable=False),  # stable: kept when quarters are added
+        pa.field("quarter", pa.string(), nullable=False),
+        pa.field("theme_id", pa.int32(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),  # the theme's, in its quarter
+        pa.field("keywords", pa.list_(pa.string())),
+        # Cosine of the theme's centroid to the lineage's when it joined (both less their quarter's
+        # mean); null for the theme that started the lineage.
+        pa.field("similarity", pa.float32()),
+    ]
+)
+
+# One row per lineage and quarter of the range (a full grid: a quarter without the lineage has
+# 0 firms and a null theme), sorted by lineage, then quarter.
+TRENDS = pa.schema(
+    [
+        pa.field("lineage_id", pa.int32(), nullable=False),
+        pa.field("quarter", pa.string(), nullable=False),
+        pa.field("theme_id", pa.int32()),
+        pa.field("kind", pa.string()),
+        pa.field("n_firms", pa.int32(), nullable=False),  # the theme's n_firms
+        pa.field("firm_share", pa.float64(), nullable=False),  # of the quarter's prefetched firms
+        pa.field("n_sentences", pa.int32(), nullable=False),
+        pa.field("positive", pa.int64(), nullable=False),  # Loughran-McDonald words, all firms
+        pa.field("negative", pa.int64(), nullable=False),
+        pa.field("uncertainty", pa.int64(), nullable=False),
+        pa.field("mean_net_tone", pa.float64()),  # mean of the firms' net_tone; null without one
+        # "emerging", "fading" or "steady" against the trends.window quarters before (trends.py);
+        # null where the range has no quarter before.
+        pa.field("trend", pa.string()),
+    ]
+)
+
+# The long panel: one row per firm, theme and quarter of the range (firm_theme_exposure with the
+# lineage, the call date and the tone of the firm's sentences in the theme).
+FIRM_THEME_QUARTER = pa.schema(
+    [
+        pa.field("quarter", pa.string(), nullable=False),
+        pa.field("firm_id", pa.string(), nullable=False),
+        pa.field("permno", pa.int64()),
+        pa.field("gvkey", pa.string()),
+        pa.field("earnings_call_date", pa.date32()),  # of the call holding most of these sentences
+        pa.field("lineage_id", pa.int32(), nullable=False),
+        pa.field("theme_id", pa.int32(), nullable=False),
+        pa.field("n_sentences", pa.int32(), nullable=False),
+        pa.field("share", pa.float64()),  # of the firm's sentences, as in firm_theme_exposure
+        pa.field("positive", pa.int32(), nullable=False),
+        pa.field("negative", pa.int32(), nullable=False),
+        pa.field("uncertainty", pa.int32(), nullable=False),
+        pa.field("net_tone", pa.float64()),  # (positive - negative) / (positive + negative); null at 0
+    ]
+)
+
 # Names are keyed like what they name, so that they join the themes, the panel and the firm
 # topics without a cast. (An earlier ftm wrote `kind` and a text `id` instead of the keys:
 # `ftm.read_names` reads those files too, and `ftm name` rewrites them.)
@@ -344,3 +402,23 @@ class BatchProgress(Record):
     last_failure: str | None = None  # the latest failed firm and its reason
     started_at: datetime | None = None  # of this attempt
     heartbeat_at: datetime
+
+
+class QuarterLineages(Record):
+    """One quarter's themes as the lineage registry assigned them."""
+
+    quarter: str
+    themes_sha256: str  # of the themes.parquet matched: a quarter reduced again is matched again
+    lineage_of_theme: dict[str, int]  # theme id (as text: JSON keys) → lineage id
+    similarity: dict[str, float] = Field(default_factory=dict)  # theme id → cosine when it joined
+
+
+class LineageRegistry(Record):
+    """`trends/_lineages.json`: every lineage ever given in this storage root, so that a range
+    with a quarter added later keeps the ids it had; written after the quarters it lists are
+    matched, before any range's files."""
+
+    min_similarity: float  # trends.min_similarity it was built with
+    next_lineage_id: int  # never reused, also after a quarter is matched again
+    quarters: list[QuarterLineages] = Field(default_factory=list)
+    updated_at: datetime

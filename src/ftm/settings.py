@@ -335,6 +335,24 @@ class ReduceSettings(Section):
     )
 
 
+class TrendsSettings(Section):
+    min_similarity: float = Field(
+        0.8,
+        ge=-1.0,
+        le=1.0,
+        description=(
+            "cosine of two quarters' theme centroids, each less its quarter's mean, for the themes to be "
+            "one lineage (benchmarks/README.md, Trends)"
+        ),
+    )
+    window: int = Field(2, ge=1, description="quarters before a quarter that a lineage's trend compares with")
+    change_ratio: float = Field(
+        1.5,
+        gt=1.0,
+        description="emerging: share of firms at least this times the window's mean; fading: at most 1/this",
+    )
+
+
 class LlmSettings(Section):
     base_url: str | None = Field(
         None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1; unset: keyword names"
@@ -448,6 +466,7 @@ class FtmSettings(BaseSettings):
     topics: TopicsSettings = TopicsSettings()
     map: MapSettings = MapSettings()
     reduce: ReduceSettings = ReduceSettings()
+    trends: TrendsSettings = TrendsSettings()
     llm: LlmSettings = LlmSettings()
     aws: AwsSettings = AwsSettings()
 

@@ -1,0 +1,85 @@
+"""`ftm trends`: a range of reduced quarters into themes followed through time, with tone."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from ftm.commands import RootOption, print_json, settings_from, stderr
+from ftm.quarters import parse_quarters
+from ftm.storage import Store
+from ftm.trends import TrendsProgress, TrendsResult, trends_range
+
+EXAMPLES = """\
+Examples:
+
+  # after every quarter of the range was reduced (`ftm run` does all of it)
+  ftm trends 2020Q1..2021Q4
+
+  # a list of quarters, and a summary as JSON on stdout
+  ftm trends 2020Q1,2020Q3,2021Q1 --json
+
+Writes trends/RANGE/lineages.parquet (each theme's lineage), firm_theme_quarter.parquet (the
+long panel: firm x theme x quarter with PERMNO, GVKEY, the call date, exposure and
+Loughran-McDonald tone) and trends.parquet (lineage x quarter: firms, their share of the
+quarter's firms, sentences, tone and the emerging or fading flag). Lineage ids are kept in
+trends/_lineages.json: a quarter added later never renumbers the others. Running it again
+rewrites the same files.
+"""
+
+
+def trends(
+    ctx: typer.Context,
+    quarters: Annotated[
+        str,
+        typer.Argument(
+            help="Quarters: a range 2020Q1..2021Q4 (both included), or a list 2020Q1,2020Q3.",
+            show_default=False,
+        ),
+    ],
+    root: RootOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a summary as JSON to stdout.")] = False,
+) -> None:
+    """Follow the themes of a range of quarters through time: lineages, a panel with tone, trends.
+
+    A theme joins the lineage of an earlier quarter's theme when their centroids, each less its
+    quarter's mean, have a cosine of at least trends.min_similarity (one theme per lineage and
+    quarter); the others start lineages. A lineage is emerging in a quarter when its share of
+    firms is at least trends.change_ratio times its mean over the trends.window quarters before,
+    fading at that mean divided by the ratio or less. Every quarter must be reduced first.
+    """
+    the_quarters = parse_quarters(quarters)
+    settings = settings_from(ctx, storage__root=root)
+    result = trends_range(settings, the_quarters, on_progress=_progress)
+    store = Store.from_settings(settings.storage)
+    if as_json:
+        print_json({**asdict(result), "location": store.uri(f"trends/{result.label}")})
+    report(result, store)
+
+
+def _progress(state: TrendsProgress) -> None:
+    if state.phase == "quarter":
+        stderr.print(f"trends: {state.quarter} ({state.done + 1} of {state.total})", highlight=False)
+
+
+def report(result: TrendsResult, store: Store) -> None:
+    """What `ftm trends` (and `ftm run` at its end) says when done."""
+    newly = f"; newly matched: {', '.join(result.newly_matched)}" if result.newly_matched else ""
+    stderr.print(
+        f"[green]trends of {escape(result.label)}[/]: {result.n_lineages:,} lineages, "
+        f"{result.n_continuing:,} of them in two quarters or more{newly}; "
+        f"{result.n_panel_rows:,} panel rows\n"
+        f"  → {escape(store.uri(result.files['trends']).rsplit('/', 1)[0])}/ "
+        "(lineages, firm_theme_quarter, trends)",
+        highlight=False,
+    )
+    flagged = [
+        f"{quarter}: {result.emerging[quarter]} emerging, {result.fading[quarter]} fading"
+        for quarter in result.quarters
+        if result.emerging[quarter] or result.fading[quarter]
+    ]
+    if flagged:
+        stderr.print(f"  investment themes: {'; '.join(flagged)}", highlight=False)

@@ -1,0 +1,9 @@
+"""Trends: a range of reduced quarters in (`themes/quarter=Q/` and the prefetched sentences' text);
+themes followed through time out (`trends/RANGE/`: lineages, the firm × theme × quarter panel with
+Loughran-McDonald tone, and one row per lineage and quarter with its trend), with the lineage
+registry that keeps ids stable (`trends/_lineages.json`). Start with `trends.py`; `lineages.py`
+matches themes across quarters, `tone.py` counts tone words."""
+
+from ftm.trends.trends import TrendsProgress, TrendsResult, trends_range
+
+__all__ = ["TrendsProgress", "TrendsResult", "trends_range"]
