@@ -20,7 +20,7 @@ import pytest
 
 from ftm import layout
 from ftm.errors import FtmError, SettingsError
-from ftm.prefetch import PrefetchProgress, prefetch_quarter, survey
+from ftm.prefetch import PrefetchProgress, prefetch_quarter, prefetch_quarters, survey
 from ftm.quarters import Quarter
 from ftm.schemas import SENTENCES, PrefetchManifest
 from ftm.settings import FtmSettings, load_settings
@@ -254,6 +254,38 @@ def test_the_run_uses_exactly_one_connection(
     result = prefetch_quarter(settings, QUARTER, firms=firms)
     assert result.manifest.n_firms == 4
     assert counter.count == 1  # metadata and four component queries over one connection
+
+
+def test_a_range_of_three_quarters_is_prefetched_over_exactly_one_connection(
+    wrds_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """2016Q3 and 2017Q1 hold one call each (just before and just after 2016Q4), of companies
+    that have none in 2016Q4: each quarter gets its own chunks and manifest of the listed firms it
+    has, and a second run connects no more, every quarter being done."""
+    counter = ConnectionCounter(monkeypatch)
+    settings = _settings(wrds_server, tmp_path / "root")
+    quarters = [Quarter.parse(label) for label in ("2016Q3", "2016Q4", "2017Q1")]
+    outside = {case: str(wrds_server.seed.case[case]) for case in ("before_quarter", "after_quarter")}
+    inside = sorted({str(c.companyid) for c in wrds_server.seed.calls})[:2]
+    events: list[tuple[str, str]] = []
+    results = prefetch_quarters(
+        settings,
+        quarters,
+        firms=[*outside.values(), *inside],
+        on_progress=lambda quarter, p: events.append((str(quarter), p.phase)),
+    )
+    assert counter.count == 1
+    assert [r.manifest.quarter for r in results] == ["2016Q3", "2016Q4", "2017Q1"]
+    firms = [sorted(r.manifest.firm_to_chunk) for r in results]
+    assert firms == [[outside["before_quarter"]], inside, [outside["after_quarter"]]]
+    assert [e for e in events if e[1] == "connecting"] == [("2016Q3", "connecting")]
+    store = Store(str(tmp_path / "root"))
+    for quarter in quarters:
+        assert store.exists(layout.prefetch_manifest(quarter))
+        chunk = store.read_table(layout.prefetch_chunk(quarter, 0), SENTENCES)
+        assert set(chunk.column("quarter").to_pylist()) == {str(quarter)}
+    again = prefetch_quarters(settings, quarters)
+    assert all(r.already_done for r in again) and counter.count == 1  # done quarters never connect
 
 
 # --- dry run and credentials --------------------------------------------------------------------

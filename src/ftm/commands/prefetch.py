@@ -20,9 +20,17 @@ from rich.progress import (
 from ftm import layout
 from ftm.commands import ProgressDisplay, RootOption, print_json, settings_from, stderr
 from ftm.commands.batch_job import BackendOption, DetachOption, run_as_job, wants_batch
+from ftm.commands.ranges import each_quarter
 from ftm.errors import UsageError
-from ftm.prefetch import PrefetchProgress, PrefetchResult, PrefetchSurvey, prefetch_quarter, survey
-from ftm.quarters import Quarter
+from ftm.prefetch import (
+    PrefetchProgress,
+    PrefetchResult,
+    PrefetchSurvey,
+    prefetch_quarter,
+    prefetch_quarters,
+    survey,
+)
+from ftm.quarters import Quarter, parse_quarters, quarters_label
 from ftm.settings import FtmSettings
 from ftm.storage import Store
 
@@ -34,6 +42,9 @@ Examples:
 
   # count calls, firms, links and components; write nothing
   ftm prefetch 2023Q1 --dry-run
+
+  # eight quarters over one WRDS connection: one Duo approval
+  ftm prefetch 2020Q1..2021Q4
 
   # from a file (--input means --source files)
   ftm prefetch 2016Q4 --input transcripts.jsonl.gz
@@ -51,7 +62,13 @@ each container would need its own Duo approval.
 
 def prefetch(
     ctx: typer.Context,
-    quarter: Annotated[str, typer.Argument(help="Calendar quarter, as 2023Q1.", show_default=False)],
+    quarter: Annotated[
+        str,
+        typer.Argument(
+            help="Calendar quarter, as 2023Q1, or quarters: 2020Q1..2021Q4, 2020Q1,2020Q3.",
+            show_default=False,
+        ),
+    ],
     source: Annotated[
         str | None, typer.Option("--source", help="Where transcripts come from: wrds (the default) or files.")
     ] = None,
@@ -98,7 +115,8 @@ def prefetch(
     Firms are written in chunks of prefetch.firms_per_chunk with a checkpoint every
     prefetch.checkpoint_every firms, so a killed or dropped run loses nothing.
     """
-    the_quarter = Quarter.parse(quarter)
+    quarters = parse_quarters(quarter)
+    the_quarter = quarters[0]
     settings = settings_from(
         ctx,
         # --input alone means the files source, whatever source.kind says.
@@ -110,7 +128,30 @@ def prefetch(
     )
     wanted = [firm.strip() for item in firms or [] for firm in item.split(",") if firm.strip()]
     if wants_batch(backend):
-        _prefetch_as_job(settings, the_quarter, wanted, overwrite, detach)
+        _prefetch_as_job(settings, quarters_label(quarters), wanted, overwrite, detach)
+        return
+    if len(quarters) > 1 and not dry_run:
+        _prefetch_range(settings, quarters, wanted, overwrite, as_json)
+        return
+    if len(quarters) > 1:  # a dry run of each quarter in turn
+        each_quarter(
+            quarters,
+            lambda one: prefetch(
+                ctx,
+                str(one),
+                source,
+                input_path,
+                input_format,
+                root,
+                firms,
+                workers,
+                True,
+                False,
+                as_json,
+                backend,
+                detach,
+            ),
+        )
         return
     if dry_run:
         with _ProgressDisplay(str(the_quarter)) as display:
@@ -130,8 +171,47 @@ def prefetch(
     _report(result, folder)
 
 
+def _prefetch_range(
+    settings: FtmSettings, quarters: list[Quarter], firms: list[str], overwrite: bool, as_json: bool
+) -> None:
+    """Every quarter in turn over one source (one WRDS connection: one Duo approval)."""
+    store = Store.from_settings(settings.storage)
+    with _RangeDisplay() as display:
+        results = prefetch_quarters(
+            settings, quarters, firms=firms or None, overwrite=overwrite, on_progress=display.update
+        )
+    folders = [store.uri(layout.prefetch_folder(Quarter.parse(r.manifest.quarter))) for r in results]
+    if as_json:
+        print_json([_summary(result, folder) for result, folder in zip(results, folders, strict=True)])
+    for result, folder in zip(results, folders, strict=True):
+        _report(result, folder)
+
+
+class _RangeDisplay:
+    """One quarter's progress display after another, as the range's prefetch moves on."""
+
+    def __init__(self) -> None:
+        self.quarter: Quarter | None = None
+        self.display: _ProgressDisplay | None = None
+
+    def __enter__(self) -> _RangeDisplay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.display is not None:
+            self.display.__exit__(*exc)
+
+    def update(self, quarter: Quarter, state: PrefetchProgress) -> None:
+        if quarter != self.quarter:
+            if self.display is not None:
+                self.display.__exit__(None, None, None)
+            self.quarter, self.display = quarter, _ProgressDisplay(str(quarter)).__enter__()
+        assert self.display is not None
+        self.display.update(state)
+
+
 def _prefetch_as_job(
-    settings: FtmSettings, quarter: Quarter, firms: list[str], overwrite: bool, detach: bool
+    settings: FtmSettings, quarter: str, firms: list[str], overwrite: bool, detach: bool
 ) -> None:
     if settings.source.kind == "wrds":
         raise UsageError(

@@ -8,6 +8,7 @@ from ftm.prefetch.transcripts import (
     PrefetchResult,
     PrefetchSurvey,
     prefetch_quarter,
+    prefetch_quarters,
     read_manifest,
     survey,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "PrefetchSurvey",
     "distinct_keywords",
     "prefetch_quarter",
+    "prefetch_quarters",
     "read_manifest",
     "survey",
 ]

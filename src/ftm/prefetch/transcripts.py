@@ -76,8 +76,10 @@ def prefetch_quarter(
     firms: Collection[str] | None = None,
     overwrite: bool = False,
     on_progress: Callable[[PrefetchProgress], None] = lambda progress: None,
+    source: Source | None = None,
 ) -> PrefetchResult:
-    """Prefetches one quarter into the storage root; see the module docstring."""
+    """Prefetches one quarter into the storage root; see the module docstring. With `source`,
+    reads from that open source and leaves it open (`prefetch_quarters`)."""
     store = Store.from_settings(settings.storage)
     manifest_path = layout.prefetch_manifest(quarter)
     if overwrite:
@@ -87,7 +89,8 @@ def prefetch_quarter(
         return PrefetchResult(read_manifest(store, quarter), already_done=True, resumed_at=0)
 
     on_progress(PrefetchProgress("scanning"))
-    source = _open_source(settings, on_progress)
+    own_source = source is None
+    source = source or _open_source(settings, on_progress)
     preprocessor = Preprocessor(settings.preprocess)
     try:
         found = source.calls(quarter)
@@ -154,7 +157,69 @@ def prefetch_quarter(
         return PrefetchResult(manifest, already_done=False, resumed_at=done)
     finally:
         preprocessor.close()
+        if own_source:
+            source.close()
+
+
+def prefetch_quarters(
+    settings: FtmSettings,
+    quarters: list[Quarter],
+    *,
+    firms: Collection[str] | None = None,
+    overwrite: bool = False,
+    on_progress: Callable[[Quarter, PrefetchProgress], None] = lambda quarter, progress: None,
+) -> list[PrefetchResult]:
+    """Prefetches each quarter in turn, oldest first, from one source: from WRDS one connection,
+    so one Duo approval, for the whole range (it connects at the first query, so a range already
+    prefetched never connects). Each quarter is its own resumable prefetch with its own chunks
+    and manifest; a finished quarter is left alone. A failure stops at its quarter, and the same
+    call goes on from there.
+
+    `firms` filters every quarter to the listed firms it has calls of: a firm that held no call
+    in one quarter of a range is no mistake, but one in none of them is, as is a quarter with
+    none of them."""
+    current = list(quarters[:1])  # the quarter being read, whom the source's events are about
+
+    def notify(event: str, message: str) -> None:
+        on_progress(current[0], PrefetchProgress(event, message=message))
+
+    source = open_source(settings.source, notify=notify, storage=settings.storage)
+    results = []
+    try:
+        wanted = _firms_by_quarter(source, quarters, firms) if firms else {}
+        for quarter in quarters:
+            current[:] = [quarter]
+            results.append(
+                prefetch_quarter(
+                    settings,
+                    quarter,
+                    firms=wanted.get(quarter),
+                    overwrite=overwrite,
+                    on_progress=lambda progress, quarter=quarter: on_progress(quarter, progress),
+                    source=source,
+                )
+            )
+    finally:
         source.close()
+    return results
+
+
+def _firms_by_quarter(
+    source: Source, quarters: list[Quarter], firms: Collection[str]
+) -> dict[Quarter, list[str]]:
+    """The listed firms each quarter has calls of (from the calls' metadata, no text)."""
+    wanted = set(firms)
+    found = {q: sorted(wanted & {c.firm_id for c in source.calls(q).calls}) for q in quarters}
+    unknown = sorted(wanted - {firm for present in found.values() for firm in present})
+    if unknown:
+        raise UsageError(f"no calls in {', '.join(map(str, quarters))} for firm(s) {', '.join(unknown)}")
+    empty = [str(q) for q, present in found.items() if not present]
+    if empty:
+        raise UsageError(
+            f"none of the firms {', '.join(sorted(wanted))} has a call in {', '.join(empty)}: leave "
+            "those quarters out of the range, or list a firm that has"
+        )
+    return found
 
 
 def survey(
