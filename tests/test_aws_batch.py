@@ -18,6 +18,7 @@ import boto3
 import pytest
 from typer.testing import CliRunner
 
+import run_inputs
 from batch_stand_in import BatchStandIn
 from ftm import layout
 from ftm.backends.aws_batch import (
@@ -578,3 +579,50 @@ def test_submit_on_batch_follows_the_run_to_its_end_without_detach(
     err = " ".join(capsys.readouterr().err.split())
     assert "estimated Spot cost" in err and "ftm cancel" in err
     assert "batch_000 stopped" in err and "reduce succeeded" in err and "name succeeded" in err
+
+
+def test_run_on_batch_submits_each_quarters_jobs_after_its_map_and_trends_after_every_quarter(
+    batch_env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """`ftm run RANGE --backend batch`: prefetched here into the S3 root, then per quarter a map
+    array, a reduce job after it and a name job after that, and one trends job after both
+    quarters' jobs; run again once the maps are finished, it submits no map."""
+    (tmp_path / "ftm.toml").write_text(run_inputs.CONFIG)
+    run_inputs.write_input(tmp_path / "input.jsonl.gz")
+    args = ["--config", str(tmp_path / "ftm.toml"), "run", run_inputs.RANGE, "--backend", "batch"]
+    args += ["--input", str(tmp_path / "input.jsonl.gz"), "--batch-size", "5"]
+    assert main(args) == 0
+    trends_job = _job(capsys.readouterr().out.split()[-1])
+    store = _s3_store(batch_env)
+    last = []
+    for quarter in run_inputs.QUARTERS:
+        assert store.exists(layout.prefetch_manifest(quarter))
+        runs = [path for path in store.list("runs") if Path(path).name.startswith(str(quarter))]
+        run = RunRecord.model_validate(store.read_json(runs[0]))
+        (array,) = {job.split(":")[0] for job in run.job_ids.values()}
+        reduce_job, name_job = _job(run.follow_jobs["reduce"]), _job(run.follow_jobs["name"])
+        assert reduce_job["dependsOn"] == [{"jobId": array}]
+        assert reduce_job["container"]["command"] == ["reduce", "--quarter", str(quarter)]
+        assert name_job["dependsOn"] == [{"jobId": reduce_job["jobId"]}]
+        last += [reduce_job["jobId"], name_job["jobId"]]
+    assert trends_job["container"]["command"] == ["trends", run_inputs.RANGE]
+    assert trends_job["dependsOn"] == [{"jobId": job} for job in last]
+    assert trends_job["jobQueue"] == batch_env["FTM_AWS__CPU_JOB_QUEUE"]
+    assert "FTM_TRENDS" in _environment(trends_job)
+
+    # The maps finished (as the array's children would have left them): reduce and name again
+    # only, since no themes are there yet, and no map job.
+    for quarter in run_inputs.QUARTERS:
+        for batch in read_plan(store, quarter) or []:
+            checkpoint = records.read_checkpoint(store, quarter, batch.batch_id)
+            done = {"batch_id": batch.batch_id, "attempt": 1, "completed_firm_ids": batch.firm_ids}
+            done |= {"part_files": [], "finished": True, "updated_at": "2026-01-01T00:00:00Z"}
+            assert checkpoint is None
+            store.write_json(layout.batch_checkpoint(quarter, batch.batch_id), done)
+    assert main(args) == 0
+    again = _job(capsys.readouterr().out.split()[-1])
+    follow = [_job(job["jobId"]) for job in again["dependsOn"]]
+    commands = [job["container"]["command"][:3] for job in follow]
+    quarters = run_inputs.QUARTERS
+    steps = [[step, "--quarter", str(quarter)] for quarter in quarters for step in ("reduce", "name")]
+    assert commands == steps

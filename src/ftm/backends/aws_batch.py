@@ -68,6 +68,7 @@ SECTIONS = {
     "reduce": ("storage", "reduce"),
     "name": ("storage", "llm"),
     "prefetch": ("storage", "source", "preprocess", "prefetch"),
+    "trends": ("storage", "trends"),
 }
 # Where each kind of job runs: (queue, job definition), as aws.* settings that `ftm deploy` writes.
 JOB_KINDS = {
@@ -281,13 +282,14 @@ class AwsBatchBackend:
             raise clients.explain(error, f"submitting {request['jobName']} to {queue}") from None
         return Submitted(job_id=reply["jobId"], size=size)
 
-    def submit_command(self, command: list[str], *, kind: str) -> Submitted:
-        """Runs one ftm command as an AWS Batch job in the image, with this machine's ftm code."""
+    def submit_command(self, command: list[str], *, kind: str, depends_on: Sequence[str] = ()) -> Submitted:
+        """Runs one ftm command as an AWS Batch job in the image, with this machine's ftm code,
+        once the jobs of `depends_on` have succeeded."""
         store = Store.from_settings(self.settings.storage)
         require_s3_storage(store)
         require_deployed(self.settings, *JOB_KINDS[kind])
         name = f"ftm-{command[0]}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
-        return self.submit_job(command, name=name, kind=kind, code=_upload_code(store))
+        return self.submit_job(command, name=name, kind=kind, code=_upload_code(store), depends_on=depends_on)
 
     def job_status(self, job_id: str) -> JobStatus | None:
         """A job's state, attempts, reason and cost; None when AWS Batch does not know it."""

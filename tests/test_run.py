@@ -1,0 +1,104 @@
+"""`ftm run RANGE` end to end on real transcripts: a few calls of the bundled sample (2016Q4) and
+the same calls of some of those firms three months earlier (2016Q3), through prefetch, the real
+map on local workers, reduce, name and trends; then the same command killed with SIGKILL (its
+whole process group, workers included) and run again, which must end with identical files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from ftm import layout
+from ftm.cli import main
+from run_inputs import CONFIG, N_FIRMS, QUARTERS, RANGE, write_input
+
+# What a run writes that is data, not bookkeeping: runs, progress and manifests carry times.
+OUTPUTS = ("prefetch", "intermediate", "themes", "names", "trends")
+
+
+def _args(folder: Path, root: Path) -> list[str]:
+    return [
+        "--config", str(folder / "ftm.toml"), "run", RANGE, "--input", str(folder / "input.jsonl.gz"),
+        "--root", str(root), "--batch-size", str(N_FIRMS), "--workers", "1",
+    ]  # fmt: skip
+
+
+def _outputs(root: Path) -> dict[str, Any]:
+    """Every data file's bytes; firm topics as their rows less `processing_timestamp`, the one
+    column that says when, not what."""
+    found: dict[str, Any] = {}
+    for folder in OUTPUTS:
+        for path in sorted((root / folder).rglob("*.parquet")):
+            name = str(path.relative_to(root))
+            if "/_" in name:  # staging and caches
+                continue
+            if name.startswith("intermediate/firm-topics/"):
+                found[name] = pq.read_table(path).drop(["processing_timestamp"]).to_pylist()
+            else:
+                found[name] = path.read_bytes()
+    return found
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    folder = tmp_path_factory.mktemp("run")
+    (folder / "ftm.toml").write_text(CONFIG)
+    write_input(folder / "input.jsonl.gz")
+    root = folder / "root"
+    assert main(_args(folder, root)) == 0
+    return {"folder": folder, "root": root, "outputs": _outputs(root)}
+
+
+def test_a_range_runs_from_transcripts_to_trends_with_every_quarters_files(finished: dict[str, Any]) -> None:
+    root = finished["root"]
+    for quarter in QUARTERS:
+        for path in (layout.prefetch_manifest(quarter), layout.themes(quarter), layout.theme_names(quarter)):
+            assert (root / path).exists(), path
+    panel = pq.read_table(root / layout.firm_theme_quarter(RANGE)).to_pandas()
+    assert set(panel.quarter) == {"2016Q3", "2016Q4"}
+    assert panel.groupby("quarter").firm_id.nunique().to_dict() == {"2016Q3": N_FIRMS, "2016Q4": N_FIRMS}
+    assert panel.earnings_call_date.notna().all()
+    assert ((panel.positive + panel.negative + panel.uncertainty) > 0).any()
+    lineages = pq.read_table(root / layout.lineages(RANGE)).to_pandas()
+    themes = {q: pq.read_table(root / layout.themes(q)).num_rows for q in QUARTERS}
+    assert len(lineages) == sum(themes.values())
+    # The two firms in both quarters said the same words both times: some subjects carry on.
+    assert (lineages.groupby("lineage_id").quarter.nunique() == 2).any()
+    trends = pq.read_table(root / layout.trends(RANGE)).to_pandas()
+    assert len(trends) == lineages.lineage_id.nunique() * 2
+    assert set(trends[trends.quarter == "2016Q4"].trend.dropna()) <= {"emerging", "fading", "steady"}
+
+
+def test_a_run_killed_with_sigkill_then_run_again_ends_with_identical_files(
+    finished: dict[str, Any], tmp_path: Path
+) -> None:
+    folder, root = finished["folder"], tmp_path / "root"
+    command = [sys.executable, "-m", "ftm", *_args(folder, root)]
+    child = subprocess.Popen(command, start_new_session=True, stderr=subprocess.DEVNULL)
+    # Killed in the middle of the first quarter's map: a part file is there, the batch is not done.
+    parts = root / layout.firm_topics_folder(QUARTERS[0])
+    deadline = time.monotonic() + 600
+    while not (parts.exists() and any(parts.glob("*.parquet"))):
+        assert child.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(child.pid, signal.SIGKILL)
+    child.wait()
+    assert not (root / layout.themes(QUARTERS[0])).exists()
+    assert main(_args(folder, root)) == 0
+    outputs = _outputs(root)
+    assert outputs.keys() == finished["outputs"].keys()
+    different = [path for path, data in outputs.items() if data != finished["outputs"][path]]
+    assert not different, different
+
+
+def test_a_run_over_a_reversed_range_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["run", "2016Q4..2016Q3", "--root", str(tmp_path)]) == 2
+    assert "reversed" in capsys.readouterr().err and not any(tmp_path.iterdir())
