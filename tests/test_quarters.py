@@ -64,3 +64,11 @@ def test_reduce_over_a_range_names_the_first_quarter_not_prefetched(
     assert main(["reduce", "--quarter", "2020Q1..2020Q2", "--root", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "2020Q1 (1 of 2)" in err and "2020Q1" in err.split("error:")[1]
+
+
+def test_submit_over_a_range_not_prefetched_says_to_prefetch_the_first_quarter(
+    tmp_path, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["submit", "--quarter", "2020Q1..2020Q2", "--root", str(tmp_path)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "2020Q1 is not prefetched" in err and "ftm prefetch 2020Q1" in err

@@ -5,9 +5,10 @@ The library's entry points; the `ftm` command (`ftm.cli`) is a thin layer over t
 The layout follows the pipeline. The spine, which every stage shares and which imports no stage:
 `settings`, `storage`, `layout` (every path), `schemas` (every data contract), `quarters`,
 `errors`, `plan` (the batch plan). One package per stage: `prefetch`, `map`, `reduce`, `name`,
-and `aws` (the stack, the image, the code package); above them `backends` and `runs`, then
-`commands`, one module per command. Imports go downward only, and a package is used through the
-names its `__init__` exports (tests/test_layout_imports.py checks both).
+`trends` (themes across quarters), and `aws` (the stack, the image, the code package); above
+them `backends` and `runs`, then `commands`, one module per command. Imports go downward only,
+and a package is used through the names its `__init__` exports (tests/test_layout_imports.py
+checks both).
 """
 
 from importlib.metadata import PackageNotFoundError, version

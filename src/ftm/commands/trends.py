@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from ftm import layout
 from ftm.commands import RootOption, print_json, settings_from, stderr
 from ftm.quarters import parse_quarters
 from ftm.storage import Store
@@ -56,7 +57,7 @@ def trends(
     result = trends_range(settings, the_quarters, on_progress=_progress)
     store = Store.from_settings(settings.storage)
     if as_json:
-        print_json({**asdict(result), "location": store.uri(f"trends/{result.label}")})
+        print_json({**asdict(result), "location": store.uri(layout.trends_folder(result.label))})
     report(result, store)
 
 
@@ -72,7 +73,7 @@ def report(result: TrendsResult, store: Store) -> None:
         f"[green]trends of {escape(result.label)}[/]: {result.n_lineages:,} lineages, "
         f"{result.n_continuing:,} of them in two quarters or more{newly}; "
         f"{result.n_panel_rows:,} panel rows\n"
-        f"  → {escape(store.uri(result.files['trends']).rsplit('/', 1)[0])}/ "
+        f"  → {escape(store.uri(layout.trends_folder(result.label)))}/ "
         "(lineages, firm_theme_quarter, trends)",
         highlight=False,
     )
