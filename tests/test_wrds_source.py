@@ -20,7 +20,7 @@ import pytest
 
 from ftm import layout
 from ftm.errors import FtmError, SettingsError
-from ftm.prefetch import PrefetchProgress, prefetch_quarter, prefetch_quarters, survey
+from ftm.prefetch import PrefetchProgress, prefetch_quarter, prefetch_quarters, survey, survey_quarters
 from ftm.quarters import Quarter
 from ftm.schemas import SENTENCES, PrefetchManifest
 from ftm.settings import FtmSettings, load_settings
@@ -286,6 +286,11 @@ def test_a_range_of_three_quarters_is_prefetched_over_exactly_one_connection(
         assert set(chunk.column("quarter").to_pylist()) == {str(quarter)}
     again = prefetch_quarters(settings, quarters)
     assert all(r.already_done for r in again) and counter.count == 1  # done quarters never connect
+    # A dry run of the range: one connection more, and the same calls.
+    found = survey_quarters(settings, quarters, firms=[*outside.values(), *inside])
+    assert counter.count == 2
+    assert [s.n_firms for s in found] == [1, 2, 1]
+    assert [s.n_calls for s in found] == [r.manifest.n_calls for r in results]
 
 
 # --- dry run and credentials --------------------------------------------------------------------

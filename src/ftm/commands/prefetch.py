@@ -20,7 +20,6 @@ from rich.progress import (
 from ftm import layout
 from ftm.commands import ProgressDisplay, RootOption, print_json, settings_from, stderr
 from ftm.commands.batch_job import BackendOption, DetachOption, run_as_job, wants_batch
-from ftm.commands.ranges import each_quarter
 from ftm.errors import UsageError
 from ftm.prefetch import (
     PrefetchProgress,
@@ -29,6 +28,7 @@ from ftm.prefetch import (
     prefetch_quarter,
     prefetch_quarters,
     survey,
+    survey_quarters,
 )
 from ftm.quarters import Quarter, parse_quarters, quarters_label
 from ftm.settings import FtmSettings
@@ -133,25 +133,13 @@ def prefetch(
     if len(quarters) > 1 and not dry_run:
         _prefetch_range(settings, quarters, wanted, overwrite, as_json)
         return
-    if len(quarters) > 1:  # a dry run of each quarter in turn
-        each_quarter(
-            quarters,
-            lambda one: prefetch(
-                ctx,
-                str(one),
-                source,
-                input_path,
-                input_format,
-                root,
-                firms,
-                workers,
-                True,
-                False,
-                as_json,
-                backend,
-                detach,
-            ),
-        )
+    if len(quarters) > 1:  # a dry run of each quarter in turn, over one source
+        with _RangeDisplay() as display:
+            found = survey_quarters(settings, quarters, firms=wanted or None, on_progress=display.update)
+        if as_json:
+            print_json([asdict(one) for one in found])
+        for one in found:
+            _report_survey(one)
         return
     if dry_run:
         with _ProgressDisplay(str(the_quarter)) as display:

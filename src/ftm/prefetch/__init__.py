@@ -11,6 +11,7 @@ from ftm.prefetch.transcripts import (
     prefetch_quarters,
     read_manifest,
     survey,
+    survey_quarters,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "prefetch_quarters",
     "read_manifest",
     "survey",
+    "survey_quarters",
 ]

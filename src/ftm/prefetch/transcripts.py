@@ -228,10 +228,13 @@ def survey(
     *,
     firms: Collection[str] | None = None,
     on_progress: Callable[[PrefetchProgress], None] = lambda progress: None,
+    source: Source | None = None,
 ) -> PrefetchSurvey:
-    """Counts the quarter's calls, firms, linked firms and components; writes nothing."""
+    """Counts the quarter's calls, firms, linked firms and components; writes nothing. With
+    `source`, reads from that open source and leaves it open (`survey_quarters`)."""
     on_progress(PrefetchProgress("scanning"))
-    source = _open_source(settings, on_progress)
+    own_source = source is None
+    source = source or _open_source(settings, on_progress)
     try:
         found = source.calls(quarter)
         plan = _plan(found.calls, quarter, firms)
@@ -244,6 +247,40 @@ def survey(
             n_components=source.count_components(plan),
             source=found.description,
         )
+    finally:
+        if own_source:
+            source.close()
+
+
+def survey_quarters(
+    settings: FtmSettings,
+    quarters: list[Quarter],
+    *,
+    firms: Collection[str] | None = None,
+    on_progress: Callable[[Quarter, PrefetchProgress], None] = lambda quarter, progress: None,
+) -> list[PrefetchSurvey]:
+    """A dry run of each quarter over one source, as `prefetch_quarters` reads them."""
+    current = list(quarters[:1])
+
+    def notify(event: str, message: str) -> None:
+        on_progress(current[0], PrefetchProgress(event, message=message))
+
+    source = open_source(settings.source, notify=notify, storage=settings.storage)
+    try:
+        wanted = _firms_by_quarter(source, quarters, firms) if firms else {}
+        found = []
+        for quarter in quarters:
+            current[:] = [quarter]
+            found.append(
+                survey(
+                    settings,
+                    quarter,
+                    firms=wanted.get(quarter),
+                    on_progress=lambda progress, quarter=quarter: on_progress(quarter, progress),
+                    source=source,
+                )
+            )
+        return found
     finally:
         source.close()
 
