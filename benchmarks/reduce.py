@@ -197,11 +197,17 @@ def _read_seed(store: Store, quarter: Quarter) -> dict[str, Any]:
         for p in store.list(layout.prefetch_folder(quarter))
         if p.endswith(".parquet") and "/chunk_" in p
     )
-    joined = embedded.join(texts, "sentence_id").sort_by(
-        [("firm_id", "ascending"), ("sentence_id", "ascending")]
+    # Arrow joins no fixed-size lists: join the ids with the row numbers, then take the embeddings.
+    keys = pa.table(
+        {
+            "firm_id": embedded.column("firm_id"),
+            "sentence_id": embedded.column("sentence_id"),
+            "row": pa.array(np.arange(embedded.num_rows)),
+        }
     )
+    joined = keys.join(texts, "sentence_id").sort_by([("firm_id", "ascending"), ("sentence_id", "ascending")])
     firm_ids, firm = np.unique(joined.column("firm_id").to_numpy(zero_copy_only=False), return_inverse=True)
-    vectors = joined.column("embedding").combine_chunks()
+    vectors = embedded.column("embedding").combine_chunks().take(joined.column("row"))
     return {
         "n_firms": len(firm_ids),
         "firm": firm,

@@ -213,7 +213,7 @@ def test_the_context_is_ftms_setting_and_holds_its_longest_request(stand_in: Sta
         assert stand_in.recorded()["argv"][-2:] == ["--max-model-len", "9216"]
 
 
-def test_serving_fit_is_vllms_arithmetic_from_the_modelswrite_model_config(tmp_path: Path) -> None:
+def test_serving_fit_is_vllms_arithmetic_from_the_models_config(tmp_path: Path) -> None:
     a10g = 22_888  # MiB, as EC2 reports g5.xlarge's GPU (and g6.xlarge's L4)
     qwen3_8b = llm_server.model_config(write_model_config(tmp_path / "qwen3-8b"))
     fit = llm_server.serving_fit(qwen3_8b, LlmSettings(), a10g)

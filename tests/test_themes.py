@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import scipy.sparse as sp
 
 from ftm import layout
 from ftm.cli import main
@@ -28,7 +29,7 @@ from ftm.map import records
 from ftm.plan import sentence_counts
 from ftm.prefetch import read_manifest
 from ftm.reduce.clustering import average_linkage
-from ftm.reduce.themes import METADATA_KEY
+from ftm.reduce.themes import METADATA_KEY, _class_tfidf
 from ftm.schemas import FIRM_THEME_EXPOSURE, FIRM_TOPICS, SENTENCES, THEME_SENTENCES, THEME_TOPICS, THEMES
 from ftm.settings import ReduceSettings
 from ftm.storage import Store
@@ -370,3 +371,16 @@ def _partition(labels: Any) -> set[frozenset[int]]:
     for index, label in enumerate(np.asarray(labels).tolist()):
         groups[label].add(index)
     return {frozenset(group) for group in groups.values()}
+
+
+def test_class_tfidf_is_bertopics() -> None:
+    """reduce writes BERTopic's c-TF-IDF out rather than import BERTopic for it: the same scores."""
+    from bertopic.vectorizers import ClassTfidfTransformer
+
+    rng = np.random.default_rng(3)
+    dense = rng.poisson(0.3, size=(12, 80)) * (rng.random((12, 80)) < 0.4)
+    dense[:, 0] = 1  # no term missing from every class
+    counts = sp.csr_matrix(dense)
+    expected = ClassTfidfTransformer().fit_transform(counts).toarray()
+    assert np.count_nonzero(expected) > 100
+    np.testing.assert_allclose(_class_tfidf(counts).toarray(), expected, rtol=1e-12)

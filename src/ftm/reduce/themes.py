@@ -11,7 +11,7 @@ for topics included (clustering.py: vectors, micro-clusters, average linkage, me
 A theme is a cluster that at least `reduce.min_firms` firms talk about (`firm_min_sentences` of
 their sentences each); its `kind` says whether it is an investment theme or reporting language
 (kinds.py). Themes are numbered investment themes first, each kind by the firms that talk about it.
-Keywords are a class-based TF-IDF (BERTopic's ClassTfidfTransformer) of the themes' sentences'
+Keywords are a class-based TF-IDF (BERTopic's, `_class_tfidf`) of the themes' sentences'
 words and two-word phrases against the rest of the quarter. A firm's exposure to a theme is the
 share of all its prefetched sentences that are in the theme; `theme_sentences.parquet` holds the
 evidence, one row per sentence and theme. A firm topic belongs to the theme that holds at least
@@ -39,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
+from sklearn.preprocessing import normalize
 
 from ftm import __version__, layout
 from ftm.errors import DataError, UsageError
@@ -612,17 +613,27 @@ class _Tables:
         return [[texts[i] for i in rows if i in texts] for rows in wanted]
 
 
+def _class_tfidf(counts: sp.csr_matrix) -> sp.csr_matrix:
+    """BERTopic's class-based TF-IDF (ClassTfidfTransformer's defaults): each class's term shares
+    times log(1 + mean class size / the term's count over all classes). Written out because
+    importing BERTopic for it loads transformers' pipelines, which took longer than the rest of a
+    small reduce (tests/test_themes.py checks it against ClassTfidfTransformer)."""
+    per_term = np.asarray(counts.sum(axis=0), dtype=np.float64).ravel()
+    mean_class = int(counts.sum(axis=1).mean())
+    idf = np.log(mean_class / np.maximum(per_term, 1.0) + 1.0)
+    shares = normalize(counts.astype(np.float64), norm="l1", axis=1)
+    return (shares @ sp.diags(idf, format="csr")).tocsr()
+
+
 def _theme_keywords(membership: sp.csr_matrix, vocabulary: Vocabulary, top_n: int) -> list[list[str]]:
     """Class-based TF-IDF over the themes and, as one more class, the sentences in no theme."""
     n_themes = membership.shape[0]
     if n_themes == 0 or not vocabulary.terms:
         return [[] for _ in range(n_themes)]
-    from bertopic.vectorizers import ClassTfidfTransformer
-
     per_theme = (membership @ vocabulary.counts).tocsr()
     in_none = np.asarray(membership.sum(axis=0)).ravel() == 0
     rest = sp.csr_matrix(vocabulary.counts[in_none].sum(axis=0))
-    scores = ClassTfidfTransformer().fit_transform(sp.vstack([per_theme, rest]).tocsr())[:n_themes].tocsr()
+    scores = _class_tfidf(sp.vstack([per_theme, rest]).tocsr())[:n_themes].tocsr()
     terms = np.array(vocabulary.terms, dtype=object)
     keywords = []
     for theme in range(n_themes):
