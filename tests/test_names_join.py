@@ -15,7 +15,7 @@ import pytest
 
 from ftm import layout, read_names
 from ftm.cli import main
-from ftm.schemas import FIRM_THEME_EXPOSURE, THEME_NAMES, THEME_TOPICS, TOPIC_NAMES
+from ftm.schemas import FIRM_THEME_EXPOSURE, THEME_NAMES, THEME_TOPICS, THEMES, TOPIC_NAMES
 from ftm.storage import Store
 from naming_inputs import as_an_earlier_ftm_wrote_it
 from reduce_inputs import QUARTER, mapped
@@ -52,7 +52,10 @@ def test_the_names_files_are_keyed_like_what_they_name(named: Path) -> None:
     themes = store.read_table(layout.theme_names(QUARTER), THEME_NAMES)  # checks names and types
     topics = store.read_table(layout.topic_names(QUARTER), TOPIC_NAMES)
     members = store.read_table(layout.theme_topics(QUARTER), THEME_TOPICS)
-    assert themes.num_rows and _rows(members, "theme_id") == _rows(themes, "theme_id")
+    named_themes = store.read_table(layout.themes(QUARTER), THEMES)
+    # Every theme has its name; a theme need not hold a whole firm topic (themes are of sentences).
+    assert themes.num_rows and _rows(named_themes, "theme_id") == _rows(themes, "theme_id")
+    assert _rows(members, "theme_id") <= _rows(themes, "theme_id")
     assert _rows(members, "firm_id", "topic_id") <= _rows(topics, "firm_id", "topic_id")
 
 
