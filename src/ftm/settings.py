@@ -199,6 +199,14 @@ class PreprocessSettings(Section):
 class PrefetchSettings(Section):
     firms_per_chunk: int = Field(200, ge=1, description="firms per chunk_NNNN.parquet")
     checkpoint_every: int = Field(100, ge=1, description="firms between checkpoints")
+    # A CSV whose `order` column is text, or dates in another format, makes every record a
+    # problem: a quarter finished from what is left would look done and block the good run.
+    max_problem_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="stop, writing no manifest, when more than this share of input records is unusable",
+    )
 
 
 class EmbeddingSettings(Section):

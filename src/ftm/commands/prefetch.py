@@ -168,6 +168,13 @@ def _report_survey(found: PrefetchSurvey) -> None:
         f"{found.n_firms_with_permno:,} to a PERMNO), {found.n_components:,} components",
         highlight=False,
     )
+    if found.n_input_problems:
+        kinds = "; ".join(f"{k.count}× {k.reason} (first at {k.where})" for k in found.common_problems)
+        stderr.print(
+            f"[yellow]{found.n_input_problems:,} of {found.n_records:,} input records could not be "
+            f"used[/]: {escape(kinds)}",
+            highlight=False,
+        )
 
 
 def _summary(result: PrefetchResult, folder: str) -> dict:
