@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
 from chat_server import ChatServer, expected_name
@@ -344,3 +345,22 @@ def test_missing_inputs_are_usage_errors_that_name_the_command_to_run_first(
     assert main(["name", "--quarter", str(QUARTER), "--what", "topics"]) == 2
     assert "ftm submit --quarter 2016Q4" in " ".join(capsys.readouterr().err.split())
     assert main(["name", "--quarter", "2016Q5"]) == 2
+
+
+def test_a_quarter_without_themes_gets_an_empty_theme_names_file_and_its_topic_names(
+    tmp_path: Path,
+    topic_rows: list[dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    store = Store(str(tmp_path / "store"))
+    write_firm_topics(store, QUARTER, topic_rows[:30], firms_per_part=10)
+    write_themes(store, QUARTER, topic_rows, 0)  # as reduce writes a quarter without themes
+    _use(monkeypatch, store.root, None)
+
+    assert main(["name", "--quarter", str(QUARTER)]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "no themes to name in 2016Q4: reduce found none" in err
+    themes = pq.read_table(Path(store.root, layout.theme_names(QUARTER)))
+    assert themes.num_rows == 0 and themes.schema.equals(THEME_NAMES)
+    assert len(_names(store)) == 30

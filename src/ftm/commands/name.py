@@ -157,6 +157,13 @@ def _server_event(message: str) -> None:
 
 def _report(result: NamingResult, location: str) -> None:
     kind = f"{result.kind}s"
+    if result.n_names == 0:
+        stderr.print(
+            f"no {kind} to name in {result.quarter}: {'reduce' if result.kind == 'theme' else 'the map'} "
+            f"found none (an empty names file → {escape(location)})",
+            highlight=False,
+        )
+        return
     if result.source == "keywords":
         stderr.print(
             f"named {result.n_names:,} {kind} of {result.quarter} from keywords → {escape(location)}",

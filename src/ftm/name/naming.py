@@ -375,10 +375,11 @@ def _names_table(names: list[Name], quarter: Quarter, kind: Kind) -> pa.Table:
     return pa.table(
         {
             **_key_columns(kind, keys),
-            "quarter": [str(quarter)] * len(names),
-            "name": [name.name for name in names],
-            "description": [name.description for name in names],
-            "source": [name.source for name in names],
+            # Typed, since a quarter without themes has no names, and an empty list is of no type.
+            "quarter": pa.array([str(quarter)] * len(names), pa.string()),
+            "name": pa.array([name.name for name in names], pa.string()),
+            "description": pa.array([name.description for name in names], pa.string()),
+            "source": pa.array([name.source for name in names], pa.string()),
         }
     )
 
