@@ -202,7 +202,7 @@ def test_submit_refuses_without_a_prefetch_and_the_batch_backend_without_a_stack
 ) -> None:
     root = str(tmp_path / "empty")
     assert main(_submit(config, root, "--batch-size", "5")) == 2
-    assert "run `ftm prefetch 2016Q4` first" in " ".join(capsys.readouterr().err.split())
+    assert f"run `ftm prefetch 2016Q4 --root {root}` first" in " ".join(capsys.readouterr().err.split())
     assert main(_submit(config, root, "--backend", "batch")) == 2
     assert "run `ftm deploy` once" in " ".join(capsys.readouterr().err.split())
     assert not Path(root).exists()
@@ -288,7 +288,8 @@ def test_submit_is_refused_while_its_run_lives_and_goes_on_at_once_after_a_sigki
         alive = subprocess.run(command, capture_output=True, text=True, timeout=120)
         assert alive.returncode == 2, alive.stderr
         assert (
-            f"run {run.run_id} of {QUARTER} is still going: follow it with `ftm watch {run.run_id}`, "
+            f"run {run.run_id} of {QUARTER} is still going: follow it with "
+            f"`ftm watch {run.run_id} --root {store.root}`, "
             "or stop it before submitting again"
         ) in " ".join(alive.stderr.split())
     finally:

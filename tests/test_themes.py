@@ -318,8 +318,10 @@ def test_a_quarter_mapped_without_sentence_embeddings_is_refused_with_what_to_do
 def test_reduce_of_a_quarter_never_submitted_says_to_submit_first(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    assert main(["reduce", "--quarter", str(QUARTER), "--root", str(tmp_path / "empty")]) == 2
-    assert f"run `ftm submit --quarter {QUARTER}` first" in " ".join(capsys.readouterr().err.split())
+    root = tmp_path / "empty"
+    assert main(["reduce", "--quarter", str(QUARTER), "--root", str(root)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"run `ftm submit --quarter {QUARTER} --root {root}` first" in err
 
 
 # --- the linkage alone --------------------------------------------------------------------------

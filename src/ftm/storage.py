@@ -21,6 +21,7 @@ import contextlib
 import gzip
 import json
 import os
+import shlex
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -85,6 +86,14 @@ class Store:
     @property
     def is_s3(self) -> bool:
         return self.bucket is not None
+
+    def command(self, words: str) -> str:
+        """The ftm command line `ftm WORDS` for this data: with --root unless the root is the
+        default, so that a command a message suggests finds the same data when pasted."""
+        default = StorageSettings.model_fields["root"].default
+        if os.path.abspath(os.path.expanduser(self.root)) == os.path.abspath(default) or self.root == default:
+            return f"ftm {words}"
+        return f"ftm {words} --root {shlex.quote(self.root)}"
 
     def uri(self, path: str = "") -> str:
         """Where a path lives, for messages: a folder path or an s3:// URI."""

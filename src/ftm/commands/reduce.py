@@ -136,7 +136,7 @@ def _report(result: ReduceResult, store: Store, elapsed: float) -> None:
     if result.n_failed_firms:
         stderr.print(
             f"[yellow]{result.n_failed_firms} firm(s) failed in the map[/] and are not in the panel; "
-            f"`ftm watch` shows why",
+            f"`{store.command('watch')}` shows why",
             highlight=False,
         )
 

@@ -123,23 +123,24 @@ def submit(
     run = start_submission(settings, submission, the_backend, running_run(settings, the_quarter))
     if as_json:
         print_json(run.to_json())
-    _announce(submission, Store.from_settings(settings.storage).uri(), detach, run)
+    store = Store.from_settings(settings.storage)
+    _announce(submission, store, detach, run)
     if detach and submission.to_run:
         if not as_json:
             typer.echo(run.run_id)  # stdout: for scripts, `RUN=$(ftm submit ... --detach)`
         return
-    observer = RunObserver(Store.from_settings(settings.storage), run, the_backend)
+    observer = RunObserver(store, run, the_backend)
     if the_backend.name == "batch":  # the jobs run on AWS: Ctrl-C only stops following them
         try:
             snapshot = follow(observer, BATCH_POLL_S)
         except KeyboardInterrupt:
             stderr.print(
-                f"stopped following; the jobs go on. Again: ftm watch {run.run_id}; "
-                f"stop them: ftm cancel {run.run_id}",
+                f"stopped following; the jobs go on. Again: {store.command(f'watch {run.run_id}')}; "
+                f"stop them: {store.command(f'cancel {run.run_id}')}",
                 highlight=False,
             )
             return
-        code = report_end(snapshot)
+        code = report_end(snapshot, store)
         if code:
             raise typer.Exit(code)
         return
@@ -154,12 +155,13 @@ def submit(
             the_backend.cancel(run)
             stderr.print(render(observer.snapshot()))
             raise typer.Exit(130) from None
-    code = report_end(snapshot)
+    code = report_end(snapshot, store)
     if code:
         raise typer.Exit(code)
 
 
-def _announce(submission: Submission, root: str, detach: bool, run: RunRecord) -> None:
+def _announce(submission: Submission, store: Store, detach: bool, run: RunRecord) -> None:
+    root = store.uri()
     quarter = submission.quarter
     plan = submission.plan
     what = "resumes" if submission.resumes else "starts"
@@ -181,14 +183,15 @@ def _announce(submission: Submission, root: str, detach: bool, run: RunRecord) -
             f"{''.join(f'; then {what} {job}' for what, job in run.follow_jobs.items())}\n"
             f"  code: {escape(run.code or '?')}; image: {escape(run.image or '?')}\n"
             f"  estimated Spot cost: {estimate} (aws.firms_per_instance_hour); "
-            f"stop it: ftm cancel {submission.run_id}",
+            f"stop it: {store.command(f'cancel {submission.run_id}')}",
             highlight=False,
         )
         if detach:
-            stderr.print(f"  follow it: ftm watch {submission.run_id}", highlight=False)
+            stderr.print(f"  follow it: {store.command(f'watch {submission.run_id}')}", highlight=False)
     elif detach and submission.to_run:
         stderr.print(
-            f"  the workers run in the background; follow them: ftm watch {submission.run_id}\n"
+            "  the workers run in the background; follow them: "
+            f"{store.command(f'watch {submission.run_id}')}\n"
             f"  worker logs: {log_folder(submission.run_id)}/",
             highlight=False,
         )

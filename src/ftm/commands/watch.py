@@ -82,9 +82,12 @@ def watch(
     try:
         snapshot = follow(observer, interval or (BATCH_POLL_S if run.backend == "batch" else POLL_S))
     except KeyboardInterrupt:
-        stderr.print(f"stopped watching; the run goes on. Again: ftm watch {run.run_id}", highlight=False)
+        stderr.print(
+            f"stopped watching; the run goes on. Again: {store.command(f'watch {run.run_id}')}",
+            highlight=False,
+        )
         return
-    code = report_end(snapshot)
+    code = report_end(snapshot, store)
     if code:
         raise typer.Exit(code)
 
@@ -180,7 +183,7 @@ def _followers(snapshot: RunSnapshot) -> str:
     return ", then ".join(parts)
 
 
-def report_end(snapshot: RunSnapshot) -> int:
+def report_end(snapshot: RunSnapshot, store: Store) -> int:
     """Says how the run ended and returns the exit code: 0, or 3 when firms or batches failed."""
     done = snapshot.count("succeeded")
     stderr.print(
@@ -202,7 +205,8 @@ def report_end(snapshot: RunSnapshot) -> int:
         )
     if not snapshot.succeeded and (snapshot.count("failed") or snapshot.count("stopped")):
         stderr.print(
-            f"  resubmit to go on (finished batches are skipped): ftm submit --quarter {quarter}",
+            "  resubmit to go on (finished batches are skipped): "
+            f"{store.command(f'submit --quarter {quarter}')}",
             highlight=False,
         )
     return snapshot.exit_code

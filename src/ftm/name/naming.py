@@ -276,12 +276,13 @@ def check_input(store: Store, quarter: Quarter, kind: Kind) -> None:
     if kind == "theme" and not store.exists(layout.themes(quarter)):
         raise UsageError(
             f"{quarter} has no themes yet ({store.uri(layout.themes(quarter))} does not exist): "
-            f"run `ftm reduce --quarter {quarter}` first, or name only the firm topics with --what topics"
+            f"run `{store.command(f'reduce --quarter {quarter}')}` first, or name only the firm topics "
+            "with --what topics"
         )
     if kind == "topic" and not _topic_parts(store, quarter):
         raise UsageError(
             f"{quarter} has no firm topics yet (nothing in {store.uri(layout.firm_topics_folder(quarter))}): "
-            f"run `ftm submit --quarter {quarter}` first"
+            f"run `{store.command(f'submit --quarter {quarter}')}` first"
         )
 
 

@@ -215,7 +215,10 @@ def read_manifest(store: Store, quarter: Quarter) -> PrefetchManifest:
     """The quarter's manifest, or a clear error if the quarter was never prefetched."""
     path = layout.prefetch_manifest(quarter)
     if not store.exists(path):
-        raise UsageError(f"{quarter} is not prefetched in {store.uri()}: run `ftm prefetch {quarter}` first")
+        raise UsageError(
+            f"{quarter} is not prefetched in {store.uri()}: "
+            f"run `{store.command(f'prefetch {quarter}')}` first"
+        )
     return PrefetchManifest.model_validate(store.read_json(path))
 
 

@@ -133,7 +133,7 @@ def map_state(store: Store, quarter: Quarter) -> MapState:
     if batches is None:
         raise UsageError(
             f"{quarter} has no firm topics in {store.uri()} (no batch plan): "
-            f"run `ftm submit --quarter {quarter}` first"
+            f"run `{store.command(f'submit --quarter {quarter}')}` first"
         )
     missing, unfinished, parts, embeddings, without = [], [], [], [], []
     failed = 0
@@ -166,14 +166,15 @@ def reduce_quarter(
     if not state.complete and not allow_partial:
         raise UsageError(
             f"the map of {quarter} is incomplete: of {state.n_batches} batches, {state.describe()}. "
-            f"Run `ftm submit --quarter {quarter}` to finish it (`ftm watch` shows why batches "
+            f"Run `{store.command(f'submit --quarter {quarter}')}` to finish it (`{store.command('watch')}` "
+            "shows why batches "
             "stopped), or pass --allow-partial to reduce the batches done so far."
         )
     if state.without_embeddings:
         raise UsageError(
             f"{quarter} was mapped by an ftm that did not store sentence embeddings "
             f"({_listed(state.without_embeddings)}), which the reduce needs: run "
-            f"`ftm submit --quarter {quarter} --new` to map it again"
+            f"`{store.command(f'submit --quarter {quarter} --new')}` to map it again"
         )
     manifest = read_manifest(store, quarter)
     sentences = read_sentences(
@@ -186,7 +187,7 @@ def reduce_quarter(
     if sentences.n == 0 and not state.complete:
         raise UsageError(
             f"no batch of {quarter} has written sentences yet ({state.describe()}): "
-            f"run `ftm submit --quarter {quarter}` and let it finish"
+            f"run `{store.command(f'submit --quarter {quarter}')}` and let it finish"
         )
     if sentences.n == 0:
         raise DataError(
