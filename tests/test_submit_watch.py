@@ -354,3 +354,85 @@ def test_a_running_batch_is_judged_by_its_process_on_this_host_and_by_its_heartb
     assert states["batch_002"][0] == "failed"
     assert states["batch_003"] == ("running", None)
     assert states["batch_004"] == ("running", None)
+
+
+def _ended_run(store: Store, states: dict[str, tuple[str, int, str | None]]) -> RunRecord:
+    """A local run whose supervisor is gone and whose batches ended as `states` say
+    (state, firms failed, message), as their workers' records would tell."""
+    gone = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    started = records.process_started(gone.pid)
+    gone.kill()
+    gone.wait()
+    at = records.now()
+    for batch_id, (state, failed, message) in states.items():
+        records.write_progress(
+            store,
+            QUARTER,
+            BatchProgress(
+                batch_id=batch_id,
+                firms_total=6,
+                firms_done=6 if state == "succeeded" else 2,
+                firms_failed=failed,
+                state=state,  # type: ignore[arg-type]
+                message=message,
+                host=records.host(),
+                pid=gone.pid,
+                process_started=started,
+                started_at=at,
+                heartbeat_at=at,
+            ),
+        )
+    run = RunRecord(
+        run_id=f"{QUARTER}-stopped",
+        quarter=str(QUARTER),
+        backend="local",
+        batch_ids=list(states),
+        job_ids=dict.fromkeys(states, f"local:{records.host()}:{gone.pid}:{started}"),
+        submitted_at=at,
+    )
+    write_run(store, run)
+    return run
+
+
+def test_watch_on_a_stopped_run_says_it_was_stopped_and_exits_5_not_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    store = Store(str(tmp_path / "root"))
+    _ended_run(
+        store,
+        {"batch_000": ("succeeded", 0, None), "batch_001": ("stopped", 0, "interrupted; resubmit to go on")},
+    )
+    assert main(["watch", "--root", store.root]) == 5
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"run {QUARTER}-stopped was stopped before the end: 1 of 2 batches succeeded" in err
+    assert f"ftm submit --quarter {QUARTER} --root {store.root}" in err
+
+
+def test_watch_on_a_run_with_failed_firms_exits_3_even_when_a_batch_stopped(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    store = Store(str(tmp_path / "root"))
+    _ended_run(store, {"batch_000": ("succeeded", 1, None), "batch_001": ("stopped", 0, "interrupted")})
+    assert main(["watch", "--root", store.root]) == 3
+    assert "ended: 1 of 2 batches succeeded" in " ".join(capsys.readouterr().err.split())
+
+
+def test_the_table_says_what_ctrl_c_does_where_it_is_drawn(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from rich.console import Console
+
+    from ftm.commands.watch import CTRL_C_DETACHES, CTRL_C_STOPS, render
+
+    store = Store(str(tmp_path / "root"))
+    run = _ended_run(store, {"batch_000": ("stopped", 0, None)})
+    settings = load_settings(None, overrides={"storage": {"root": store.root}}, environ={})
+    going = replace(RunObserver(store, run, open_backend("local", settings)).snapshot(), ended=False)
+
+    def drawn(ctrl_c: str) -> str:
+        console = Console(width=200, record=True)
+        console.print(render(going, ctrl_c))
+        return console.export_text()
+
+    assert "Ctrl-C stops the workers" in drawn(CTRL_C_STOPS) and "detach" not in drawn(CTRL_C_STOPS)
+    assert "Ctrl-C stops watching; the run goes on" in drawn(CTRL_C_DETACHES)

@@ -41,7 +41,7 @@ Examples:
   ftm prefetch 2016Q4 --input transcripts.jsonl.gz --firms AAPL,MSFT --json
 
   # as an AWS Batch job, from a file on S3 under the storage prefix
-  ftm prefetch 2016Q4 --input s3://bucket/ftm/raw/calls.jsonl.gz --backend batch
+  ftm prefetch 2016Q4 --input s3://bucket/ftm/raw/calls.csv --backend batch
 
 An interrupted prefetch resumes where it stopped when the same command runs again;
 --overwrite starts the quarter over. WRDS prefetches run here, never on the batch backend:

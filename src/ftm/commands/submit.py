@@ -13,7 +13,7 @@ from ftm.backends import BACKENDS, open_backend
 from ftm.backends.local import STOP_GRACE_S, log_folder
 from ftm.commands import RootOption, config_file, print_json, settings_from, stderr
 from ftm.commands.map_batch import interrupt_once
-from ftm.commands.watch import BATCH_POLL_S, dollars, follow, render, report_end
+from ftm.commands.watch import BATCH_POLL_S, CTRL_C_STOPS, dollars, follow, render, report_end
 from ftm.quarters import Quarter
 from ftm.runs import RunObserver, Submission, prepare_submission, running_run, start_submission
 from ftm.schemas import RunRecord
@@ -45,7 +45,8 @@ Local: Ctrl-C stops the workers cleanly (their checkpoints stay, exit 130); the 
 goes on. Batch: Ctrl-C stops following; the jobs go on (`ftm cancel RUN_ID` stops them).
 
 Exit codes: 0 every firm got topics or was skipped with a reason, 3 some firms or batches
-failed (the run ended; `ftm watch` shows which, and why), 2 a usage error, 130 interrupted.
+failed (the run ended; `ftm watch` shows which, and why), 2 a usage error, 130 interrupted
+(`ftm watch` then says 5: the run stopped before the end, nothing failed).
 """
 
 
@@ -146,14 +147,14 @@ def submit(
         return
     with interrupt_once():
         try:
-            snapshot = follow(observer)
+            snapshot = follow(observer, ctrl_c=CTRL_C_STOPS)
         except KeyboardInterrupt:
             stderr.print(
                 f"stopping the workers (at most {STOP_GRACE_S:.0f} s); what they finished is kept…",
                 highlight=False,
             )
             the_backend.cancel(run)
-            stderr.print(render(observer.snapshot()))
+            stderr.print(render(observer.snapshot(), CTRL_C_STOPS))
             raise typer.Exit(130) from None
     code = report_end(snapshot, store)
     if code:

@@ -44,7 +44,8 @@ Examples:
   ftm watch --json | jq '.totals'
 
 Ends by itself when the run ends: exit 0 if every firm got topics or was skipped with a
-reason, 3 if some firms or batches failed. Ctrl-C stops watching; the run goes on.
+reason, 3 if some firms or batches failed, 5 if the run was stopped (Ctrl-C in `ftm submit`,
+`ftm cancel`) with none failed. Ctrl-C stops watching; the run goes on.
 """
 
 
@@ -92,15 +93,22 @@ def watch(
         raise typer.Exit(code)
 
 
-def follow(observer: RunObserver, interval: float = POLL_S) -> RunSnapshot:
-    """Draws the run until it ends, and returns its last snapshot; Ctrl-C is the caller's."""
+# What Ctrl-C does, as the table's caption says it: `watch` and a Batch run's `submit` only stop
+# following; a local run's `submit` stops its workers (they are threads and children of it).
+CTRL_C_DETACHES = "Ctrl-C stops watching; the run goes on"
+CTRL_C_STOPS = "Ctrl-C stops the workers (what they finished is kept)"
+
+
+def follow(observer: RunObserver, interval: float = POLL_S, ctrl_c: str = CTRL_C_DETACHES) -> RunSnapshot:
+    """Draws the run until it ends, and returns its last snapshot; Ctrl-C is the caller's, and
+    `ctrl_c` says in the caption what it does."""
     snapshot = observer.snapshot()
     if stderr.is_terminal:
-        with Live(render(snapshot), console=stderr, refresh_per_second=4, transient=False) as live:
+        with Live(render(snapshot, ctrl_c), console=stderr, refresh_per_second=4, transient=False) as live:
             while not snapshot.ended:
                 time.sleep(interval)
                 snapshot = observer.snapshot()
-                live.update(render(snapshot))
+                live.update(render(snapshot, ctrl_c))
         return snapshot
     lines = _PlainLines()
     lines.show(snapshot)
@@ -111,14 +119,14 @@ def follow(observer: RunObserver, interval: float = POLL_S) -> RunSnapshot:
     return snapshot
 
 
-def render(snapshot: RunSnapshot) -> Table:
+def render(snapshot: RunSnapshot, ctrl_c: str = CTRL_C_DETACHES) -> Table:
     """The run as a table: one row per batch, totals in the footer."""
     states = ", ".join(
         f"{snapshot.count(state)} {state}"
         for state in STATE_STYLES
         if snapshot.count(state)  # type: ignore[arg-type]
     )
-    caption = "ended" if snapshot.ended else f"updated {snapshot.taken_at:%H:%M:%S} UTC · Ctrl-C detaches"
+    caption = "ended" if snapshot.ended else f"updated {snapshot.taken_at:%H:%M:%S} UTC · {ctrl_c}"
     if snapshot.followers:
         caption = f"then {_followers(snapshot)} · {caption}"
     table = Table(
@@ -184,10 +192,12 @@ def _followers(snapshot: RunSnapshot) -> str:
 
 
 def report_end(snapshot: RunSnapshot, store: Store) -> int:
-    """Says how the run ended and returns the exit code: 0, or 3 when firms or batches failed."""
+    """Says how the run ended and returns the exit code: 0, 3 when firms or batches failed, 5
+    when it was stopped before the end with nothing failed."""
     done = snapshot.count("succeeded")
+    how = "was stopped before the end" if snapshot.stopped else "ended"
     stderr.print(
-        f"run {snapshot.run_id} ended: {done} of {len(snapshot.batches)} batches succeeded; "
+        f"run {snapshot.run_id} {how}: {done} of {len(snapshot.batches)} batches succeeded; "
         f"{snapshot.firms_done:,} of {snapshot.firms_total:,} firms done "
         f"({snapshot.firms_skipped:,} skipped with a reason), {snapshot.firms_failed:,} failed",
         highlight=False,

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, Literal, get_args
 
 from ftm.backends import Backend, BackendStatus, JobStatus
+from ftm.errors import PartialFailure, RunStopped
 from ftm.map import records
 from ftm.plan import read_plan
 from ftm.quarters import Quarter
@@ -107,8 +108,20 @@ class RunSnapshot:
         return batches_ok and followers_ok and self.firms_failed == 0
 
     @property
+    def stopped(self) -> bool:
+        """Stopped before the end (Ctrl-C, `ftm cancel`) with nothing failed: not a failure."""
+        failed = (
+            self.firms_failed
+            or self.count("failed")
+            or any(job.state == "failed" for job in self.followers.values())
+        )
+        return not self.succeeded and not failed and self.count("stopped") > 0
+
+    @property
     def exit_code(self) -> int:
-        return 0 if self.succeeded else 3
+        if self.succeeded:
+            return 0
+        return RunStopped.exit_code if self.stopped else PartialFailure.exit_code
 
     def to_json(self) -> dict[str, Any]:
         def plain(value: Any) -> Any:
