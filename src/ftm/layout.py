@@ -129,6 +129,10 @@ def theme_topics(quarter: Quarter) -> str:
     return f"{themes_folder(quarter)}/theme_topics.parquet"
 
 
+def theme_firms(quarter: Quarter) -> str:
+    return f"{themes_folder(quarter)}/firms.parquet"
+
+
 def firm_theme_exposure(quarter: Quarter) -> str:
     return f"{themes_folder(quarter)}/firm_theme_exposure.parquet"
 

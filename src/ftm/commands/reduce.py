@@ -118,7 +118,8 @@ def _report(result: ReduceResult, store: Store, elapsed: float) -> None:
         f"{result.n_firms:,} firms → {result.n_themes - result.n_reporting:,} theme(s) and "
         f"{result.n_reporting:,} of reporting language; {result.n_exposed_firms:,} firms exposed, "
         f"{result.n_exposure_rows:,} panel rows\n"
-        f"  → {escape(folder)}/ (themes, theme_sentences, theme_topics, firm_theme_exposure)",
+        f"  → {escape(folder)}/ (themes, theme_sentences, theme_topics, firm_theme_exposure; firms: "
+        "every firm and why it is in the panel or not)",
         highlight=False,
     )
     for theme in result.top_themes:
