@@ -436,3 +436,64 @@ def test_the_table_says_what_ctrl_c_does_where_it_is_drawn(tmp_path: Path) -> No
 
     assert "Ctrl-C stops the workers" in drawn(CTRL_C_STOPS) and "detach" not in drawn(CTRL_C_STOPS)
     assert "Ctrl-C stops watching; the run goes on" in drawn(CTRL_C_DETACHES)
+
+
+def test_a_narrow_table_keeps_states_and_reasons_whole_and_drops_columns_by_priority(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from ftm.commands.watch import render
+
+    store = Store(str(tmp_path / "root"))
+    run = _ended_run(
+        store,
+        {
+            "batch_000": ("succeeded", 0, None),
+            "batch_001": ("failed", 2, "circuit breaker: 2 firms in a row"),
+        },
+    )
+    settings = load_settings(None, overrides={"storage": {"root": store.root}}, environ={})
+    snapshot = RunObserver(store, run, open_backend("local", settings)).snapshot()
+
+    def drawn(width: int) -> list[str]:
+        console = Console(width=width, record=True)
+        console.print(render(snapshot, width=width))
+        return console.export_text().splitlines()
+
+    narrow = drawn(60)
+    assert max(map(len, narrow)) <= 60
+    text = "\n".join(narrow)
+    assert "succeeded" in text and "succeed…" not in text
+    assert "circuit" in text and "failed (last" in text  # the reasons keep a column of their own
+    assert "attempts" not in text and "elapsed" not in text  # what gave way
+    wide = "\n".join(drawn(200))
+    assert "attempts" in wide and "elapsed" in wide
+    # An ended run has no pace or time left: dashes, not 0.0 firms/min and ETA 0:00.
+    footer = next(line for line in drawn(200) if "2 batches" in line)
+    assert "0:00" not in footer and "0.0" not in footer and "–" in footer
+
+
+def test_the_end_of_a_run_counts_skipped_firms_apart_and_says_one_batch(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    store = Store(str(tmp_path / "root"))
+    _ended_run(store, {"batch_000": ("succeeded", 0, None)})
+    records.write_progress(
+        store,
+        QUARTER,
+        records.read_progress(store, QUARTER, "batch_000").model_copy(update={"firms_skipped": 2}),  # type: ignore[union-attr]
+    )
+    assert main(["watch", "--root", store.root]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "1 of 1 batch succeeded; of 6 firms, 4 got topics, 2 were skipped with a reason, 0 failed" in err
+
+
+def test_without_a_terminal_lines_are_whole_not_cut_at_80_columns(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    root = str(tmp_path / "a folder whose name is long enough to pass eighty columns on its own" / "ftm")
+    assert main(["config"]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert any("sentence-transformers/all-MiniLM-L6-v2" in line for line in lines)
+    assert main(["watch", "--root", root]) == 2
+    err = capsys.readouterr().err
+    assert any(root in line for line in err.splitlines()), err

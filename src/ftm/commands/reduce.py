@@ -16,7 +16,7 @@ from rich.progress import (
 )
 
 from ftm import layout
-from ftm.commands import ProgressDisplay, RootOption, print_json, settings_from, stderr
+from ftm.commands import ProgressDisplay, RootOption, plural, print_json, settings_from, stderr
 from ftm.commands.batch_job import BackendOption, DetachOption, run_as_job, wants_batch
 from ftm.quarters import Quarter
 from ftm.reduce import ReduceProgress, ReduceResult, reduce_quarter
@@ -124,8 +124,9 @@ def _report(result: ReduceResult, store: Store, elapsed: float) -> None:
     )
     for theme in result.top_themes:
         stderr.print(
-            f"  theme {theme.theme_id} ({theme.kind}): {escape(theme.representation)} — {theme.n_firms} "
-            f"firms ({escape(', '.join(theme.example_firms))}, …)",
+            f"  theme {theme.theme_id} ({theme.kind}): {escape(theme.representation)} — "
+            f"{plural(theme.n_firms, 'firm')} ({escape(', '.join(theme.example_firms))}"
+            f"{', …' if theme.n_firms > len(theme.example_firms) else ''})",
             highlight=False,
         )
     if result.n_themes == 0:

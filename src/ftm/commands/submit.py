@@ -11,7 +11,7 @@ from rich.table import Table
 from ftm import layout
 from ftm.backends import BACKENDS, open_backend
 from ftm.backends.local import STOP_GRACE_S, log_folder
-from ftm.commands import RootOption, config_file, print_json, settings_from, stderr
+from ftm.commands import RootOption, config_file, plural, print_json, settings_from, stderr
 from ftm.commands.map_batch import interrupt_once
 from ftm.commands.watch import BATCH_POLL_S, CTRL_C_STOPS, dollars, follow, render, report_end
 from ftm.quarters import Quarter
@@ -169,7 +169,8 @@ def _announce(submission: Submission, store: Store, detach: bool, run: RunRecord
     over = " (starting over: earlier firm topics deleted)" if submission.start_over else ""
     stderr.print(
         f"[bold]run {submission.run_id}[/] {what} {quarter}{over}: {len(submission.to_run)} of "
-        f"{len(plan.batches)} batches to run ({submission.firms_to_run:,} of {plan.n_firms:,} firms; "
+        f"{plural(len(plan.batches), 'batch', 'batches')} to run ({submission.firms_to_run:,} of "
+        f"{plural(plan.n_firms, 'firm')}; "
         f"{len(submission.finished)} finished before)",
         highlight=False,
     )
@@ -237,7 +238,8 @@ def _show_plan(submission: Submission, shown: int = 20) -> None:
     sentences = plan.sentences.values()
     source = "the existing plan" if not submission.write_plan else "a new plan"
     stderr.print(
-        f"{len(plan.batches)} batches, {plan.n_firms:,} firms, {plan.n_sentences:,} sentences "
+        f"{plural(len(plan.batches), 'batch', 'batches')}, {plural(plan.n_firms, 'firm')}, "
+        f"{plural(plan.n_sentences, 'sentence')} "
         f"({min(sentences):,} to {max(sentences):,} per batch), from {source}; "
         f"{len(submission.to_run)} to run, {len(submission.finished)} finished",
         highlight=False,
