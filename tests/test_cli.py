@@ -6,6 +6,7 @@ import itertools
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -102,3 +103,27 @@ def test_config_table_shows_values_verbatim(
     monkeypatch.setenv("FTM_STORAGE__ROOT", "/data/[bold]odd[/]")
     assert main(["config"]) == 0
     assert "/data/[bold]odd[/]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("command", "suggested"),
+    [
+        (["submit", "--quarter", "2017Q1"], "ftm prefetch 2017Q1 --root '{root}'"),
+        (["reduce", "--quarter", "2017Q1"], "ftm submit --quarter 2017Q1 --root '{root}'"),
+        (["name", "--quarter", "2017Q1"], "ftm reduce --quarter 2017Q1 --root '{root}'"),
+        (["watch"], "ftm submit --quarter 2023Q1 --root '{root}'"),
+    ],
+)
+def test_suggested_commands_carry_the_root_that_located_the_data(
+    command: list[str], suggested: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    root = str(tmp_path / "my data")  # a space, so the suggestion must quote it to paste
+    assert main([*command, "--root", root]) == 2
+    assert suggested.format(root=root) in " ".join(capsys.readouterr().err.split())
+
+
+def test_suggested_commands_leave_out_the_default_root() -> None:
+    from ftm.storage import Store
+
+    assert Store("./ftm-data").command("watch") == "ftm watch"
+    assert Store("s3://bucket/ftm").command("watch") == "ftm watch --root s3://bucket/ftm"

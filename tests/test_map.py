@@ -71,7 +71,8 @@ def test_map_batch_without_a_prefetch_or_a_plan_says_what_to_run_first(
     config = write_config(tmp_path)
     empty = Store(str(tmp_path / "empty"))
     assert _map(empty, config, "--batch-id", "0") == 2
-    assert f"run `ftm prefetch {QUARTER}` first" in " ".join(capsys.readouterr().err.split())
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"run `ftm prefetch {QUARTER} --root {empty.root}` first" in said
     store = copy_prefetch(source, Store(str(tmp_path / "unplanned")))
     assert _map(store, config, "--batch-id", "batch_000") == 2
     assert "ftm submit --quarter 2016Q4" in " ".join(capsys.readouterr().err.split())

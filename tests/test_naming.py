@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
 from chat_server import ChatServer, expected_name
@@ -215,8 +216,10 @@ def test_malformed_and_wrong_id_replies_are_retried_then_fall_back_to_keywords(
 
     server.script = script
     _use(monkeypatch, root, server, max_retries=2)
-    assert main(["name", "--quarter", str(QUARTER), "--what", "topics"]) == 0
+    assert main(["name", "--quarter", str(QUARTER), "--what", "topics"]) == 3  # an endpoint was asked for
     err = " ".join(capsys.readouterr().err.split())
+    assert f"20 name(s) are keywords because their requests to {server.url} failed" in err
+    assert "--keywords-ok" in err
     sends = {key: [r for r in server.requests if key in r.ids] for key in (always_malformed, always_wrong)}
     assert [len(sends[always_malformed]), len(sends[always_wrong])] == [3, 3]  # 1 try + 2 retries
     assert len([r for r in server.requests if once_malformed in r.ids]) == 2
@@ -311,7 +314,7 @@ def test_an_endpoint_that_keeps_failing_is_given_up_early_with_keyword_names(
 ) -> None:
     server.script = lambda sent, seen: "500"
     _use(monkeypatch, root, server, concurrency=2, max_retries=1)
-    assert main(["name", "--quarter", str(QUARTER), "--what", "topics"]) == 0
+    assert main(["name", "--quarter", str(QUARTER), "--what", "topics", "--keywords-ok"]) == 0
     # Two workers each fail a request (2 attempts) in a row: the rest is not sent at all.
     assert len(server.requests) <= 2 * 2 * 2
     assert {row["source"] for row in _names(Store(root)).values()} == {"keywords"}
@@ -344,3 +347,36 @@ def test_missing_inputs_are_usage_errors_that_name_the_command_to_run_first(
     assert main(["name", "--quarter", str(QUARTER), "--what", "topics"]) == 2
     assert "ftm submit --quarter 2016Q4" in " ".join(capsys.readouterr().err.split())
     assert main(["name", "--quarter", "2016Q5"]) == 2
+
+
+def test_a_quarter_without_themes_gets_an_empty_theme_names_file_and_its_topic_names(
+    tmp_path: Path,
+    topic_rows: list[dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    store = Store(str(tmp_path / "store"))
+    write_firm_topics(store, QUARTER, topic_rows[:30], firms_per_part=10)
+    write_themes(store, QUARTER, topic_rows, 0)  # as reduce writes a quarter without themes
+    _use(monkeypatch, store.root, None)
+
+    assert main(["name", "--quarter", str(QUARTER)]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "no themes to name in 2016Q4: reduce found none" in err
+    themes = pq.read_table(Path(store.root, layout.theme_names(QUARTER)))
+    assert themes.num_rows == 0 and themes.schema.equals(THEME_NAMES)
+    assert len(_names(store)) == 30
+
+
+def test_an_unreachable_endpoint_gives_keyword_names_and_exit_3_unless_they_are_allowed(
+    root: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    _use(monkeypatch, root, None, max_retries=0, backoff_s=0.01)
+    monkeypatch.setenv("FTM_LLM__BASE_URL", "http://127.0.0.1:1/v1")  # nothing listens there
+    assert main(["name", "--quarter", str(QUARTER), "--what", "themes"]) == 3
+    err = " ".join(capsys.readouterr().err.split())
+    assert "error:" in err and "name(s) are keywords because their requests to http://127.0.0.1:1/v1" in err
+    assert {row["source"] for row in _names(Store(root), "theme").values()} == {"keywords"}
+
+    assert main(["name", "--quarter", str(QUARTER), "--what", "themes", "--keywords-ok"]) == 0
+    assert "error:" not in capsys.readouterr().err

@@ -283,3 +283,171 @@ def test_rerunning_a_finished_quarter_says_it_is_done_and_changes_nothing(
     assert sorted(p for p in first.root.rglob("*") if p.is_file()) == files
     assert {p: p.read_bytes() for p in files} == before
     assert {p: p.stat().st_mtime_ns for p in files} == dict.fromkeys(files, old * 10**9)
+
+
+# --- input that would poison a quarter is refused before anything is finished -----------------
+
+CSV_COLUMNS = ["transcript_id", "ticker", "company_name", "call_date", "order", "role", "text", "gvkey"]
+SAID_TOO = [
+    SAID,
+    "Freight costs weighed on the industrial segment during the period.",
+    "Hospitals continued to adopt the imaging platform at a steady pace.",
+]
+
+
+def _csv(path: Path, rows: list[dict[str, Any]]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def _csv_rows(firms: tuple[str, ...] = ("AAA", "BBB", "CCC"), order: Any = None, **fields: Any) -> list[dict]:
+    return [
+        {
+            "transcript_id": f"T-{firm}",
+            "ticker": firm,
+            "company_name": f"{firm} Inc.",
+            "call_date": "2016-11-01",
+            "order": index if order is None else order,
+            "role": "answer",
+            "text": text,
+            **fields,
+        }
+        for firm in firms
+        for index, text in enumerate(SAID_TOO)
+    ]
+
+
+def test_csv_whose_order_values_are_all_text_fails_without_a_manifest_and_the_fixed_file_then_runs(
+    capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    path = _csv(tmp_path / "calls.csv", _csv_rows(order="first"))
+    bad = _prefetch(capsys, tmp_path, path)
+    _refused(bad, 1)
+    assert "9 of the input's 9 records could not be used" in bad.err
+    assert "prefetch.max_problem_share (50%)" in bad.err
+    assert "9× order: Input should be a valid integer" in bad.err and "(first at row 2)" in bad.err
+    assert not (bad.root / layout.prefetch_checkpoint(QUARTER)).exists()
+
+    _csv(path, _csv_rows())  # fixed: the same calls, so the same plan, with usable rows
+    fixed = _prefetch(capsys, tmp_path, path)
+    assert fixed.code == 0, fixed.err
+    assert fixed.summary["already_done"] is False
+    assert (fixed.summary["n_firms"], fixed.summary["n_sentences"]) == (3, 9)
+
+
+def test_a_quarter_whose_every_firm_has_no_usable_sentence_fails_and_leaves_nothing_to_resume(
+    capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    path = _write(tmp_path / "calls.jsonl", _lines(_record("T1", "AAA", "Thank you."), _record("T2", "BBB")))
+    bad = _prefetch(capsys, tmp_path, path)
+    _refused(bad, 1)
+    assert "no firm of 2016Q4 has a usable sentence" in bad.err
+    assert "2 firm(s): no sentences left after preprocessing" in bad.err
+    assert not (bad.root / layout.prefetch_checkpoint(QUARTER)).exists()
+
+    _write(path, _lines(_record("T1", "AAA", SAID), _record("T2", "BBB", SAID)))
+    fixed = _prefetch(capsys, tmp_path, path)
+    assert fixed.code == 0, fixed.err
+    assert fixed.summary["n_firms"] == 2
+
+
+def test_a_few_bad_records_under_the_share_are_listed_and_the_rest_prefetched(
+    capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    rows = _csv_rows()
+    rows[0]["order"] = "first"
+    run = _prefetch(capsys, tmp_path, _csv(tmp_path / "calls.csv", rows))
+    assert run.code == 0, run.err
+    assert run.summary["n_input_problems"] == 1
+
+
+def test_dry_run_counts_the_input_problems_by_kind(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    rows = _csv_rows()
+    for row in rows[:4]:
+        row["order"] = "first"
+    run = _prefetch(capsys, tmp_path, _csv(tmp_path / "calls.csv", rows), "--dry-run")
+    assert run.code == 0, run.err
+    assert (run.summary["n_records"], run.summary["n_input_problems"]) == (9, 4)
+    [kind] = run.summary["common_problems"]
+    assert (kind["count"], kind["where"]) == (4, "row 2") and kind["reason"].startswith("order:")
+    assert "4 of 9 input records could not be used" in run.err and "first at row 2" in run.err
+    assert not run.root.exists()
+
+
+@pytest.mark.parametrize("change", ["input", "firms"])
+def test_a_finished_quarter_asked_for_another_input_or_firms_is_refused_naming_both(
+    capsys: pytest.CaptureFixture, tmp_path: Path, change: str
+) -> None:
+    first_path = _write(tmp_path / "a.jsonl", _lines(_record("T1", "AAA", SAID), _record("T2", "BBB", SAID)))
+    first = _prefetch(capsys, tmp_path, first_path)
+    assert first.code == 0, first.err
+    if change == "input":
+        other = _write(tmp_path / "b.jsonl", _lines(_record("T1", "AAA", SAID)))
+        again = _prefetch(capsys, tmp_path, other)
+        assert str(first_path) in again.err and str(other) in again.err
+    else:
+        again = _prefetch(capsys, tmp_path, first_path, "--firms", "AAA")
+        assert "(all firms)" in again.err and "(firms AAA)" in again.err
+    assert again.code == 2, again.err
+    assert "2016Q4" in again.err and "--overwrite" in again.err
+    run_same = _prefetch(capsys, tmp_path, first_path)  # the same request is still done
+    assert run_same.code == 0 and run_same.summary["already_done"] is True
+
+
+def test_gvkey_written_by_pandas_as_a_float_is_kept_zero_padded(
+    capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    import pandas as pd
+
+    rows = _csv_rows(("AAA", "BBB"))
+    frame = pd.DataFrame(rows)
+    frame["gvkey"] = [1234] * 3 + [None] * 3  # a gap makes pandas hold the column as float
+    path = tmp_path / "calls.csv"
+    frame.to_csv(path, index=False)
+    assert "1234.0" in path.read_text()
+
+    run = _prefetch(capsys, tmp_path, path)
+    assert run.code == 0, run.err
+    assert run.summary["n_input_problems"] == 0
+    rows = run.sentences()
+    keys = dict(zip(rows["firm_id"], rows["gvkey"], strict=True))
+    assert keys == {"AAA": "001234", "BBB": None}
+
+
+@pytest.mark.parametrize(
+    ("fields", "shown"),
+    [
+        ({"call_date": "11/14/2016"}, "call_date '11/14/2016' is not an ISO date"),
+        ({"call_date": "", "fiscal_quarter": "Q4 2016"}, "fiscal_quarter 'Q4 2016' is not a quarter"),
+    ],
+)
+def test_unreadable_dates_are_a_usage_error_with_their_count_an_example_and_the_formats(
+    capsys: pytest.CaptureFixture, tmp_path: Path, fields: dict[str, str], shown: str
+) -> None:
+    records = [{**_record(f"T{i}", firm, SAID), **fields} for i, firm in enumerate(("AAA", "BBB"))]
+    run = _prefetch(capsys, tmp_path, _write(tmp_path / "calls.jsonl", _lines(*records)))
+    _refused(run, 2)
+    assert "2 call date(s) or fiscal_quarter label(s) could not be read" in run.err
+    assert f"such as line 1: {shown}" in run.err
+    assert "2016-11-14" in run.err and "2016Q4" in run.err
+
+
+def test_firms_match_tickers_whatever_their_case(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    path = _write(tmp_path / "calls.jsonl", _lines(_record("T1", "HMST", SAID), _record("T2", "BBB", SAID)))
+    run = _prefetch(capsys, tmp_path, path, "--firms", "hmst")
+    assert run.code == 0, run.err
+    assert list(run.manifest()["firm_to_chunk"]) == ["HMST"]
+    again = _prefetch(capsys, tmp_path, path, "--firms", "HMST")  # the same request
+    assert again.code == 0 and again.summary["already_done"] is True
+
+
+def test_an_unknown_firm_is_refused_with_the_close_match(
+    capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    path = _write(tmp_path / "calls.jsonl", _lines(_record("T1", "HMST", SAID), _record("T2", "BBB", SAID)))
+    run = _prefetch(capsys, tmp_path, path, "--firms", "HMTS")
+    _refused(run, 2)
+    assert "no calls in 2016Q4 for firm(s) HMTS (HMTS: did you mean HMST?)" in run.err

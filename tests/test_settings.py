@@ -133,3 +133,35 @@ def test_repository_ftm_toml_holds_every_setting_at_its_default() -> None:
         section, _, name = key.rpartition(".")
         assert f"[{section}]" in text, f"ftm.toml has no [{section}] section"
         assert f"\n{name} = " in text or f"# {name} " in text or f"# {name}:" in text, f"ftm.toml lacks {key}"
+
+
+@pytest.mark.parametrize("value", ["subnet-a,subnet-b", "subnet-a, subnet-b", '["subnet-a", "subnet-b"]'])
+def test_a_list_setting_from_the_environment_may_be_comma_separated_or_json(
+    value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("FTM_AWS__SUBNET_IDS", value)
+    assert main(["config", "--json"]) == 0, capsys.readouterr().err
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["aws.subnet_ids"] == {"value": ["subnet-a", "subnet-b"], "source": "env"}
+
+
+def test_a_list_setting_of_broken_json_is_refused_naming_the_variable_and_both_forms(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("FTM_AWS__SUBNET_IDS", '["subnet-a"')
+    assert main(["config"]) == 4
+    err = " ".join(capsys.readouterr().err.split())
+    assert "FTM_AWS__SUBNET_IDS is not valid JSON" in err and "comma-separated values" in err
+    assert "EnvSettingsSource" not in err
+
+
+def test_a_misspelt_key_is_refused_with_the_closest_keys_and_the_flag_it_may_mean(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    _write(tmp_path / "ftm.toml", "[map]\nbatchsize = 3\nworker = 2\n")
+    assert main(["config"]) == 4
+    err = " ".join(capsys.readouterr().err.split())
+    assert "map.worker (key in ftm.toml): not a setting: did you mean map.workers" in err
+    assert "map.batchsize (key in ftm.toml): not a setting: did you mean" in err
+    assert "embedding.batch_size" in err and "`ftm submit --batch-size` is a flag, not a setting" in err
+    assert "Extra inputs" not in err

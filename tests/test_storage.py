@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -177,3 +178,47 @@ def test_a_role_limited_to_its_prefix_finds_missing_files_missing_and_is_told_wh
         assert "Traceback" not in err
     finally:
         role.stop()
+
+
+# --- S3 that cannot be used: one line and exit 4 on every command -----------------------------
+
+COMMANDS_ON_STORAGE = [
+    ["prefetch", "2016Q4", "--input", "calls.jsonl"],
+    ["submit", "--quarter", "2016Q4", "--batch-size", "5"],
+    ["map-batch", "--quarter", "2016Q4", "--batch-id", "batch_000"],
+    ["reduce", "--quarter", "2016Q4"],
+    ["name", "--quarter", "2016Q4"],
+    ["watch"],
+    ["cancel"],
+]
+
+
+@pytest.mark.parametrize("problem", ["unreachable endpoint", "keys S3 does not know"])
+def test_s3_that_cannot_be_used_is_one_line_and_exit_4_on_every_command(
+    problem: str,
+    s3_endpoint: str,
+    s3_root: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    tmp_path: Path,
+) -> None:
+    from ftm.cli import main
+
+    if problem == "unreachable endpoint":
+        endpoint, expected = "http://127.0.0.1:1", "cannot reach http://127.0.0.1:1"
+    else:
+        endpoint, expected = s3_endpoint, "refused these AWS credentials"
+        import moto.settings
+
+        monkeypatch.setattr(moto.settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)
+    monkeypatch.setenv("FTM_STORAGE__ROOT", s3_root)
+    monkeypatch.setenv("FTM_STORAGE__ENDPOINT_URL", endpoint)
+    (tmp_path / "calls.jsonl").write_text("{}\n")
+    for command in COMMANDS_ON_STORAGE:
+        code = main(command)
+        err = capsys.readouterr().err
+        assert code == 4, (command, err)
+        assert "Traceback" not in err
+        said = " ".join(err.split())
+        assert said.startswith("error: ") and expected in said, (command, said)
+        assert err.count("error:") == 1

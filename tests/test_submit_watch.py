@@ -202,7 +202,7 @@ def test_submit_refuses_without_a_prefetch_and_the_batch_backend_without_a_stack
 ) -> None:
     root = str(tmp_path / "empty")
     assert main(_submit(config, root, "--batch-size", "5")) == 2
-    assert "run `ftm prefetch 2016Q4` first" in " ".join(capsys.readouterr().err.split())
+    assert f"run `ftm prefetch 2016Q4 --root {root}` first" in " ".join(capsys.readouterr().err.split())
     assert main(_submit(config, root, "--backend", "batch")) == 2
     assert "run `ftm deploy` once" in " ".join(capsys.readouterr().err.split())
     assert not Path(root).exists()
@@ -288,7 +288,8 @@ def test_submit_is_refused_while_its_run_lives_and_goes_on_at_once_after_a_sigki
         alive = subprocess.run(command, capture_output=True, text=True, timeout=120)
         assert alive.returncode == 2, alive.stderr
         assert (
-            f"run {run.run_id} of {QUARTER} is still going: follow it with `ftm watch {run.run_id}`, "
+            f"run {run.run_id} of {QUARTER} is still going: follow it with "
+            f"`ftm watch {run.run_id} --root {store.root}`, "
             "or stop it before submitting again"
         ) in " ".join(alive.stderr.split())
     finally:
@@ -353,3 +354,146 @@ def test_a_running_batch_is_judged_by_its_process_on_this_host_and_by_its_heartb
     assert states["batch_002"][0] == "failed"
     assert states["batch_003"] == ("running", None)
     assert states["batch_004"] == ("running", None)
+
+
+def _ended_run(store: Store, states: dict[str, tuple[str, int, str | None]]) -> RunRecord:
+    """A local run whose supervisor is gone and whose batches ended as `states` say
+    (state, firms failed, message), as their workers' records would tell."""
+    gone = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    started = records.process_started(gone.pid)
+    gone.kill()
+    gone.wait()
+    at = records.now()
+    for batch_id, (state, failed, message) in states.items():
+        records.write_progress(
+            store,
+            QUARTER,
+            BatchProgress(
+                batch_id=batch_id,
+                firms_total=6,
+                firms_done=6 if state == "succeeded" else 2,
+                firms_failed=failed,
+                state=state,  # type: ignore[arg-type]
+                message=message,
+                host=records.host(),
+                pid=gone.pid,
+                process_started=started,
+                started_at=at,
+                heartbeat_at=at,
+            ),
+        )
+    run = RunRecord(
+        run_id=f"{QUARTER}-stopped",
+        quarter=str(QUARTER),
+        backend="local",
+        batch_ids=list(states),
+        job_ids=dict.fromkeys(states, f"local:{records.host()}:{gone.pid}:{started}"),
+        submitted_at=at,
+    )
+    write_run(store, run)
+    return run
+
+
+def test_watch_on_a_stopped_run_says_it_was_stopped_and_exits_5_not_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    store = Store(str(tmp_path / "root"))
+    _ended_run(
+        store,
+        {"batch_000": ("succeeded", 0, None), "batch_001": ("stopped", 0, "interrupted; resubmit to go on")},
+    )
+    assert main(["watch", "--root", store.root]) == 5
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"run {QUARTER}-stopped was stopped before the end: 1 of 2 batches succeeded" in err
+    assert f"ftm submit --quarter {QUARTER} --root {store.root}" in err
+
+
+def test_watch_on_a_run_with_failed_firms_exits_3_even_when_a_batch_stopped(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    store = Store(str(tmp_path / "root"))
+    _ended_run(store, {"batch_000": ("succeeded", 1, None), "batch_001": ("stopped", 0, "interrupted")})
+    assert main(["watch", "--root", store.root]) == 3
+    assert "ended: 1 of 2 batches succeeded" in " ".join(capsys.readouterr().err.split())
+
+
+def test_the_table_says_what_ctrl_c_does_where_it_is_drawn(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from rich.console import Console
+
+    from ftm.commands.watch import CTRL_C_DETACHES, CTRL_C_STOPS, render
+
+    store = Store(str(tmp_path / "root"))
+    run = _ended_run(store, {"batch_000": ("stopped", 0, None)})
+    settings = load_settings(None, overrides={"storage": {"root": store.root}}, environ={})
+    going = replace(RunObserver(store, run, open_backend("local", settings)).snapshot(), ended=False)
+
+    def drawn(ctrl_c: str) -> str:
+        console = Console(width=200, record=True)
+        console.print(render(going, ctrl_c))
+        return console.export_text()
+
+    assert "Ctrl-C stops the workers" in drawn(CTRL_C_STOPS) and "detach" not in drawn(CTRL_C_STOPS)
+    assert "Ctrl-C stops watching; the run goes on" in drawn(CTRL_C_DETACHES)
+
+
+def test_a_narrow_table_keeps_states_and_reasons_whole_and_drops_columns_by_priority(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from ftm.commands.watch import render
+
+    store = Store(str(tmp_path / "root"))
+    run = _ended_run(
+        store,
+        {
+            "batch_000": ("succeeded", 0, None),
+            "batch_001": ("failed", 2, "circuit breaker: 2 firms in a row"),
+        },
+    )
+    settings = load_settings(None, overrides={"storage": {"root": store.root}}, environ={})
+    snapshot = RunObserver(store, run, open_backend("local", settings)).snapshot()
+
+    def drawn(width: int) -> list[str]:
+        console = Console(width=width, record=True)
+        console.print(render(snapshot, width=width))
+        return console.export_text().splitlines()
+
+    narrow = drawn(60)
+    assert max(map(len, narrow)) <= 60
+    text = "\n".join(narrow)
+    assert "succeeded" in text and "succeed…" not in text
+    assert "circuit" in text and "failed (last" in text  # the reasons keep a column of their own
+    assert "attempts" not in text and "elapsed" not in text  # what gave way
+    wide = "\n".join(drawn(200))
+    assert "attempts" in wide and "elapsed" in wide
+    # An ended run has no pace or time left: dashes, not 0.0 firms/min and ETA 0:00.
+    footer = next(line for line in drawn(200) if "2 batches" in line)
+    assert "0:00" not in footer and "0.0" not in footer and "–" in footer
+
+
+def test_the_end_of_a_run_counts_skipped_firms_apart_and_says_one_batch(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    store = Store(str(tmp_path / "root"))
+    _ended_run(store, {"batch_000": ("succeeded", 0, None)})
+    records.write_progress(
+        store,
+        QUARTER,
+        records.read_progress(store, QUARTER, "batch_000").model_copy(update={"firms_skipped": 2}),  # type: ignore[union-attr]
+    )
+    assert main(["watch", "--root", store.root]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "1 of 1 batch succeeded; of 6 firms, 4 got topics, 2 were skipped with a reason, 0 failed" in err
+
+
+def test_without_a_terminal_lines_are_whole_not_cut_at_80_columns(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    root = str(tmp_path / "a folder whose name is long enough to pass eighty columns on its own" / "ftm")
+    assert main(["config"]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert any("sentence-transformers/all-MiniLM-L6-v2" in line for line in lines)
+    assert main(["watch", "--root", root]) == 2
+    err = capsys.readouterr().err
+    assert any(root in line for line in err.splitlines()), err

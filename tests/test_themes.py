@@ -26,18 +26,28 @@ import scipy.sparse as sp
 from ftm import layout
 from ftm.cli import main
 from ftm.map import records
-from ftm.plan import sentence_counts
+from ftm.plan import read_plan, sentence_counts
 from ftm.prefetch import read_manifest
 from ftm.reduce.clustering import average_linkage
 from ftm.reduce.themes import METADATA_KEY, _class_tfidf
-from ftm.schemas import FIRM_THEME_EXPOSURE, FIRM_TOPICS, SENTENCES, THEME_SENTENCES, THEME_TOPICS, THEMES
+from ftm.schemas import (
+    FIRM_THEME_EXPOSURE,
+    FIRM_TOPICS,
+    FIRMS,
+    SENTENCES,
+    THEME_SENTENCES,
+    THEME_TOPICS,
+    THEMES,
+    FirmFailure,
+    SkippedFirm,
+)
 from ftm.settings import ReduceSettings
 from ftm.storage import Store
 from reduce_inputs import PLANTED_FIRMS, QUARTER, batch_ids, mapped
 
 SETTINGS = ReduceSettings()
-OUTPUTS = ("themes", "theme_sentences", "theme_topics", "firm_theme_exposure")
-WRITE_ORDER = ("theme_sentences", "theme_topics", "firm_theme_exposure", "themes")
+OUTPUTS = ("themes", "theme_sentences", "theme_topics", "firm_theme_exposure", "firms")
+WRITE_ORDER = ("theme_sentences", "theme_topics", "firm_theme_exposure", "firms", "themes")
 
 
 @pytest.fixture(scope="module")
@@ -297,6 +307,14 @@ def test_an_incomplete_map_is_refused_naming_its_batches_and_accepted_with_allow
     # Only the first batch's firms: the sentences its checkpoint lists.
     firms = {row["firm_id"] for row in store.read_table(layout.theme_sentences(QUARTER)).to_pylist()}
     assert firms <= set(checkpoint.completed_firm_ids)
+    # The firm table says why the second batch's firms are not in the panel.
+    plan = {batch.batch_id: batch.firm_ids for batch in read_plan(store, QUARTER) or []}
+    table = {row["firm_id"]: row for row in store.read_table(layout.theme_firms(QUARTER), FIRMS).to_pylist()}
+    for firm in plan[second]:
+        assert (table[firm]["status"], table[firm]["reason"]) == (
+            "not_mapped",
+            f"its batch {second} had not finished",
+        )
 
 
 def test_a_quarter_mapped_without_sentence_embeddings_is_refused_with_what_to_do(
@@ -319,8 +337,10 @@ def test_a_quarter_mapped_without_sentence_embeddings_is_refused_with_what_to_do
 def test_reduce_of_a_quarter_never_submitted_says_to_submit_first(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    assert main(["reduce", "--quarter", str(QUARTER), "--root", str(tmp_path / "empty")]) == 2
-    assert f"run `ftm submit --quarter {QUARTER}` first" in " ".join(capsys.readouterr().err.split())
+    root = tmp_path / "empty"
+    assert main(["reduce", "--quarter", str(QUARTER), "--root", str(root)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"run `ftm submit --quarter {QUARTER} --root {root}` first" in err
 
 
 # --- the linkage alone --------------------------------------------------------------------------
@@ -384,3 +404,55 @@ def test_class_tfidf_is_bertopics() -> None:
     expected = ClassTfidfTransformer().fit_transform(counts).toarray()
     assert np.count_nonzero(expected) > 100
     np.testing.assert_allclose(_class_tfidf(counts).toarray(), expected, rtol=1e-12)
+
+
+def test_the_firm_table_lists_every_firm_with_why_it_is_in_the_panel_or_not(
+    source: tuple[Path, Path, Any], tmp_path: Path
+) -> None:
+    """The panel's denominator: every prefetched or skipped firm, exposed or not, and why."""
+    import pandas as pd
+
+    root = tmp_path / "root"
+    shutil.copytree(source[0], root)
+    store = Store(str(root))
+    manifest = read_manifest(store, QUARTER)
+    # A firm the prefetch skipped, and one the map failed on (as their records would say).
+    chunk = next(iter(manifest.firm_to_chunk.values()))
+    edited = manifest.model_copy(
+        update={
+            "skipped_firms": [SkippedFirm(firm_id="EMPTY", reason="no sentences left after preprocessing")],
+            "firm_to_chunk": {**manifest.firm_to_chunk, "BROKE": chunk},
+        }
+    )
+    store.write_json(layout.prefetch_manifest(QUARTER), edited.to_json())
+    first = batch_ids(root)[0]
+    checkpoint = records.read_checkpoint(store, QUARTER, first)
+    assert checkpoint is not None
+    records.write_checkpoint(store, QUARTER, checkpoint.model_copy(update={"failed_firm_ids": ["BROKE"]}))
+    failure = FirmFailure(firm_id="BROKE", error_type="ValueError", message="bad input", at=records.now())
+    records.write_failures(store, QUARTER, first, [failure])
+
+    assert _reduce(root, source[1])[0] == 0
+    path = root / layout.theme_firms(QUARTER)
+    firms = {row["firm_id"]: row for row in store.read_table(layout.theme_firms(QUARTER), FIRMS).to_pylist()}
+    exposure = store.read_table(layout.firm_theme_exposure(QUARTER), FIRM_THEME_EXPOSURE).to_pylist()
+    assert set(firms) == set(manifest.firm_to_chunk) | {"EMPTY", "BROKE"}
+    assert {firm for firm, row in firms.items() if row["status"] == "exposed"} == {
+        r["firm_id"] for r in exposure
+    }
+    assert (firms["EMPTY"]["status"], firms["EMPTY"]["reason"]) == (
+        "skipped",
+        "prefetch: no sentences left after preprocessing",
+    )
+    assert (firms["BROKE"]["status"], firms["BROKE"]["reason"]) == ("failed", "ValueError: bad input")
+    prefetched = Counter(row["firm_id"] for row in _prefetched(store).values())
+    for firm_id in manifest.firm_to_chunk:
+        row = firms[firm_id]
+        assert row["n_sentences"] == prefetched[firm_id] and row["status"] in ("exposed", "no_theme")
+        assert row["n_themes"] == sum(r["firm_id"] == firm_id for r in exposure)
+    # PERMNO stays an integer in pandas, gaps and all, in the firm table and in the panel.
+    frame = pd.read_parquet(path)
+    assert str(frame["permno"].dtype) == "Int64" and frame["permno"].isna().any()
+    assert frame["permno"].notna().any()
+    panel = pd.read_parquet(root / layout.firm_theme_exposure(QUARTER))
+    assert str(panel["permno"].dtype) == "Int64"

@@ -1,7 +1,8 @@
 """The `ftm` command: global options, the commands, and the one place errors become exit codes.
 
 Exit codes (docs/architecture.md): 0 ok, 1 error, 2 usage, 3 some batches or firms failed, 4 settings or
-credentials, 130 interrupted. Human output goes to stderr, `--json` output to stdout.
+credentials, 5 a run stopped before the end, 130 interrupted. Human output goes to stderr, `--json`
+output to stdout.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ Examples:
   ftm submit --help
 
 Every stage goes on where it stopped when run again. Settings: ./ftm.toml, FTM_* variables and
-flags (`ftm config` shows them). Exit codes: 0 ok, 1 error, 2 usage, 3 some batches or firms
-failed, 4 settings or credentials, 130 interrupted.
+flags (`ftm config` shows them). Exit codes: 0 ok, 1 error, 2 usage, 3 some batches, firms or
+names failed, 4 settings or credentials, 5 a run stopped before the end, 130 interrupted.
 """
 
 app = typer.Typer(

@@ -31,6 +31,14 @@ class SchemaError(DataError):
 
 
 class PartialFailure(FtmError):
-    """Raised when work finished but some batches or firms failed; the failures are recorded."""
+    """Raised when work finished but some batches or firms failed, or some names fell back to
+    keywords; the failures are recorded."""
 
     exit_code = 3
+
+
+class RunStopped(FtmError):
+    """Raised (as `ftm watch`'s exit code) when a run was stopped before its batches finished,
+    by Ctrl-C or `ftm cancel`, and none failed: submitting again goes on."""
+
+    exit_code = 5

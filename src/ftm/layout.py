@@ -129,6 +129,10 @@ def theme_topics(quarter: Quarter) -> str:
     return f"{themes_folder(quarter)}/theme_topics.parquet"
 
 
+def theme_firms(quarter: Quarter) -> str:
+    return f"{themes_folder(quarter)}/firms.parquet"
+
+
 def firm_theme_exposure(quarter: Quarter) -> str:
     return f"{themes_folder(quarter)}/firm_theme_exposure.parquet"
 
@@ -173,3 +177,28 @@ def trends(label: str) -> str:
 
 def firm_theme_quarter(label: str) -> str:
     return f"{trends_folder(label)}/firm_theme_quarter.parquet"
+
+
+# --- outputs as datasets ----------------------------------------------------------------------
+
+# Each output as the files of one dataset, for readers that take a glob (polars, duckdb) or a
+# list of files (pandas). A folder read trips over manifest.json beside the chunks, and over the
+# `quarter=` folder, which readers take for a partition column clashing with the files' own
+# `quarter`; the glob names only the output's files and readers leave partitioning off.
+DATASETS = {
+    "sentences": lambda quarter: f"{prefetch_folder(quarter)}/chunk_*.parquet",
+    "firm_topics": lambda quarter: f"{firm_topics_folder(quarter)}/batch_*_part_*.parquet",
+    "sentence_embeddings": lambda quarter: f"{sentence_embeddings_folder(quarter)}/batch_*_part_*.parquet",
+    "themes": themes,
+    "theme_sentences": theme_sentences,
+    "theme_topics": theme_topics,
+    "firm_theme_exposure": firm_theme_exposure,
+    "firms": theme_firms,
+    "theme_names": theme_names,
+    "topic_names": topic_names,
+}
+
+
+def dataset_files(name: str, quarter: Quarter | str = "*") -> str:
+    """The glob of an output's files in every quarter, or in one (see DATASETS)."""
+    return DATASETS[name](quarter)  # type: ignore[arg-type]

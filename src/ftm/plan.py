@@ -130,7 +130,8 @@ def find_batch(store: Store, quarter: Quarter, batch: str | int) -> Batch:
     batches = read_plan(store, quarter)
     if batches is None:
         raise UsageError(
-            f"{quarter} has no batch plan in {store.uri()}: run `ftm submit --quarter {quarter}` first"
+            f"{quarter} has no batch plan in {store.uri()}: "
+            f"run `{store.command(f'submit --quarter {quarter}')}` first"
         )
     if isinstance(batch, int) or batch.isdigit():
         index = int(batch)

@@ -198,6 +198,35 @@ FIRM_THEME_QUARTER = pa.schema(
     ]
 )
 
+# Every firm of the quarter, prefetched or skipped, with what became of it: the panel's
+# denominator, since the panel holds only firms with exposure.
+FIRMS = pa.schema(
+    [
+        pa.field("quarter", pa.string(), nullable=False),
+        pa.field("firm_id", pa.string(), nullable=False),
+        pa.field("firm_name", pa.string()),
+        pa.field("permno", pa.int64()),
+        pa.field("gvkey", pa.string()),
+        pa.field("earnings_call_date", pa.date32()),
+        pa.field("n_sentences", pa.int32(), nullable=False),  # prefetched
+        pa.field("n_themes", pa.int32(), nullable=False),  # themes it has sentences in
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("reason", pa.string()),
+    ]
+)
+
+
+def pandas_integers(*columns: str) -> dict[bytes, bytes]:
+    """Parquet metadata that has pandas read these nullable integer columns as `Int64`: without
+    it a PERMNO column with a gap becomes float, and 10107 prints as 10107.0."""
+    described = [
+        {"name": name, "field_name": name, "pandas_type": "int64", "numpy_type": "Int64", "metadata": None}
+        for name in columns
+    ]
+    document = {"index_columns": [], "column_indexes": [], "columns": described}
+    return {b"pandas": json.dumps(document, sort_keys=True).encode()}
+
+
 # Names are keyed like what they name, so that they join the themes, the panel and the firm
 # topics without a cast. (An earlier ftm wrote `kind` and a text `id` instead of the keys:
 # `ftm.read_names` reads those files too, and `ftm name` rewrites them.)

@@ -8,8 +8,10 @@ WRDS, `~/.pgpass` and AWS Secrets Manager); a secret in the TOML file is refused
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -199,6 +201,14 @@ class PreprocessSettings(Section):
 class PrefetchSettings(Section):
     firms_per_chunk: int = Field(200, ge=1, description="firms per chunk_NNNN.parquet")
     checkpoint_every: int = Field(100, ge=1, description="firms between checkpoints")
+    # A CSV whose `order` column is text, or dates in another format, makes every record a
+    # problem: a quarter finished from what is left would look done and block the good run.
+    max_problem_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="stop, writing no manifest, when more than this share of input records is unusable",
+    )
 
 
 class EmbeddingSettings(Section):
@@ -480,8 +490,9 @@ class FtmSettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The TOML layer is merged in by `load_settings` as the weakest input, so that it can be
-        # checked for secrets and unknown keys before anything else reads it.
-        return (init_settings, env_settings)
+        # checked for secrets and unknown keys before anything else reads it. The environment is
+        # read as `load_settings` reads it: lists also comma-separated.
+        return (init_settings, _EnvSource(settings_cls, case_sensitive=False))
 
     def masked(self) -> dict[str, Any]:
         """The settings as plain JSON data, secrets shown as asterisks when set."""
@@ -581,7 +592,7 @@ def _read_env(environ: Mapping[str, str]) -> dict[str, Any]:
                 f"environment variable {name} is not an ftm setting: known sections are "
                 f"{', '.join(sorted(sections))} (as in FTM_STORAGE__ROOT); unset it or fix its name"
             )
-    source = EnvSettingsSource(
+    source = _EnvSource(
         FtmSettings,
         env_prefix=ENV_PREFIX,
         env_nested_delimiter=ENV_NESTING,
@@ -591,16 +602,103 @@ def _read_env(environ: Mapping[str, str]) -> dict[str, Any]:
     try:
         return source()
     except Exception as error:  # pydantic-settings raises SettingsError for undecodable JSON values
+        cause = error.__cause__
+        if isinstance(cause, _NotJson):
+            ending = (ENV_NESTING + cause.field).upper()
+            names = [n for n in environ if n.upper().startswith(ENV_PREFIX) and n.upper().endswith(ending)]
+            name = names[0] if names else ENV_PREFIX + cause.field.upper()
+            raise SettingsError(f"environment variable {name} is not valid JSON: {cause.expected}") from None
         raise SettingsError(f"an FTM_* variable could not be read: {error}") from None
+
+
+class _NotJson(ValueError):
+    """A variable of a list or section setting that is neither JSON nor comma-separated values."""
+
+    def __init__(self, field: str, value: str, expected: str):
+        super().__init__(f"{field}: {expected}")
+        self.field, self.value, self.expected = field, value, expected
+
+
+class _EnvSource(EnvSettingsSource):
+    """FTM_* variables as pydantic-settings reads them, with lists also as comma-separated values
+    (FTM_AWS__SUBNET_IDS=subnet-a,subnet-b), which is how a shell user writes a list."""
+
+    def decode_complex_value(self, field_name: str, field: Any, value: Any) -> Any:
+        try:
+            return super().decode_complex_value(field_name, field, value)
+        except ValueError:
+            if not isinstance(value, str):
+                raise
+            if typing.get_origin(field.annotation) in (list, tuple, set):
+                if not value.lstrip().startswith("["):
+                    return [item.strip() for item in value.split(",") if item.strip()]
+                expected = 'write a JSON list (["a", "b"]) or comma-separated values (a,b)'
+            else:
+                expected = 'write a JSON object ({"key": "value"}), or set its keys one by one'
+            raise _NotJson(field_name, value, expected) from None
+
+
+# Options that are flags of one command, not settings: what a misspelt key may have meant.
+FLAG_ONLY = {
+    "batch_size": "`ftm submit --batch-size`",
+    "firms": "`ftm prefetch --firms`",
+    "quarter": "each command's QUARTER argument or --quarter",
+    "overwrite": "`ftm prefetch --overwrite`",
+    "allow_partial": "`ftm reduce --allow-partial`",
+    "backend": "each command's --backend",
+}
 
 
 def _describe(error: ValidationError, layers: list[tuple[str, dict[str, Any]]], path: Path | None) -> str:
     lines = ["invalid settings:"]
     for problem in error.errors():
         key = ".".join(str(part) for part in problem["loc"])
-        lines.append(f"  {key} ({_where(key, layers, path)}): {problem['msg']}")
+        if problem["type"] == "extra_forbidden":  # pydantic says "Extra inputs are not permitted"
+            message = "not a setting" + _did_you_mean(key)
+        else:
+            message = problem["msg"]
+        lines.append(f"  {key} ({_where(key, layers, path)}): {message}")
     lines.append("Run `ftm config` to see every setting and where it comes from.")
     return "\n".join(lines)
+
+
+def _did_you_mean(key: str) -> str:
+    """The known keys closest to an unknown one (in its section first), and the flag it may be."""
+    *sections, name = key.split(".")
+    known = [dotted for dotted, _, _ in _flatten_fields(FtmSettings)]
+    in_section = [k for k in known if k.rsplit(".", 1)[0] == ".".join(sections)]
+
+    def squashed(text: str) -> str:  # batchsize, batch-size and batch_size are one name
+        return text.replace("_", "").replace("-", "").lower()
+
+    by_name = {}
+    for dotted in sorted(known, key=lambda k: k not in in_section):
+        by_name.setdefault(squashed(dotted.rsplit(".", 1)[-1]), []).append(dotted)
+    close = [k for k in in_section if squashed(k.rsplit(".", 1)[-1]) == squashed(name)]
+    close += by_name.get(squashed(name), [])
+    close += [
+        dotted
+        for match in difflib.get_close_matches(squashed(name), list(by_name), n=3, cutoff=0.75)
+        for dotted in by_name[match]
+    ]
+    close = list(dict.fromkeys(close))[:3]
+    hints = [f"did you mean {' or '.join(close)}?"] if close else []
+    flag = next((where for flag, where in FLAG_ONLY.items() if squashed(flag) == squashed(name)), None)
+    if flag and not any(squashed(k.rsplit(".", 1)[-1]) == squashed(name) for k in in_section):
+        hints.append(f"{flag} is a flag, not a setting.")
+    return f": {' '.join(hints)}" if hints else ""
+
+
+def _flatten_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """Every setting's dotted key, with its field, sections included only through their keys."""
+    found = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            found += _flatten_fields(annotation, f"{prefix}{name}.")
+        else:
+            found.append((f"{prefix}{name}", field, annotation))
+    return found
 
 
 def _where(key: str, layers: list[tuple[str, dict[str, Any]]], path: Path | None) -> str:

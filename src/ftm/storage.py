@@ -6,10 +6,13 @@ a refused one. Writes are atomic: locally a temporary name then a rename; on S3 
 put, which readers never see half-written.
 
 S3 refuses with 403 what the credentials may not reach, and pyarrow makes that a bare OSError.
-Here it is a SettingsError naming the path and the AWS identity. S3 also answers 403, not 404,
-for a missing object when the caller may not list the bucket (GetObject and HeadObject,
-"Permissions"), which a role that lists only its prefix may get: so a refused read is looked up
-once with a listing of that key, and an object not listed is missing, as a 404 would say.
+Here it is a SettingsError naming the path and the AWS identity; so are keys S3 does not know and
+an endpoint that cannot be reached (one line saying what to check, never a traceback).
+
+S3 also answers 403, not 404, for a missing object when the caller may not list the bucket
+(GetObject and HeadObject, "Permissions"), which a role that lists only its prefix may get: so a
+refused read is looked up once with a listing of that key, and an object not listed is missing,
+as a 404 would say.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import contextlib
 import gzip
 import json
 import os
+import shlex
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -29,7 +33,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ftm.errors import DataError, SettingsError
+from ftm.errors import DataError, FtmError, SettingsError
 from ftm.schemas import conform
 from ftm.settings import StorageSettings
 
@@ -37,6 +41,19 @@ _GZIP_MAGIC = b"\x1f\x8b"
 # How S3's 403 reads in pyarrow's errors (AWS Error ACCESS_DENIED during HeadObject operation)
 # and in boto3's error codes.
 _ACCESS_DENIED = ("ACCESS_DENIED", "AccessDenied")
+# Keys S3 does not accept, in pyarrow's words and boto3's codes.
+_BAD_CREDENTIALS = (
+    "INVALID_ACCESS_KEY_ID",
+    "InvalidAccessKeyId",
+    "SIGNATURE_DOES_NOT_MATCH",
+    "SignatureDoesNotMatch",
+    "EXPIRED_TOKEN",
+    "ExpiredToken",
+    "InvalidToken",
+    "InvalidClientTokenId",
+)
+# An endpoint that cannot be reached: no network, a wrong host, nothing listening.
+_UNREACHABLE = ("NETWORK_CONNECTION", "curlCode", "Could not resolve", "Could not connect")
 
 
 class Store:
@@ -69,6 +86,14 @@ class Store:
     @property
     def is_s3(self) -> bool:
         return self.bucket is not None
+
+    def command(self, words: str) -> str:
+        """The ftm command line `ftm WORDS` for this data: with --root unless the root is the
+        default, so that a command a message suggests finds the same data when pasted."""
+        default = StorageSettings.model_fields["root"].default
+        if os.path.abspath(os.path.expanduser(self.root)) == os.path.abspath(default) or self.root == default:
+            return f"ftm {words}"
+        return f"ftm {words} --root {shlex.quote(self.root)}"
 
     def uri(self, path: str = "") -> str:
         """Where a path lives, for messages: a folder path or an s3:// URI."""
@@ -122,7 +147,7 @@ class Store:
         """Writes only if nothing is there yet; returns False (and writes nothing) if it is."""
         full = self._full(path)
         if self.is_s3:
-            from botocore.exceptions import ClientError
+            from botocore.exceptions import BotoCoreError, ClientError
 
             try:
                 self._s3_client().put_object(
@@ -134,7 +159,9 @@ class Store:
                     return False
                 if code in _ACCESS_DENIED or code == "403":
                     raise SettingsError(self._denied(path, "write")) from None
-                raise
+                raise self._failure(path, str(error)) from None
+            except BotoCoreError as error:  # no endpoint, no credentials
+                raise self._failure(path, str(error)) from None
             return True
         os.makedirs(os.path.dirname(full), exist_ok=True)
         temporary = f"{full}.tmp-{uuid.uuid4().hex}"
@@ -253,21 +280,44 @@ class Store:
             if not self.is_s3 or isinstance(error, FileNotFoundError):
                 raise
             if not any(code in str(error) for code in _ACCESS_DENIED):
-                raise
-            if verb == "read" and self._listed(path) is False:
+                raise self._failure(path, str(error)) from None
+            # A HEAD's 403 has no body to say why; the listing's error does.
+            listed = self._listed(path) if verb == "read" else None
+            if listed is False:
                 raise FileNotFoundError(self.uri(path)) from None
+            if isinstance(listed, str):
+                raise self._failure(path, listed) from None
             raise SettingsError(self._denied(path, verb)) from None
 
-    def _listed(self, path: str) -> bool | None:
-        """Whether a listing shows the object; None when the listing is refused too."""
+    def _listed(self, path: str) -> bool | str | None:
+        """Whether a listing shows the object; None when the listing is refused too, or the
+        refusal's message when it says the credentials are not valid."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         key = self._full(path).split("/", 1)[1]
         try:
             reply = self._s3_client().list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1)
-        except (BotoCoreError, ClientError):
-            return None
+        except (BotoCoreError, ClientError) as error:
+            return str(error) if any(code in str(error) for code in _BAD_CREDENTIALS) else None
         return any(item["Key"] == key for item in reply.get("Contents", []))
+
+    def _failure(self, path: str, message: str) -> FtmError:
+        """An S3 call that failed, as one line: what failed and what to check."""
+        where = self.endpoint_url or f"AWS S3 ({self.region or 'the default region'})"
+        detail = _aws_detail(message)
+        if any(code in message for code in _UNREACHABLE):
+            return SettingsError(
+                f"cannot reach {where} for {self.uri(path)} ({detail}): check the network, "
+                "storage.endpoint_url and storage.region"
+            )
+        if any(code in message for code in _BAD_CREDENTIALS):
+            return SettingsError(
+                f"S3 at {where} refused these AWS credentials for {self.uri(path)} ({detail}): check "
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or AWS_PROFILE (`aws sts get-caller-identity`)"
+            )
+        if "NoSuchBucket" in message or "NO_SUCH_BUCKET" in message:
+            return SettingsError(f"the bucket of {self.uri(path)} does not exist: check storage.root")
+        return FtmError(f"S3 call for {self.uri(path)} failed: {detail}")
 
     def _denied(self, path: str, verb: str) -> str:
         try:
@@ -281,6 +331,16 @@ class Store:
             "only s3://BUCKET/PREFIX/ of `ftm deploy` (aws.bucket, aws.prefix): keep the inputs and "
             "storage.root under it, or give that identity access to this path"
         )
+
+
+def _aws_detail(message: str) -> str:
+    """The part of an SDK message that says what went wrong, on one line: pyarrow's "AWS Error
+    X during Y operation: why" without the request id, or the SDK's own message."""
+    text = " ".join(message.split())
+    if "AWS Error" in text:
+        text = text[text.index("AWS Error") + len("AWS Error ") :]
+    text = text.split(" (Request ID")[0].split("; Details:")[0]
+    return text[:200]
 
 
 def _s3_filesystem(endpoint_url: str | None, region: str | None) -> pafs.S3FileSystem:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.progress import Progress, ProgressColumn
 from typer.core import TyperCommand, TyperGroup
 
@@ -29,8 +29,33 @@ RunIdArgument = Annotated[
     typer.Argument(help="The run, as `ftm submit` printed it; default: the latest run.", show_default=False),
 ]
 
+
+class _HumanConsole(Console):
+    """A console that draws at the terminal's width on a terminal, and writes whole lines anywhere
+    else (logs, pipes, CI): at rich's default of 80 columns a line was cut mid-path there."""
+
+    # Wide enough for any line ftm writes; whatever reads the log wraps it if it likes.
+    LOG_WIDTH = 10_000
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        if self._width is None and not self.is_terminal:
+            return ConsoleDimensions(self.LOG_WIDTH, size.height)
+        return size
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._width, self._height = new_size
+
+
 # Human output goes to stderr, so that stdout carries only `--json` documents.
-stderr = Console(stderr=True)
+stderr = _HumanConsole(stderr=True)
+
+
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """'1 batch', '2 batches': a count and its noun, as a person writes them."""
+    return f"{count:,} {noun if count == 1 else nouns or noun + 's'}"
 
 
 def reflow(text: str | None) -> str | None:

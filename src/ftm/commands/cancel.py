@@ -31,10 +31,11 @@ def cancel(
 ) -> None:
     """Stop a run: its batches keep their checkpoints, and submitting the quarter again resumes."""
     settings = settings_from(ctx, storage__root=root)
-    run = read_run(Store.from_settings(settings.storage), run_id)
+    store = Store.from_settings(settings.storage)
+    run = read_run(store, run_id)
     open_backend(run.backend, settings).cancel(run)
     stderr.print(
         f"cancelled run {run.run_id} ({run.backend} backend); what it finished is kept. "
-        f"Go on later: ftm submit --quarter {run.quarter}",
+        f"Go on later: {store.command(f'submit --quarter {run.quarter}')}",
         highlight=False,
     )

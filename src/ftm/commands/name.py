@@ -21,7 +21,7 @@ from ftm.backends.aws_batch import name_command, name_kind
 from ftm.commands import ProgressDisplay, RootOption, print_json, settings_from, stderr
 from ftm.commands.batch_job import BackendOption, DetachOption, run_as_job, wants_batch
 from ftm.commands.ranges import each_quarter
-from ftm.errors import UsageError
+from ftm.errors import PartialFailure, UsageError
 from ftm.name import NamingProgress, NamingResult, name_quarter, requests_to_send, serving
 from ftm.quarters import Quarter, parse_quarters
 from ftm.settings import FtmSettings
@@ -50,7 +50,9 @@ Examples:
   ftm name --quarter 2016Q4 --serve --backend batch
 
 Replies are cached beside the names: running the same command again sends nothing twice,
-and an interrupted run goes on where it stopped.
+and an interrupted run goes on where it stopped. Exit code 3 when an endpoint was configured
+and some requests failed, so that their names are keywords: run again to ask for them, or
+pass --keywords-ok to accept them (exit 0).
 """
 
 NO_ENDPOINT_HINT = (
@@ -96,6 +98,13 @@ def name(
         ),
     ] = None,
     root: RootOption = None,
+    keywords_ok: Annotated[
+        bool,
+        typer.Option(
+            "--keywords-ok",
+            help="Exit 0 when failed requests gave keyword names.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a summary as JSON to stdout.")] = False,
     backend: BackendOption = "local",
     detach: DetachOption = False,
@@ -126,6 +135,7 @@ def name(
     )
     if wants_batch(backend):  # a GPU job with its own vLLM server (--serve), else a CPU job
         command = [*name_command(settings, the_quarter), "--what", what.value]
+        command += ["--keywords-ok"] if keywords_ok else []
         run_as_job(settings, command, kind=name_kind(settings), detach=detach)
         return
     with _endpoint(settings, the_quarter, what) as settings, _ProgressDisplay(str(the_quarter)) as display:
@@ -137,6 +147,15 @@ def name(
         _report(result, store.uri(result.path))
     if not settings.llm.base_url:
         stderr.print(f"[yellow]{escape(NO_ENDPOINT_HINT)}[/]", highlight=False)
+    fallen = sum(result.n_fallback for result in results)
+    if fallen and not keywords_ok:
+        # An endpoint was asked for: names that silently became keywords would pass for its work.
+        problem = next((result.problem for result in results if result.problem), None) or "unknown reason"
+        raise PartialFailure(
+            f"{fallen:,} name(s) are keywords because their requests to {settings.llm.base_url} failed "
+            f"({problem}); the names files are written. Run the same command again to ask for them, "
+            "or pass --keywords-ok to accept keyword names"
+        )
 
 
 @contextmanager
@@ -170,6 +189,13 @@ def _server_event(message: str) -> None:
 
 def _report(result: NamingResult, location: str) -> None:
     kind = f"{result.kind}s"
+    if result.n_names == 0:
+        stderr.print(
+            f"no {kind} to name in {result.quarter}: {'reduce' if result.kind == 'theme' else 'the map'} "
+            f"found none (an empty names file → {escape(location)})",
+            highlight=False,
+        )
+        return
     if result.source == "keywords":
         stderr.print(
             f"named {result.n_names:,} {kind} of {result.quarter} from keywords → {escape(location)}",

@@ -18,7 +18,7 @@ from rich.progress import (
 )
 
 from ftm import layout
-from ftm.commands import ProgressDisplay, RootOption, print_json, settings_from, stderr
+from ftm.commands import ProgressDisplay, RootOption, plural, print_json, settings_from, stderr
 from ftm.commands.batch_job import BackendOption, DetachOption, run_as_job, wants_batch
 from ftm.errors import UsageError
 from ftm.prefetch import (
@@ -231,11 +231,18 @@ def _prefetch_as_job(
 
 def _report_survey(found: PrefetchSurvey) -> None:
     stderr.print(
-        f"[bold]{found.quarter}[/] (dry run, nothing written): {found.n_calls:,} calls, "
-        f"{found.n_firms:,} firms ({found.n_firms_with_gvkey:,} linked to a GVKEY, "
+        f"[bold]{found.quarter}[/] (dry run, nothing written): {plural(found.n_calls, 'call')}, "
+        f"{plural(found.n_firms, 'firm')} ({found.n_firms_with_gvkey:,} linked to a GVKEY, "
         f"{found.n_firms_with_permno:,} to a PERMNO), {found.n_components:,} components",
         highlight=False,
     )
+    if found.n_input_problems:
+        kinds = "; ".join(f"{k.count}× {k.reason} (first at {k.where})" for k in found.common_problems)
+        stderr.print(
+            f"[yellow]{found.n_input_problems:,} of {found.n_records:,} input records could not be "
+            f"used[/]: {escape(kinds)}",
+            highlight=False,
+        )
 
 
 def _summary(result: PrefetchResult, folder: str) -> dict:
@@ -258,14 +265,16 @@ def _report(result: PrefetchResult, folder: str) -> None:
     manifest = result.manifest
     if result.already_done:
         stderr.print(
-            f"{manifest.quarter} is already prefetched in {escape(folder)} ({manifest.n_firms:,} firms, "
-            f"{manifest.n_sentences:,} sentences); nothing changed. Use --overwrite to redo it."
+            f"{manifest.quarter} is already prefetched in {escape(folder)} "
+            f"({plural(manifest.n_firms, 'firm')}, "
+            f"{plural(manifest.n_sentences, 'sentence')}); nothing changed. Use --overwrite to redo it."
         )
         return
     resumed = f", resumed at firm {result.resumed_at:,}" if result.resumed_at else ""
     stderr.print(
-        f"[green]prefetched {manifest.quarter}[/]: {manifest.n_firms:,} firms, {manifest.n_calls:,} calls, "
-        f"{manifest.n_sentences:,} sentences in {manifest.n_chunks} chunk(s){resumed}\n"
+        f"[green]prefetched {manifest.quarter}[/]: {plural(manifest.n_firms, 'firm')}, "
+        f"{plural(manifest.n_calls, 'call')}, {plural(manifest.n_sentences, 'sentence')} in "
+        f"{plural(manifest.n_chunks, 'chunk')}{resumed}\n"
         f"  → {escape(folder)}/ (manifest.json, chunk_*.parquet)",
         highlight=False,
     )

@@ -16,7 +16,7 @@ from rich.progress import (
 )
 
 from ftm import layout
-from ftm.commands import ProgressDisplay, RootOption, print_json, settings_from, stderr
+from ftm.commands import ProgressDisplay, RootOption, plural, print_json, settings_from, stderr
 from ftm.commands.batch_job import BackendOption, DetachOption, run_as_job, wants_batch
 from ftm.commands.ranges import each_quarter
 from ftm.quarters import Quarter, parse_quarters
@@ -130,13 +130,15 @@ def _report(result: ReduceResult, store: Store, elapsed: float) -> None:
         f"{result.n_firms:,} firms → {result.n_themes - result.n_reporting:,} theme(s) and "
         f"{result.n_reporting:,} of reporting language; {result.n_exposed_firms:,} firms exposed, "
         f"{result.n_exposure_rows:,} panel rows\n"
-        f"  → {escape(folder)}/ (themes, theme_sentences, theme_topics, firm_theme_exposure)",
+        f"  → {escape(folder)}/ (themes, theme_sentences, theme_topics, firm_theme_exposure; firms: "
+        "every firm and why it is in the panel or not)",
         highlight=False,
     )
     for theme in result.top_themes:
         stderr.print(
-            f"  theme {theme.theme_id} ({theme.kind}): {escape(theme.representation)} — {theme.n_firms} "
-            f"firms ({escape(', '.join(theme.example_firms))}, …)",
+            f"  theme {theme.theme_id} ({theme.kind}): {escape(theme.representation)} — "
+            f"{plural(theme.n_firms, 'firm')} ({escape(', '.join(theme.example_firms))}"
+            f"{', …' if theme.n_firms > len(theme.example_firms) else ''})",
             highlight=False,
         )
     if result.n_themes == 0:
@@ -148,7 +150,7 @@ def _report(result: ReduceResult, store: Store, elapsed: float) -> None:
     if result.n_failed_firms:
         stderr.print(
             f"[yellow]{result.n_failed_firms} firm(s) failed in the map[/] and are not in the panel; "
-            f"`ftm watch` shows why",
+            f"`{store.command('watch')}` shows why",
             highlight=False,
         )
 

@@ -11,10 +11,10 @@ from rich.table import Table
 from ftm import layout
 from ftm.backends import BACKENDS, open_backend
 from ftm.backends.local import STOP_GRACE_S, log_folder
-from ftm.commands import RootOption, config_file, print_json, settings_from, stderr
+from ftm.commands import RootOption, config_file, plural, print_json, settings_from, stderr
 from ftm.commands.map_batch import interrupt_once
 from ftm.commands.ranges import each_quarter
-from ftm.commands.watch import BATCH_POLL_S, dollars, follow, render, report_end
+from ftm.commands.watch import BATCH_POLL_S, CTRL_C_STOPS, dollars, follow, render, report_end
 from ftm.errors import UsageError
 from ftm.quarters import parse_quarters
 from ftm.runs import RunObserver, Submission, prepare_submission, running_run, start_submission
@@ -47,7 +47,8 @@ Local: Ctrl-C stops the workers cleanly (their checkpoints stay, exit 130); the 
 goes on. Batch: Ctrl-C stops following; the jobs go on (`ftm cancel RUN_ID` stops them).
 
 Exit codes: 0 every firm got topics or was skipped with a reason, 3 some firms or batches
-failed (the run ended; `ftm watch` shows which, and why), 2 a usage error, 130 interrupted.
+failed (the run ended; `ftm watch` shows which, and why), 2 a usage error, 130 interrupted
+(`ftm watch` then says 5: the run stopped before the end, nothing failed).
 """
 
 
@@ -144,50 +145,53 @@ def submit(
     run = start_submission(settings, submission, the_backend, running_run(settings, the_quarter))
     if as_json:
         print_json(run.to_json())
-    _announce(submission, Store.from_settings(settings.storage).uri(), detach, run)
+    store = Store.from_settings(settings.storage)
+    _announce(submission, store, detach, run)
     if detach and submission.to_run:
         if not as_json:
             typer.echo(run.run_id)  # stdout: for scripts, `RUN=$(ftm submit ... --detach)`
         return
-    observer = RunObserver(Store.from_settings(settings.storage), run, the_backend)
+    observer = RunObserver(store, run, the_backend)
     if the_backend.name == "batch":  # the jobs run on AWS: Ctrl-C only stops following them
         try:
             snapshot = follow(observer, BATCH_POLL_S)
         except KeyboardInterrupt:
             stderr.print(
-                f"stopped following; the jobs go on. Again: ftm watch {run.run_id}; "
-                f"stop them: ftm cancel {run.run_id}",
+                f"stopped following; the jobs go on. Again: {store.command(f'watch {run.run_id}')}; "
+                f"stop them: {store.command(f'cancel {run.run_id}')}",
                 highlight=False,
             )
             return
-        code = report_end(snapshot)
+        code = report_end(snapshot, store)
         if code:
             raise typer.Exit(code)
         return
     with interrupt_once():
         try:
-            snapshot = follow(observer)
+            snapshot = follow(observer, ctrl_c=CTRL_C_STOPS)
         except KeyboardInterrupt:
             stderr.print(
                 f"stopping the workers (at most {STOP_GRACE_S:.0f} s); what they finished is kept…",
                 highlight=False,
             )
             the_backend.cancel(run)
-            stderr.print(render(observer.snapshot()))
+            stderr.print(render(observer.snapshot(), CTRL_C_STOPS))
             raise typer.Exit(130) from None
-    code = report_end(snapshot)
+    code = report_end(snapshot, store)
     if code:
         raise typer.Exit(code)
 
 
-def _announce(submission: Submission, root: str, detach: bool, run: RunRecord) -> None:
+def _announce(submission: Submission, store: Store, detach: bool, run: RunRecord) -> None:
+    root = store.uri()
     quarter = submission.quarter
     plan = submission.plan
     what = "resumes" if submission.resumes else "starts"
     over = " (starting over: earlier firm topics deleted)" if submission.start_over else ""
     stderr.print(
         f"[bold]run {submission.run_id}[/] {what} {quarter}{over}: {len(submission.to_run)} of "
-        f"{len(plan.batches)} batches to run ({submission.firms_to_run:,} of {plan.n_firms:,} firms; "
+        f"{plural(len(plan.batches), 'batch', 'batches')} to run ({submission.firms_to_run:,} of "
+        f"{plural(plan.n_firms, 'firm')}; "
         f"{len(submission.finished)} finished before)",
         highlight=False,
     )
@@ -202,14 +206,15 @@ def _announce(submission: Submission, root: str, detach: bool, run: RunRecord) -
             f"{''.join(f'; then {what} {job}' for what, job in run.follow_jobs.items())}\n"
             f"  code: {escape(run.code or '?')}; image: {escape(run.image or '?')}\n"
             f"  estimated Spot cost: {estimate} (aws.firms_per_instance_hour); "
-            f"stop it: ftm cancel {submission.run_id}",
+            f"stop it: {store.command(f'cancel {submission.run_id}')}",
             highlight=False,
         )
         if detach:
-            stderr.print(f"  follow it: ftm watch {submission.run_id}", highlight=False)
+            stderr.print(f"  follow it: {store.command(f'watch {submission.run_id}')}", highlight=False)
     elif detach and submission.to_run:
         stderr.print(
-            f"  the workers run in the background; follow them: ftm watch {submission.run_id}\n"
+            "  the workers run in the background; follow them: "
+            f"{store.command(f'watch {submission.run_id}')}\n"
             f"  worker logs: {log_folder(submission.run_id)}/",
             highlight=False,
         )
@@ -254,7 +259,8 @@ def _show_plan(submission: Submission, shown: int = 20) -> None:
     sentences = plan.sentences.values()
     source = "the existing plan" if not submission.write_plan else "a new plan"
     stderr.print(
-        f"{len(plan.batches)} batches, {plan.n_firms:,} firms, {plan.n_sentences:,} sentences "
+        f"{plural(len(plan.batches), 'batch', 'batches')}, {plural(plan.n_firms, 'firm')}, "
+        f"{plural(plan.n_sentences, 'sentence')} "
         f"({min(sentences):,} to {max(sentences):,} per batch), from {source}; "
         f"{len(submission.to_run)} to run, {len(submission.finished)} finished",
         highlight=False,

@@ -13,9 +13,9 @@ from rich.text import Text
 
 from ftm import layout
 from ftm.backends import open_backend
-from ftm.commands import RootOption, RunIdArgument, print_json, settings_from, stderr
+from ftm.commands import RootOption, RunIdArgument, plural, print_json, settings_from, stderr
 from ftm.quarters import Quarter
-from ftm.runs import BatchView, RunObserver, RunSnapshot, read_run
+from ftm.runs import ENDED, BatchView, RunObserver, RunSnapshot, read_run
 from ftm.storage import Store
 
 POLL_S = 2.0
@@ -44,7 +44,8 @@ Examples:
   ftm watch --json | jq '.totals'
 
 Ends by itself when the run ends: exit 0 if every firm got topics or was skipped with a
-reason, 3 if some firms or batches failed. Ctrl-C stops watching; the run goes on.
+reason, 3 if some firms or batches failed, 5 if the run was stopped (Ctrl-C in `ftm submit`,
+`ftm cancel`) with none failed. Ctrl-C stops watching; the run goes on.
 """
 
 
@@ -82,22 +83,32 @@ def watch(
     try:
         snapshot = follow(observer, interval or (BATCH_POLL_S if run.backend == "batch" else POLL_S))
     except KeyboardInterrupt:
-        stderr.print(f"stopped watching; the run goes on. Again: ftm watch {run.run_id}", highlight=False)
+        stderr.print(
+            f"stopped watching; the run goes on. Again: {store.command(f'watch {run.run_id}')}",
+            highlight=False,
+        )
         return
-    code = report_end(snapshot)
+    code = report_end(snapshot, store)
     if code:
         raise typer.Exit(code)
 
 
-def follow(observer: RunObserver, interval: float = POLL_S) -> RunSnapshot:
-    """Draws the run until it ends, and returns its last snapshot; Ctrl-C is the caller's."""
+# What Ctrl-C does, as the table's caption says it: `watch` and a Batch run's `submit` only stop
+# following; a local run's `submit` stops its workers (they are threads and children of it).
+CTRL_C_DETACHES = "Ctrl-C stops watching; the run goes on"
+CTRL_C_STOPS = "Ctrl-C stops the workers (what they finished is kept)"
+
+
+def follow(observer: RunObserver, interval: float = POLL_S, ctrl_c: str = CTRL_C_DETACHES) -> RunSnapshot:
+    """Draws the run until it ends, and returns its last snapshot; Ctrl-C is the caller's, and
+    `ctrl_c` says in the caption what it does."""
     snapshot = observer.snapshot()
     if stderr.is_terminal:
-        with Live(render(snapshot), console=stderr, refresh_per_second=4, transient=False) as live:
+        with Live(render(snapshot, ctrl_c), console=stderr, refresh_per_second=4, transient=False) as live:
             while not snapshot.ended:
                 time.sleep(interval)
                 snapshot = observer.snapshot()
-                live.update(render(snapshot))
+                live.update(render(snapshot, ctrl_c))
         return snapshot
     lines = _PlainLines()
     lines.show(snapshot)
@@ -108,14 +119,14 @@ def follow(observer: RunObserver, interval: float = POLL_S) -> RunSnapshot:
     return snapshot
 
 
-def render(snapshot: RunSnapshot) -> Table:
+def render(snapshot: RunSnapshot, ctrl_c: str = CTRL_C_DETACHES, width: int | None = None) -> Table:
     """The run as a table: one row per batch, totals in the footer."""
     states = ", ".join(
         f"{snapshot.count(state)} {state}"
         for state in STATE_STYLES
         if snapshot.count(state)  # type: ignore[arg-type]
     )
-    caption = "ended" if snapshot.ended else f"updated {snapshot.taken_at:%H:%M:%S} UTC · Ctrl-C detaches"
+    caption = "ended" if snapshot.ended else f"updated {snapshot.taken_at:%H:%M:%S} UTC · {ctrl_c}"
     if snapshot.followers:
         caption = f"then {_followers(snapshot)} · {caption}"
     table = Table(
@@ -125,40 +136,65 @@ def render(snapshot: RunSnapshot) -> Table:
         expand=False,
     )
     costs = snapshot.cost_usd is not None or snapshot.estimated_cost_usd is not None
+    ended = snapshot.ended
     footer = {
-        "batch": f"{len(snapshot.batches)} batches",
+        "batch": plural(len(snapshot.batches), "batch", "batches"),
         "state": states,
         "firms done": f"{snapshot.firms_done:,}/{snapshot.firms_total:,}",
         "failed (last reason)": f"{snapshot.firms_failed:,}",
         "attempts": "",
-        "firms/min": f"{snapshot.rate_per_min:.1f}",
+        # An ended run has no pace and nothing left: a dash, not "0.0" and "0:00".
+        "firms/min": "–" if ended else f"{snapshot.rate_per_min:.1f}",
         "elapsed": "",
-        "ETA": duration(snapshot.eta_s),
+        "ETA": "–" if ended else duration(snapshot.eta_s),
         "cost": _cost_footer(snapshot),
     }
-    for name in COLUMNS + (("cost",) if costs else ()):
+    shown = _columns_that_fit(COLUMNS + (("cost",) if costs else ()), width or stderr.width)
+    for name in shown:
         numeric = name in ("firms done", "attempts", "firms/min", "elapsed", "ETA", "cost")
         table.add_column(
             name,
             footer=footer[name],
             justify="right" if numeric else "left",
-            no_wrap=name != "failed (last reason)",
+            # The states' footer ("1 succeeded, 1 failed") may wrap; a state itself fits its minimum.
+            no_wrap=name not in ("failed (last reason)", "state"),
+            min_width=COLUMN_MIN_WIDTH.get(name),
             max_width=60 if name == "failed (last reason)" else None,
-            overflow="ellipsis",
+            overflow="fold" if name == "failed (last reason)" else "ellipsis",
         )
     for batch in snapshot.batches:
-        cells = [
-            batch.batch_id,
-            Text(batch.state, style=STATE_STYLES[batch.state]),
-            f"{batch.firms_done:,}/{batch.firms_total:,}",
-            Text(_failed(batch)),
-            str(batch.attempts),
-            f"{batch.rate_per_min:.1f}",
-            duration(batch.elapsed_s),
-            duration(batch.eta_s),
-        ]
-        table.add_row(*cells, *((dollars(batch.cost_usd),) if costs else ()))
+        cells = {
+            "batch": batch.batch_id,
+            "state": Text(batch.state, style=STATE_STYLES[batch.state]),
+            "firms done": f"{batch.firms_done:,}/{batch.firms_total:,}",
+            "failed (last reason)": Text(_failed(batch)),
+            "attempts": str(batch.attempts),
+            "firms/min": f"{batch.rate_per_min:.1f}",
+            "elapsed": duration(batch.elapsed_s),
+            "ETA": "–" if batch.state in ENDED else duration(batch.eta_s),
+            "cost": dollars(batch.cost_usd),
+        }
+        table.add_row(*(cells[name] for name in shown))
     return table
+
+
+# The narrowest each column may be, so that a narrow terminal never cuts a state to "succeed…"
+# or squeezes the reasons to nothing; the other columns give way instead (COLUMNS_DROPPED).
+COLUMN_MIN_WIDTH = {"batch": 9, "state": 9, "firms done": 9, "failed (last reason)": 16}
+# Columns left out when the terminal is too narrow for all, the first first.
+COLUMNS_DROPPED = ("attempts", "elapsed", "cost", "firms/min", "ETA")
+
+
+def _columns_that_fit(columns: tuple[str, ...], width: int) -> tuple[str, ...]:
+    def needed(kept: tuple[str, ...]) -> int:  # each column's width and its borders and padding
+        return 1 + sum(max(COLUMN_MIN_WIDTH.get(name, 0), len(name)) + 3 for name in kept)
+
+    kept = columns
+    for name in COLUMNS_DROPPED:
+        if needed(kept) <= width:
+            break
+        kept = tuple(column for column in kept if column != name)
+    return kept
 
 
 def dollars(amount: float | None) -> str:
@@ -180,13 +216,16 @@ def _followers(snapshot: RunSnapshot) -> str:
     return ", then ".join(parts)
 
 
-def report_end(snapshot: RunSnapshot) -> int:
-    """Says how the run ended and returns the exit code: 0, or 3 when firms or batches failed."""
+def report_end(snapshot: RunSnapshot, store: Store) -> int:
+    """Says how the run ended and returns the exit code: 0, 3 when firms or batches failed, 5
+    when it was stopped before the end with nothing failed."""
     done = snapshot.count("succeeded")
+    how = "was stopped before the end" if snapshot.stopped else "ended"
+    with_topics = snapshot.firms_done - snapshot.firms_skipped  # a skipped firm is done, not mapped
     stderr.print(
-        f"run {snapshot.run_id} ended: {done} of {len(snapshot.batches)} batches succeeded; "
-        f"{snapshot.firms_done:,} of {snapshot.firms_total:,} firms done "
-        f"({snapshot.firms_skipped:,} skipped with a reason), {snapshot.firms_failed:,} failed",
+        f"run {snapshot.run_id} {how}: {done} of {plural(len(snapshot.batches), 'batch', 'batches')} "
+        f"succeeded; of {plural(snapshot.firms_total, 'firm')}, {with_topics:,} got topics, "
+        f"{snapshot.firms_skipped:,} were skipped with a reason, {snapshot.firms_failed:,} failed",
         highlight=False,
         style="green" if snapshot.succeeded else "yellow",
     )
@@ -202,7 +241,8 @@ def report_end(snapshot: RunSnapshot) -> int:
         )
     if not snapshot.succeeded and (snapshot.count("failed") or snapshot.count("stopped")):
         stderr.print(
-            f"  resubmit to go on (finished batches are skipped): ftm submit --quarter {quarter}",
+            "  resubmit to go on (finished batches are skipped): "
+            f"{store.command(f'submit --quarter {quarter}')}",
             highlight=False,
         )
     return snapshot.exit_code

@@ -276,12 +276,13 @@ def check_input(store: Store, quarter: Quarter, kind: Kind) -> None:
     if kind == "theme" and not store.exists(layout.themes(quarter)):
         raise UsageError(
             f"{quarter} has no themes yet ({store.uri(layout.themes(quarter))} does not exist): "
-            f"run `ftm reduce --quarter {quarter}` first, or name only the firm topics with --what topics"
+            f"run `{store.command(f'reduce --quarter {quarter}')}` first, or name only the firm topics "
+            "with --what topics"
         )
     if kind == "topic" and not _topic_parts(store, quarter):
         raise UsageError(
             f"{quarter} has no firm topics yet (nothing in {store.uri(layout.firm_topics_folder(quarter))}): "
-            f"run `ftm submit --quarter {quarter}` first"
+            f"run `{store.command(f'submit --quarter {quarter}')}` first"
         )
 
 
@@ -375,10 +376,11 @@ def _names_table(names: list[Name], quarter: Quarter, kind: Kind) -> pa.Table:
     return pa.table(
         {
             **_key_columns(kind, keys),
-            "quarter": [str(quarter)] * len(names),
-            "name": [name.name for name in names],
-            "description": [name.description for name in names],
-            "source": [name.source for name in names],
+            # Typed, since a quarter without themes has no names, and an empty list is of no type.
+            "quarter": pa.array([str(quarter)] * len(names), pa.string()),
+            "name": pa.array([name.name for name in names], pa.string()),
+            "description": pa.array([name.description for name in names], pa.string()),
+            "source": pa.array([name.source for name in names], pa.string()),
         }
     )
 

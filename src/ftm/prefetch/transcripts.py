@@ -10,22 +10,27 @@ byte-identical chunks. Memory holds one chunk at most, whatever the quarter's si
 
 from __future__ import annotations
 
+import difflib
+import re
+from collections import Counter
 from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from itertools import groupby
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from ftm import __version__, layout
 from ftm.errors import DataError, UsageError
-from ftm.prefetch.sources import Call, Source, open_source
+from ftm.prefetch.sources import DATE_FORMATS, Call, CallList, Source, open_source
 from ftm.prefetch.text import CallText, Preprocessor
 from ftm.quarters import Quarter
 from ftm.schemas import (
     SENTENCES,
     ChunkInfo,
+    InputProblem,
     PrefetchCheckpoint,
     PrefetchManifest,
     SkippedFirm,
@@ -60,6 +65,18 @@ class PrefetchSurvey:
     n_firms_with_permno: int
     n_components: int
     source: dict[str, Any]
+    n_records: int = 0
+    n_input_problems: int = 0
+    common_problems: list[ProblemKind] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ProblemKind:
+    """Input problems of one kind (their reasons alike but for quoted values and numbers)."""
+
+    count: int  # among the problems listed in full (the first MAX_LISTED_PROBLEMS)
+    where: str  # the first of them, as an example
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -86,7 +103,9 @@ def prefetch_quarter(
         store.delete(manifest_path)  # first, so a crash never leaves a manifest of old chunks
         store.delete_folder(layout.prefetch_folder(quarter))
     elif store.exists(manifest_path):
-        return PrefetchResult(read_manifest(store, quarter), already_done=True, resumed_at=0)
+        manifest = read_manifest(store, quarter)
+        _check_same_request(manifest, _request(settings, firms), store.uri(layout.prefetch_folder(quarter)))
+        return PrefetchResult(manifest, already_done=True, resumed_at=0)
 
     on_progress(PrefetchProgress("scanning"))
     own_source = source is None
@@ -94,7 +113,9 @@ def prefetch_quarter(
     preprocessor = Preprocessor(settings.preprocess)
     try:
         found = source.calls(quarter)
-        plan = _plan(found.calls, quarter, firms)
+        firms = _resolve_firms(found, quarter, firms)
+        plan = _plan(found, quarter, firms)
+        _check_problem_share(found, quarter, settings.prefetch.max_problem_share)
         plan_hash = content_hash(
             {
                 "quarter": str(quarter),
@@ -125,10 +146,14 @@ def prefetch_quarter(
             )
             on_progress(progress)
         writer.finish()
+        if not writer.checkpoint.firm_to_chunk:
+            # No manifest, and no checkpoint that a fixed input with the same calls would resume.
+            writer.clean_up()
+            raise DataError(_no_firm_left(quarter, writer.checkpoint.skipped_firms, found))
 
         manifest = PrefetchManifest(
             quarter=str(quarter),
-            source=found.description,
+            source={**found.description, **_request(settings, firms)},
             created_at=datetime.now(timezone.utc),
             ftm_version=__version__,
             n_firms=len(writer.checkpoint.firm_to_chunk),
@@ -237,7 +262,7 @@ def survey(
     source = source or _open_source(settings, on_progress)
     try:
         found = source.calls(quarter)
-        plan = _plan(found.calls, quarter, firms)
+        plan = _plan(found, quarter, _resolve_firms(found, quarter, firms))
         return PrefetchSurvey(
             quarter=str(quarter),
             n_calls=len(plan),
@@ -246,6 +271,9 @@ def survey(
             n_firms_with_permno=len({c.firm_id for c in plan if c.permno is not None}),
             n_components=source.count_components(plan),
             source=found.description,
+            n_records=found.n_records,
+            n_input_problems=found.n_problems,
+            common_problems=common_problems(found.problems),
         )
     finally:
         if own_source:
@@ -289,7 +317,10 @@ def read_manifest(store: Store, quarter: Quarter) -> PrefetchManifest:
     """The quarter's manifest, or a clear error if the quarter was never prefetched."""
     path = layout.prefetch_manifest(quarter)
     if not store.exists(path):
-        raise UsageError(f"{quarter} is not prefetched in {store.uri()}: run `ftm prefetch {quarter}` first")
+        raise UsageError(
+            f"{quarter} is not prefetched in {store.uri()}: "
+            f"run `{store.command(f'prefetch {quarter}')}` first"
+        )
     return PrefetchManifest.model_validate(store.read_json(path))
 
 
@@ -301,14 +332,135 @@ def _open_source(settings: FtmSettings, on_progress: Callable[[PrefetchProgress]
     )
 
 
-def _plan(calls: list[Call], quarter: Quarter, firms: Collection[str] | None) -> list[Call]:
+def common_problems(problems: list[InputProblem], most: int = 3) -> list[ProblemKind]:
+    """The most common kinds of problem, each with its first instance as an example."""
+    kinds: dict[str, list[InputProblem]] = {}
+    for problem in problems:
+        kinds.setdefault(_problem_kind(problem.reason), []).append(problem)
+    counted = Counter({kind: len(found) for kind, found in kinds.items()})
+    return [
+        ProblemKind(count, kinds[kind][0].where, kinds[kind][0].reason)
+        for kind, count in counted.most_common(most)
+    ]
+
+
+def _problem_kind(reason: str) -> str:
+    # "'1234.0' is not a GVKEY" and "'77.5' is not a GVKEY" are one kind; so are columns and bytes.
+    return re.sub(r"\d+", "N", re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", reason))
+
+
+def _describe_problems(kinds: list[ProblemKind]) -> str:
+    return "; ".join(f"{kind.count}× {kind.reason} (first at {kind.where})" for kind in kinds)
+
+
+def _check_problem_share(found: CallList, quarter: Quarter, most: float) -> None:
+    """Refuses an input most of whose records cannot be used: what is left is not the quarter."""
+    total = found.n_records or len(found.calls) + found.n_problems
+    if not found.n_problems or found.n_problems <= most * total:
+        return
+    raise DataError(
+        f"{found.n_problems:,} of the input's {total:,} records could not be used, more than "
+        f"prefetch.max_problem_share ({most:.0%}), so nothing of {quarter} was written. Most common: "
+        f"{_describe_problems(common_problems(found.problems))}. Fix the input and run the same "
+        "command, or raise prefetch.max_problem_share to keep what can be used"
+    )
+
+
+def _no_firm_left(quarter: Quarter, skipped: list[SkippedFirm], found: CallList) -> str:
+    reasons = Counter(skip.reason for skip in skipped)
+    shown = "; ".join(f"{count} firm(s): {reason}" for reason, count in reasons.most_common(3))
+    problems = (
+        f" The input also had {found.n_problems:,} unusable record(s): "
+        f"{_describe_problems(common_problems(found.problems))}."
+        if found.n_problems
+        else ""
+    )
+    return (
+        f"no firm of {quarter} has a usable sentence ({shown}), so no manifest was written.{problems} "
+        "Fix the input and run the same command"
+    )
+
+
+def _request(settings: FtmSettings, firms: Collection[str] | None) -> dict[str, Any]:
+    """What a prefetch was asked to read, as the manifest records it: the source, the input file
+    (resolved, so that a relative path names the same file from anywhere) and the firms."""
+    request: dict[str, Any] = {"kind": settings.source.kind}
+    if settings.source.kind == "files" and settings.source.path:
+        path = settings.source.path
+        request["path"] = path if path.startswith("s3://") else str(Path(path).expanduser().resolve())
+    request["firms"] = sorted(firms) if firms else None
+    return request
+
+
+def _check_same_request(manifest: PrefetchManifest, request: dict[str, Any], folder: str) -> None:
+    """Refuses to call a finished quarter done when this run asks for another input or firms.
+    A manifest of an earlier ftm, without `firms`, is compared on what it has."""
+    recorded = manifest.source
+
+    def same(key: str) -> bool:
+        if key == "firms":  # as the user may type them: `hmst` is the HMST recorded
+            folded = [sorted(firm.casefold() for firm in side[key] or []) for side in (recorded, request)]
+            return folded[0] == folded[1]
+        return recorded[key] == request[key]
+
+    differs = [key for key in request if key in recorded and not same(key)]
+    if not differs:
+        return
+
+    def said(source: dict[str, Any]) -> str:
+        firms = source.get("firms")
+        chosen = f"firms {','.join(firms)}" if firms else "all firms"
+        return f"{source.get('path') or source.get('kind')} ({chosen})"
+
+    raise UsageError(
+        f"{manifest.quarter} in {folder} was prefetched from {said(recorded)}, not from {said(request)}: "
+        "pass --overwrite to prefetch it again from this input, or another --root to keep both"
+    )
+
+
+def _resolve_firms(found: CallList, quarter: Quarter, firms: Collection[str] | None) -> list[str] | None:
+    """The firm ids of the input that `--firms` names. Tickers are matched whatever their case
+    (`hmst` is HMST) when that names one firm; an unknown one is refused with the close matches."""
+    if not firms or not found.calls:  # no calls at all: `_plan` says why
+        return sorted(firms) if firms else None
+    present = sorted({call.firm_id for call in found.calls})
+    by_fold: dict[str, list[str]] = {}
+    for firm in present:
+        by_fold.setdefault(firm.casefold(), []).append(firm)
+    resolved: set[str] = set()
+    unknown: list[str] = []
+    for firm in firms:
+        if firm in by_fold.get(firm.casefold(), ()):
+            resolved.add(firm)
+        elif len(by_fold.get(firm.casefold(), ())) == 1:
+            resolved.update(by_fold[firm.casefold()])
+        else:
+            unknown.append(firm)
+    if unknown:
+        upper = {firm.upper(): firm for firm in present}
+        hints = []
+        for firm in sorted(unknown):
+            close = by_fold.get(firm.casefold()) or [
+                upper[match] for match in difflib.get_close_matches(firm.upper(), list(upper), n=3)
+            ]
+            if close:
+                hints.append(f"{firm}: did you mean {' or '.join(close)}?")
+        hint = f" ({'; '.join(hints)})" if hints else ""
+        raise UsageError(f"no calls in {quarter} for firm(s) {', '.join(sorted(unknown))}{hint}")
+    return sorted(resolved)
+
+
+def _plan(found: CallList, quarter: Quarter, firms: Collection[str] | None) -> list[Call]:
     """The calls to process, sorted by firm, then date, then transcript id: a stable order."""
+    calls = found.calls
+    if not calls and found.n_unreadable_dates:
+        raise UsageError(
+            f"no call of the input could be placed in {quarter}: {found.n_unreadable_dates:,} call "
+            f"date(s) or fiscal_quarter label(s) could not be read, such as {found.unreadable_date}. "
+            f"Accepted: {DATE_FORMATS}"
+        )
     if firms:
         wanted = set(firms)
-        present = {call.firm_id for call in calls}
-        unknown = sorted(wanted - present)
-        if unknown:
-            raise UsageError(f"no calls in {quarter} for firm(s) {', '.join(unknown)}")
         calls = [call for call in calls if call.firm_id in wanted]
     if not calls:
         raise DataError(

@@ -91,7 +91,7 @@ def read_sentences(
     if pc.count_distinct(ids).as_py() != len(ids):
         raise DataError(
             f"the map of {quarter} stored some sentences twice (overlapping parts in the checkpoints): "
-            f"run `ftm submit --quarter {quarter} --new` to map it again"
+            f"run `{store.command(f'submit --quarter {quarter} --new')}` to map it again"
         )
     embeddings: np.ndarray | None = None
     start = 0
@@ -106,7 +106,7 @@ def read_sentences(
             raise DataError(
                 f"{store.uri(path)}: embeddings have {size} dimensions, earlier parts "
                 f"{embeddings.shape[1]}: the quarter was mapped with two embedding models; run "
-                f"`ftm submit --quarter {quarter} --new`"
+                f"`{store.command(f'submit --quarter {quarter} --new')}`"
             )
         rows = len(column)
         embeddings[place[start : start + rows]] = (
@@ -123,7 +123,7 @@ def read_sentences(
     if missing:
         raise DataError(
             f"{missing} sentence(s) the map embedded are not in the prefetch of {quarter}: the map and "
-            f"the prefetch disagree; run `ftm submit --quarter {quarter} --new`"
+            f"the prefetch disagree; run `{store.command(f'submit --quarter {quarter} --new')}`"
         )
     return QuarterSentences(
         firm_ids=firm_ids,

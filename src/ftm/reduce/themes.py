@@ -48,10 +48,20 @@ from ftm.plan import read_plan
 from ftm.prefetch import distinct_keywords, read_manifest
 from ftm.quarters import Quarter
 from ftm.reduce import clustering
+from ftm.reduce.coverage import firms_table
 from ftm.reduce.kinds import Kind, evenness, kind_of, load_ordinary_language
 from ftm.reduce.sentences import QuarterSentences, read_sentences, texts_of
 from ftm.reduce.vocabulary import Vocabulary, count_terms
-from ftm.schemas import FIRM_THEME_EXPOSURE, FIRM_TOPICS, THEME_SENTENCES, THEME_TOPICS, THEMES, centroid_type
+from ftm.schemas import (
+    FIRM_THEME_EXPOSURE,
+    FIRM_TOPICS,
+    FIRMS,
+    THEME_SENTENCES,
+    THEME_TOPICS,
+    THEMES,
+    centroid_type,
+    pandas_integers,
+)
 from ftm.settings import FtmSettings, ReduceSettings
 from ftm.storage import Store
 
@@ -134,7 +144,7 @@ def map_state(store: Store, quarter: Quarter) -> MapState:
     if batches is None:
         raise UsageError(
             f"{quarter} has no firm topics in {store.uri()} (no batch plan): "
-            f"run `ftm submit --quarter {quarter}` first"
+            f"run `{store.command(f'submit --quarter {quarter}')}` first"
         )
     missing, unfinished, parts, embeddings, without = [], [], [], [], []
     failed = 0
@@ -167,14 +177,15 @@ def reduce_quarter(
     if not state.complete and not allow_partial:
         raise UsageError(
             f"the map of {quarter} is incomplete: of {state.n_batches} batches, {state.describe()}. "
-            f"Run `ftm submit --quarter {quarter}` to finish it (`ftm watch` shows why batches "
+            f"Run `{store.command(f'submit --quarter {quarter}')}` to finish it (`{store.command('watch')}` "
+            "shows why batches "
             "stopped), or pass --allow-partial to reduce the batches done so far."
         )
     if state.without_embeddings:
         raise UsageError(
             f"{quarter} was mapped by an ftm that did not store sentence embeddings "
             f"({_listed(state.without_embeddings)}), which the reduce needs: run "
-            f"`ftm submit --quarter {quarter} --new` to map it again"
+            f"`{store.command(f'submit --quarter {quarter} --new')}` to map it again"
         )
     manifest = read_manifest(store, quarter)
     sentences = read_sentences(
@@ -187,7 +198,7 @@ def reduce_quarter(
     if sentences.n == 0 and not state.complete:
         raise UsageError(
             f"no batch of {quarter} has written sentences yet ({state.describe()}): "
-            f"run `ftm submit --quarter {quarter}` and let it finish"
+            f"run `{store.command(f'submit --quarter {quarter}')}` and let it finish"
         )
     if sentences.n == 0:
         raise DataError(
@@ -215,8 +226,12 @@ def reduce_quarter(
         "theme_sentences": tables.theme_sentences_table(),
         "theme_topics": tables.theme_topics,
         "firm_theme_exposure": tables.exposure_table(),
-        "themes": tables.themes_table(manifest),
     }
+    exposed = pc.value_counts(built["firm_theme_exposure"].column("firm_id")).to_pylist()
+    themes_of_firm = {item["values"]: item["counts"] for item in exposed}
+    n_themes = np.array([themes_of_firm.get(firm, 0) for firm in sentences.firm_ids], dtype=np.int64)
+    built["firms"] = firms_table(store, quarter, manifest, sentences, n_themes, tables.integer_metadata)
+    built["themes"] = tables.themes_table(manifest)
     on_progress(ReduceProgress("writing", 0, len(built)))
     files = _write(store, quarter, built, tables.schemas())
     on_progress(ReduceProgress("done", len(built), len(built)))
@@ -428,6 +443,8 @@ class _Tables:
         self.themes = themes
         self.config = config
         self.metadata = {METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()}
+        # Tables with a PERMNO: pandas reads it as Int64, not as float where a firm has none.
+        self.integer_metadata = {**self.metadata, **pandas_integers("permno")}
         self.dimensions = sentences.embeddings.shape[1]
         members = themes.members
         self.bounds = np.searchsorted(members.theme, np.arange(themes.n + 1))
@@ -451,6 +468,7 @@ class _Tables:
             "theme_sentences": THEME_SENTENCES,
             "theme_topics": THEME_TOPICS,
             "firm_theme_exposure": FIRM_THEME_EXPOSURE,
+            "firms": FIRMS,
         }
 
     def theme_sentences_table(self) -> pa.Table:
@@ -491,7 +509,7 @@ class _Tables:
             "n_sentences": pa.array(counts.astype(np.int32), pa.int32()),
             "share": pa.array(shares, pa.float64()),
         }
-        return pa.table(columns, schema=FIRM_THEME_EXPOSURE.with_metadata(self.metadata))
+        return pa.table(columns, schema=FIRM_THEME_EXPOSURE.with_metadata(self.integer_metadata))
 
     def _theme_topics(self, part_files: list[str]) -> tuple[pa.Table, np.ndarray]:
         """theme_topics and each theme's number of topics. A firm topic belongs to the theme that
@@ -652,15 +670,16 @@ def _write(
     store: Store, quarter: Quarter, tables: dict[str, pa.Table], schemas: dict[str, pa.Schema]
 ) -> dict[str, str]:
     """themes.parquet last, and the old one removed first: whoever finds a themes.parquet (`ftm
-    name`) finds the theme_sentences, theme_topics and exposure of the same run beside it."""
+    name`) finds the theme_sentences, theme_topics, exposure and firms of the same run beside it."""
     paths = {
         "theme_sentences": layout.theme_sentences(quarter),
         "theme_topics": layout.theme_topics(quarter),
         "firm_theme_exposure": layout.firm_theme_exposure(quarter),
+        "firms": layout.theme_firms(quarter),
         "themes": layout.themes(quarter),
     }
     store.delete(paths["themes"])
-    for name in ("theme_sentences", "theme_topics", "firm_theme_exposure", "themes"):
+    for name in ("theme_sentences", "theme_topics", "firm_theme_exposure", "firms", "themes"):
         store.write_table(paths[name], tables[name], schemas[name])
     return paths
 

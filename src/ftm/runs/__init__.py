@@ -3,9 +3,10 @@ state of a run, batch by batch, for `ftm watch`. Start with `record.py` (submitt
 `state.py` computes what `watch` shows."""
 
 from ftm.runs.record import Submission, prepare_submission, read_run, running_run, start_submission
-from ftm.runs.state import BatchView, RunObserver, RunSnapshot
+from ftm.runs.state import ENDED, BatchView, RunObserver, RunSnapshot
 
 __all__ = [
+    "ENDED",
     "BatchView",
     "RunObserver",
     "RunSnapshot",

@@ -97,7 +97,8 @@ def start_submission(
     if running is not None:
         raise UsageError(
             f"run {running.run_id} of {submission.quarter} is still going: follow it with "
-            f"`ftm watch {running.run_id}`, or stop it before submitting again"
+            f"`{Store.from_settings(settings.storage).command(f'watch {running.run_id}')}`, or stop it "
+            "before submitting again"
         )
     store = Store.from_settings(settings.storage)
     quarter = submission.quarter
@@ -167,7 +168,9 @@ def read_run(store: Store, run_id: str | None) -> RunRecord:
     if run_id is None:
         run = latest_run(store)
         if run is None:
-            raise UsageError(f"no runs in {store.uri()}: start one with `ftm submit --quarter 2023Q1`")
+            raise UsageError(
+                f"no runs in {store.uri()}: start one with `{store.command('submit --quarter 2023Q1')}`"
+            )
         return run
     path = layout.run_record(run_id)
     if not store.exists(path):

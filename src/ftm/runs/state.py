@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, Literal, get_args
 
 from ftm.backends import Backend, BackendStatus, JobStatus
+from ftm.errors import PartialFailure, RunStopped
 from ftm.map import records
 from ftm.plan import read_plan
 from ftm.quarters import Quarter
@@ -44,6 +45,8 @@ class BatchView:
     message: str | None  # why a batch failed, stopped, waits or is retried
     heartbeat_age_s: float | None
     cost_usd: float | None = None  # instance time so far × its price, where the backend knows
+    # Stopped because the backend is gone before its worker ever ran: not a stop anyone asked for.
+    never_started: bool = False
 
     @property
     def firms_left(self) -> int:
@@ -107,8 +110,23 @@ class RunSnapshot:
         return batches_ok and followers_ok and self.firms_failed == 0
 
     @property
+    def stopped(self) -> bool:
+        """Stopped before the end (Ctrl-C, `ftm cancel`) with nothing failed: not a failure. A
+        worker must have said so: batches that never started because the backend ended their jobs
+        without running them (an image that never ran ftm) are a failure of the run."""
+        failed = (
+            self.firms_failed
+            or self.count("failed")
+            or any(job.state == "failed" for job in self.followers.values())
+        )
+        asked = any(batch.state == "stopped" and not batch.never_started for batch in self.batches)
+        return not self.succeeded and not failed and asked
+
+    @property
     def exit_code(self) -> int:
-        return 0 if self.succeeded else 3
+        if self.succeeded:
+            return 0
+        return RunStopped.exit_code if self.stopped else PartialFailure.exit_code
 
     def to_json(self) -> dict[str, Any]:
         def plain(value: Any) -> Any:
@@ -273,4 +291,9 @@ def _state(
 
 
 def _stopped(view: BatchView) -> BatchView:
-    return replace(view, state="stopped", message=view.message or "not started: the run stopped before it")
+    return replace(
+        view,
+        state="stopped",
+        message=view.message or "not started: the run stopped before it",
+        never_started=True,
+    )

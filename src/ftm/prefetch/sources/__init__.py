@@ -16,6 +16,9 @@ from ftm.settings import SourceSettings, StorageSettings
 # The manifest lists this many input problems in full and counts the rest.
 MAX_LISTED_PROBLEMS = 200
 
+# What a call's date and label may look like in files; said when none can be read.
+DATE_FORMATS = "call_date as an ISO date (2016-11-14, or 2016-11-14T09:30:00), fiscal_quarter as 2016Q4"
+
 # How each role label of a source maps to `speaker_type`; anything else is "unknown".
 SPEAKER_TYPE_OF_ROLE = {
     "presenter": "presenter",
@@ -64,6 +67,11 @@ class CallList:
     description: dict[str, Any]  # goes in the manifest: kind, path, rules used, counts
     problems: list[InputProblem] = field(default_factory=list)
     n_problems: int = 0
+    n_records: int = 0  # records read, usable or not: what the share of problems is of
+    # Calls whose date or fiscal_quarter label could not be read, with the first as an example:
+    # when no call is left, that is the likely reason, not an empty quarter.
+    n_unreadable_dates: int = 0
+    unreadable_date: str | None = None
 
 
 class Source(Protocol):

@@ -17,6 +17,7 @@ import gzip
 import io
 import json
 import os
+import re
 import sys
 import tempfile
 import zlib
@@ -35,6 +36,9 @@ from ftm.schemas import InputProblem
 from ftm.settings import SourceSettings, StorageSettings
 
 CSV_REQUIRED = ("transcript_id", "order", "text")
+
+# A GVKEY as pandas writes a column with gaps in it: 1234.0 (float), which is still 001234.
+_INTEGRAL = re.compile(r"(\d+)(?:\.0*)?")
 
 
 class _ComponentIn(BaseModel):
@@ -70,9 +74,10 @@ class _CallIn(BaseModel):
         if value in (None, ""):
             return None
         text = str(value).strip()
-        if not text.isdigit() or len(text) > 6:
+        integral = _INTEGRAL.fullmatch(text)
+        if integral is None or len(integral.group(1)) > 6:
             raise ValueError(f"{value!r} is not a GVKEY (up to six digits)")
-        return text.zfill(6)
+        return integral.group(1).zfill(6)
 
 
 class FilesSource:
@@ -133,7 +138,15 @@ class FilesSource:
                 "end": quarter.end.isoformat(),
                 "half_open": True,
             }
-        return CallList(list(scan.calls.values()), description, scan.problems, scan.n_problems)
+        return CallList(
+            list(scan.calls.values()),
+            description,
+            scan.problems,
+            scan.n_problems,
+            n_records=scan.n_records,
+            n_unreadable_dates=scan.n_unreadable_dates,
+            unreadable_date=scan.unreadable_date,
+        )
 
     def components(self, calls: Sequence[Call]) -> Iterator[tuple[Call, list[Component]]]:
         for call in calls:
@@ -241,7 +254,7 @@ class FilesSource:
         try:
             call_date = _date(record.get("call_date"))
         except ValueError:
-            scan.problem(where, f"call_date {record.get('call_date')!r} is not an ISO date")
+            scan.unreadable(where, f"call_date {record.get('call_date')!r} is not an ISO date")
             return None
         label = str(record.get("fiscal_quarter") or "").strip() or None
         placed_by = scan.placed_by(call_date, label, where)
@@ -272,11 +285,20 @@ class _Scan:
         self.n_problems = 0
         self.n_records = 0
         self.n_unplaced = 0
+        self.n_unreadable_dates = 0
+        self.unreadable_date: str | None = None
 
     def problem(self, where: str, reason: str) -> None:
         self.n_problems += 1
         if len(self.problems) < MAX_LISTED_PROBLEMS:
             self.problems.append(InputProblem(where=where, reason=reason))
+
+    def unreadable(self, where: str, reason: str) -> None:
+        """A date or label that cannot be read: a problem, counted apart (see `CallList`)."""
+        self.problem(where, reason)
+        self.n_unreadable_dates += 1
+        if self.unreadable_date is None:
+            self.unreadable_date = f"{where}: {reason}"
 
     def placed_by(self, call_date: date | None, label: str | None, where: str) -> str | None:
         """The rule that puts a call in this quarter ("call_date" or "fiscal_quarter"), or None."""
@@ -286,7 +308,7 @@ class _Scan:
             try:
                 quarter = Quarter.parse(label)
             except UsageError:
-                self.problem(where, f"fiscal_quarter {label!r} is not a quarter like 2020Q4")
+                self.unreadable(where, f"fiscal_quarter {label!r} is not a quarter like 2020Q4")
                 return None
             return "fiscal_quarter" if quarter == self.quarter else None
         self.n_unplaced += 1

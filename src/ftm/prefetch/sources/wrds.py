@@ -106,7 +106,9 @@ class WrdsSource:
             "n_firms_without_permno": len(firms - {c.firm_id for c in found if c.permno is not None}),
             "n_calls_dropped_unlinked": len(found) - len(calls),
         }
-        return CallList(calls, description, problems[:MAX_LISTED_PROBLEMS], len(problems))
+        return CallList(
+            calls, description, problems[:MAX_LISTED_PROBLEMS], len(problems), n_records=len(frame)
+        )
 
     def components(self, calls: Sequence[Call]) -> Iterator[tuple[Call, list[Component]]]:
         size = self.settings.transcripts_per_query
