@@ -284,7 +284,8 @@ def test_a_range_of_three_quarters_is_prefetched_over_exactly_one_connection(
         assert store.exists(layout.prefetch_manifest(quarter))
         chunk = store.read_table(layout.prefetch_chunk(quarter, 0), SENTENCES)
         assert set(chunk.column("quarter").to_pylist()) == {str(quarter)}
-    again = prefetch_quarters(settings, quarters)
+    # The same command again (another --firms would be refused: the quarters record theirs).
+    again = prefetch_quarters(settings, quarters, firms=[*outside.values(), *inside])
     assert all(r.already_done for r in again) and counter.count == 1  # done quarters never connect
     # A dry run of the range: one connection more, and the same calls.
     found = survey_quarters(settings, quarters, firms=[*outside.values(), *inside])

@@ -211,7 +211,11 @@ def prefetch_quarters(
     source = open_source(settings.source, notify=notify, storage=settings.storage)
     results = []
     try:
-        wanted = _firms_by_quarter(source, quarters, firms) if firms else {}
+        wanted = (
+            _firms_by_quarter(source, quarters, firms, _recorded_firms(settings, quarters, overwrite))
+            if firms
+            else {}
+        )
         for quarter in quarters:
             current[:] = [quarter]
             results.append(
@@ -229,12 +233,37 @@ def prefetch_quarters(
     return results
 
 
-def _firms_by_quarter(
-    source: Source, quarters: list[Quarter], firms: Collection[str]
+def _recorded_firms(
+    settings: FtmSettings, quarters: list[Quarter], overwrite: bool
 ) -> dict[Quarter, list[str]]:
-    """The listed firms each quarter has calls of (from the calls' metadata, no text)."""
+    """The firms each finished quarter was prefetched for, as its manifest records them: a finished
+    quarter is not asked of the source again, so a range already prefetched never connects."""
+    if overwrite:
+        return {}
+    store = Store.from_settings(settings.storage)
+    recorded = {}
+    for quarter in quarters:
+        if store.exists(layout.prefetch_manifest(quarter)):
+            firms = read_manifest(store, quarter).source.get("firms")
+            if firms:  # one prefetched for all firms is refused by its own check, with its reason
+                recorded[quarter] = list(firms)
+    return recorded
+
+
+def _firms_by_quarter(
+    source: Source,
+    quarters: list[Quarter],
+    firms: Collection[str],
+    recorded: dict[Quarter, list[str]] | None = None,
+) -> dict[Quarter, list[str]]:
+    """The listed firms each quarter has calls of (from the calls' metadata, no text), or, for a
+    finished quarter, those its manifest records (`recorded`)."""
     wanted = set(firms)
-    found = {q: sorted(wanted & {c.firm_id for c in source.calls(q).calls}) for q in quarters}
+    recorded = recorded or {}
+    found = {
+        q: recorded[q] if q in recorded else sorted(wanted & {c.firm_id for c in source.calls(q).calls})
+        for q in quarters
+    }
     unknown = sorted(wanted - {firm for present in found.values() for firm in present})
     if unknown:
         raise UsageError(f"no calls in {', '.join(map(str, quarters))} for firm(s) {', '.join(unknown)}")
