@@ -23,6 +23,20 @@ RootOption = Annotated[
     typer.Option("--root", help="Storage root: a folder or s3://bucket/prefix.", show_default=False),
 ]
 
+# Where a prefetch reads transcripts (prefetch, run).
+SourceOption = Annotated[
+    str | None, typer.Option("--source", help="Where transcripts come from: wrds (the default) or files.")
+]
+InputOption = Annotated[
+    str | None,
+    typer.Option(
+        "--input",
+        help="A .jsonl(.gz) or .csv(.gz) file of transcripts, a path or s3://…; implies --source files.",
+        show_default=False,
+    ),
+]
+FormatOption = Annotated[str | None, typer.Option("--format", help="Files source: auto, jsonl or csv.")]
+
 # The run a command is about (watch, cancel): default the latest.
 RunIdArgument = Annotated[
     str | None,

@@ -18,7 +18,17 @@ from rich.progress import (
 )
 
 from ftm import layout
-from ftm.commands import ProgressDisplay, RootOption, plural, print_json, settings_from, stderr
+from ftm.commands import (
+    FormatOption,
+    InputOption,
+    ProgressDisplay,
+    RootOption,
+    SourceOption,
+    plural,
+    print_json,
+    settings_from,
+    stderr,
+)
 from ftm.commands.batch_job import BackendOption, DetachOption, run_as_job, wants_batch
 from ftm.errors import UsageError
 from ftm.prefetch import (
@@ -69,20 +79,9 @@ def prefetch(
             show_default=False,
         ),
     ],
-    source: Annotated[
-        str | None, typer.Option("--source", help="Where transcripts come from: wrds (the default) or files.")
-    ] = None,
-    input_path: Annotated[
-        str | None,
-        typer.Option(
-            "--input",
-            help="A .jsonl(.gz) or .csv(.gz) file of transcripts, a path or s3://…; implies --source files.",
-            show_default=False,
-        ),
-    ] = None,
-    input_format: Annotated[
-        str | None, typer.Option("--format", help="Files source: auto, jsonl or csv.")
-    ] = None,
+    source: SourceOption = None,
+    input_path: InputOption = None,
+    input_format: FormatOption = None,
     root: RootOption = None,
     firms: Annotated[
         list[str] | None,

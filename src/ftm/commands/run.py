@@ -8,7 +8,7 @@ import typer
 
 from ftm import layout
 from ftm.backends.aws_batch import AwsBatchBackend, name_command, name_kind
-from ftm.commands import RootOption, settings_from, stderr
+from ftm.commands import FormatOption, InputOption, RootOption, SourceOption, settings_from, stderr
 from ftm.commands.batch_job import wants_batch
 from ftm.commands.name import name
 from ftm.commands.prefetch import prefetch
@@ -48,20 +48,9 @@ def run(
             show_default=False,
         ),
     ],
-    source: Annotated[
-        str | None, typer.Option("--source", help="Where transcripts come from: wrds (the default) or files.")
-    ] = None,
-    input_path: Annotated[
-        str | None,
-        typer.Option(
-            "--input",
-            help="A .jsonl(.gz) or .csv(.gz) file of transcripts, a path or s3://…; implies --source files.",
-            show_default=False,
-        ),
-    ] = None,
-    input_format: Annotated[
-        str | None, typer.Option("--format", help="Files source: auto, jsonl or csv.")
-    ] = None,
+    source: SourceOption = None,
+    input_path: InputOption = None,
+    input_format: FormatOption = None,
     firms: Annotated[
         list[str] | None,
         typer.Option("--firms", help="Only these firm ids (comma-separated, or repeat the option)."),
