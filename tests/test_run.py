@@ -5,6 +5,7 @@ whole process group, workers included) and run again, which must end with identi
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -102,3 +103,35 @@ def test_a_run_killed_with_sigkill_then_run_again_ends_with_identical_files(
 def test_a_run_over_a_reversed_range_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["run", "2016Q4..2016Q3", "--root", str(tmp_path)]) == 2
     assert "reversed" in capsys.readouterr().err and not any(tmp_path.iterdir())
+
+
+def test_watch_over_the_range_shows_each_quarters_latest_run_ended(
+    finished: dict[str, Any], capsys: pytest.CaptureFixture
+) -> None:
+    root = str(finished["root"])
+    capsys.readouterr()
+    assert main(["watch", RANGE, "--root", root, "--json"]) == 0
+    snapshot = json.loads(capsys.readouterr().out)
+    assert snapshot["quarters"] == [str(q) for q in QUARTERS] and snapshot["ended"]
+    assert snapshot["exit_code"] == 0
+    for entry, quarter in zip(snapshot["runs"], QUARTERS, strict=True):
+        run = entry["run"]
+        assert entry["quarter"] == str(quarter) and run["quarter"] == str(quarter)
+        assert run["ended"] and run["totals"]["firms_done"] == N_FIRMS
+    # Without a terminal: a line per quarter, then how the range ended; a quarter with no run is
+    # shown as such and does not keep the watch waiting.
+    assert main(["watch", "2016Q2..2016Q4", "--root", root, "--interval", "0.2"]) == 0
+    err = capsys.readouterr().err
+    assert "2016Q2 not submitted" in err
+    for quarter in QUARTERS:
+        assert f"{quarter} run {quarter}-" in err
+    assert "not submitted: 2016Q2" in err
+
+
+def test_watch_over_a_range_with_no_runs_says_how_to_start_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["watch", "2016Q3..2016Q4", "--root", str(tmp_path)]) == 2
+    assert "ftm run 2016Q3..2016Q4" in capsys.readouterr().err
+    assert main(["watch", "2016Q4..2016Q3", "--root", str(tmp_path)]) == 2
+    assert "reversed" in capsys.readouterr().err

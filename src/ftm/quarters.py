@@ -29,6 +29,11 @@ class Quarter:
             )
         return cls(int(match[1]), int(match[2]))
 
+    @staticmethod
+    def is_label(text: str) -> bool:
+        """Whether `text` is one quarter's label, as `parse` reads it."""
+        return _LABEL.fullmatch(text.strip()) is not None
+
     @classmethod
     def of(cls, day: date) -> Quarter:
         return cls(day.year, (day.month - 1) // 3 + 1)

@@ -12,10 +12,12 @@ from rich.table import Table
 from rich.text import Text
 
 from ftm import layout
-from ftm.backends import open_backend
-from ftm.commands import RootOption, RunIdArgument, plural, print_json, settings_from, stderr
-from ftm.quarters import Quarter
-from ftm.runs import ENDED, BatchView, RunObserver, RunSnapshot, read_run
+from ftm.backends import Backend, open_backend
+from ftm.commands import RootOption, plural, print_json, settings_from, stderr
+from ftm.errors import UsageError
+from ftm.quarters import RANGE_SEPARATOR, Quarter, parse_quarters, quarters_label
+from ftm.runs import ENDED, BatchView, RangeObserver, RangeSnapshot, RunObserver, RunSnapshot, read_run
+from ftm.settings import FtmSettings
 from ftm.storage import Store
 
 POLL_S = 2.0
@@ -43,6 +45,9 @@ Examples:
   # one snapshot as JSON, then exit
   ftm watch --json | jq '.totals'
 
+  # a range, a row per quarter (each one's latest run)
+  ftm watch 2020Q1..2021Q4
+
 Ends by itself when the run ends: exit 0 if every firm got topics or was skipped with a
 reason, 3 if some firms or batches failed, 5 if the run was stopped (Ctrl-C in `ftm submit`,
 `ftm cancel`) with none failed. Ctrl-C stops watching; the run goes on.
@@ -51,7 +56,15 @@ reason, 3 if some firms or batches failed, 5 if the run was stopped (Ctrl-C in `
 
 def watch(
     ctx: typer.Context,
-    run_id: RunIdArgument = None,
+    target: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[RUN_ID|QUARTERS]",
+            help="The run, as `ftm submit` printed it (default: the latest run); or quarters "
+            "(2020Q1..2021Q4, 2020Q1,2020Q3): each quarter's latest run, a row per quarter.",
+            show_default=False,
+        ),
+    ] = None,
     root: RootOption = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one snapshot of the run as JSON to stdout and exit.")
@@ -70,12 +83,18 @@ def watch(
 
     One row per batch: state (pending, running, succeeded, failed, retrying, stopped), firms
     done of the batch's firms, failed firms with the last reason, attempts, firms per minute,
-    elapsed time and ETA; the footer holds the totals and the run's ETA. Without a terminal,
+    elapsed time and ETA; the footer holds the totals and the run's ETA. Given quarters, one
+    row per quarter instead, until every submitted quarter's run has ended. Without a terminal,
     one line per change.
     """
     settings = settings_from(ctx, storage__root=root)
     store = Store.from_settings(settings.storage)
-    run = read_run(store, run_id)
+    if target is not None and _names_quarters(target):
+        code = watch_quarters(settings, store, parse_quarters(target), as_json, interval)
+        if code:
+            raise typer.Exit(code)
+        return
+    run = read_run(store, target)
     observer = RunObserver(store, run, open_backend(run.backend, settings))
     if as_json:
         print_json(observer.snapshot().to_json())
@@ -296,3 +315,125 @@ class _PlainLines:
                 self.seen[what] = key
                 reason = f" ({job.reason})" if job.reason else ""
                 stderr.print(f"{what} {job.state}{reason}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _names_quarters(target: str) -> bool:
+    """Whether `watch`'s argument is quarters rather than a run id ("2023Q1-20240105T101500Z-3f2a"
+    begins with its quarter, so a quarter alone, a range or a list decides)."""
+    return RANGE_SEPARATOR in target or "," in target or Quarter.is_label(target)
+
+
+def watch_quarters(
+    settings: FtmSettings, store: Store, quarters: list[Quarter], as_json: bool, interval: float | None
+) -> int:
+    """`ftm watch QUARTERS`: each quarter's latest run, a row per quarter; returns the exit code."""
+    backends: dict[str, Backend] = {}
+
+    def backend_for(name: str) -> Backend:  # one backend per kind, shared by the quarters' runs
+        if name not in backends:
+            backends[name] = open_backend(name, settings)
+        return backends[name]
+
+    observer = RangeObserver(store, quarters, backend_for)
+    snapshot = observer.snapshot()
+    label = quarters_label(quarters)
+    if as_json:
+        print_json(snapshot.to_json())
+        return 0
+    if all(run is None for run in snapshot.runs):
+        raise UsageError(
+            f"no runs of {label} in {store.uri()}: start one with `{store.command(f'run {label}')}`"
+        )
+    batch = any(run is not None and run.backend == "batch" for run in snapshot.runs)
+    pause = interval or (BATCH_POLL_S if batch else POLL_S)
+    try:
+        if stderr.is_terminal:
+            with Live(render_range(snapshot), console=stderr, refresh_per_second=4) as live:
+                while not snapshot.ended:
+                    time.sleep(pause)
+                    snapshot = observer.snapshot()
+                    live.update(render_range(snapshot))
+        else:
+            seen: dict[str, str] = {}
+            _range_lines(snapshot, seen)
+            while not snapshot.ended:
+                time.sleep(pause)
+                snapshot = observer.snapshot()
+                _range_lines(snapshot, seen)
+    except KeyboardInterrupt:
+        stderr.print(
+            f"stopped watching; the runs go on. Again: {store.command(f'watch {label}')}", highlight=False
+        )
+        return 0
+    waiting = [str(q) for q, run in zip(snapshot.quarters, snapshot.runs, strict=True) if run is None]
+    stderr.print(
+        f"{label}: every submitted quarter's run has ended"
+        + (f"; not submitted: {', '.join(waiting)}" if waiting else "")
+        + (
+            ""
+            if snapshot.exit_code == 0
+            else f"; `{store.command('watch RUN_ID')}` shows a quarter's batches"
+        ),
+        highlight=False,
+        style="green" if snapshot.exit_code == 0 and not waiting else "yellow",
+    )
+    return snapshot.exit_code
+
+
+RANGE_COLUMNS = ("quarter", "run", "state", "firms done", "failed", "firms/min", "ETA")
+
+
+def render_range(snapshot: RangeSnapshot) -> Table:
+    """Each quarter of a range as one row: its latest run's batch states and what follows them."""
+    costs = any(run is not None and run.cost_usd is not None for run in snapshot.runs)
+    table = Table(
+        title=f"quarters {quarters_label(snapshot.quarters)}",
+        caption="ended"
+        if snapshot.ended
+        else f"updated {snapshot.taken_at:%H:%M:%S} UTC · {CTRL_C_DETACHES}",
+        expand=False,
+    )
+    for name in RANGE_COLUMNS + (("cost",) if costs else ()):
+        table.add_column(
+            name, justify="right" if name in ("firms done", "failed", "firms/min", "ETA", "cost") else "left"
+        )
+    for quarter, run in zip(snapshot.quarters, snapshot.runs, strict=True):
+        if run is None:
+            table.add_row(
+                str(quarter), "–", Text("not submitted", style="dim"), *[""] * (len(table.columns) - 3)
+            )
+            continue
+        cells = [
+            str(quarter),
+            escape(run.run_id),
+            Text(_run_state(run)),
+            f"{run.firms_done:,}/{run.firms_total:,}",
+            f"{run.firms_failed:,}",
+            "–" if run.ended else f"{run.rate_per_min:.1f}",
+            "–" if run.ended else duration(run.eta_s),
+        ]
+        if costs:
+            cells.append(dollars(run.cost_usd))
+        table.add_row(*cells)
+    return table
+
+
+def _run_state(run: RunSnapshot) -> str:
+    """'2 succeeded, 1 running; then reduce: queued': a run's batch states and its followers'."""
+    states = ", ".join(f"{run.count(state)} {state}" for state in STATE_STYLES if run.count(state))  # type: ignore[arg-type]
+    return f"{states}; then {_followers(run)}" if run.followers else states
+
+
+def _range_lines(snapshot: RangeSnapshot, seen: dict[str, str]) -> None:
+    """One line per quarter whose run changed, for logs and pipes."""
+    for quarter, run in zip(snapshot.quarters, snapshot.runs, strict=True):
+        if run is None:
+            line = f"{quarter} not submitted"
+        else:
+            line = (
+                f"{quarter} run {run.run_id}: {_run_state(run)}; "
+                f"{run.firms_done:,}/{run.firms_total:,} firms done, {run.firms_failed:,} failed" + ("" if run.ended else f", ETA {duration(run.eta_s)}")
+            )
+        if seen.get(str(quarter)) != line:
+            seen[str(quarter)] = line
+            stderr.print(line, highlight=False, markup=False, soft_wrap=True)

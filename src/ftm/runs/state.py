@@ -10,6 +10,7 @@ one small read per unfinished batch, none for a batch once it succeeded.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal, get_args
@@ -297,3 +298,69 @@ def _stopped(view: BatchView) -> BatchView:
         message=view.message or "not started: the run stopped before it",
         never_started=True,
     )
+
+
+@dataclass(frozen=True)
+class RangeSnapshot:
+    """Each quarter's latest run at one moment, as `ftm watch RANGE` shows them: None for a
+    quarter with no run yet (`ftm run` on this machine submits the quarters one after another)."""
+
+    quarters: list[Quarter]
+    runs: list[RunSnapshot | None]
+    taken_at: datetime
+
+    @property
+    def ended(self) -> bool:
+        """No submitted quarter's run goes on: a quarter not submitted yet does not keep a watch
+        waiting, since nothing says it ever will be."""
+        return all(run is None or run.ended for run in self.runs)
+
+    @property
+    def exit_code(self) -> int:
+        """3 when a quarter's run had failures, else 5 when one was stopped, else 0."""
+        codes = {run.exit_code for run in self.runs if run is not None}
+        for code in (PartialFailure.exit_code, RunStopped.exit_code):
+            if code in codes:
+                return code
+        return 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "quarters": [str(quarter) for quarter in self.quarters],
+            "taken_at": self.taken_at.isoformat(),
+            "ended": self.ended,
+            "exit_code": self.exit_code,
+            "runs": [
+                {"quarter": str(quarter), "run": None if run is None else run.to_json()}
+                for quarter, run in zip(self.quarters, self.runs, strict=True)
+            ],
+        }
+
+
+class RangeObserver:
+    """Takes snapshots of the latest run of each quarter of a range; a quarter submitted again
+    (a new run) is followed from its new run on."""
+
+    def __init__(self, store: Store, quarters: list[Quarter], backend_for: Callable[[str], Backend]):
+        self.store = store
+        self.quarters = quarters
+        self.backend_for = backend_for  # a run's backend, by its name ("local", "batch")
+        self._observers: dict[Quarter, RunObserver] = {}
+
+    def snapshot(self) -> RangeSnapshot:
+        from ftm.runs.record import list_runs  # here: record.py imports this module
+
+        latest = {run.quarter: run for run in list_runs(self.store)}  # oldest first: the last stays
+        runs: list[RunSnapshot | None] = []
+        for quarter in self.quarters:
+            run = latest.get(str(quarter))
+            if run is None:
+                runs.append(None)
+                continue
+            observer = self._observers.get(quarter)
+            if observer is None or observer.run.run_id != run.run_id:
+                observer = self._observers[quarter] = RunObserver(
+                    self.store, run, self.backend_for(run.backend)
+                )
+            runs.append(observer.snapshot())
+        return RangeSnapshot(self.quarters, runs, records.now())
