@@ -432,8 +432,10 @@ def _range_lines(snapshot: RangeSnapshot, seen: dict[str, str]) -> None:
         else:
             line = (
                 f"{quarter} run {run.run_id}: {_run_state(run)}; "
-                f"{run.firms_done:,}/{run.firms_total:,} firms done, {run.firms_failed:,} failed" + ("" if run.ended else f", ETA {duration(run.eta_s)}")
+                f"{run.firms_done:,}/{run.firms_total:,} firms done, {run.firms_failed:,} failed"
             )
+            if not run.ended:
+                line += f", ETA {duration(run.eta_s)}"
         if seen.get(str(quarter)) != line:
             seen[str(quarter)] = line
             stderr.print(line, highlight=False, markup=False, soft_wrap=True)
