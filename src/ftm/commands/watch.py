@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 from rich.live import Live
@@ -121,30 +122,31 @@ CTRL_C_STOPS = "Ctrl-C stops the workers (what they finished is kept)"
 def follow(observer: RunObserver, interval: float = POLL_S, ctrl_c: str = CTRL_C_DETACHES) -> RunSnapshot:
     """Draws the run until it ends, and returns its last snapshot; Ctrl-C is the caller's, and
     `ctrl_c` says in the caption what it does."""
+    return _poll(observer, interval, lambda snapshot: render(snapshot, ctrl_c), _PlainLines().show)
+
+
+def _poll(observer: Any, interval: float, draw: Callable[[Any], Table], show: Callable[[Any], None]) -> Any:
+    """Takes `observer`'s snapshots until one has ended, and returns it: drawn by `draw` as a live
+    table on a terminal, else handed to `show`, which prints what changed (logs, pipes)."""
     snapshot = observer.snapshot()
     if stderr.is_terminal:
-        with Live(render(snapshot, ctrl_c), console=stderr, refresh_per_second=4, transient=False) as live:
+        with Live(draw(snapshot), console=stderr, refresh_per_second=4, transient=False) as live:
             while not snapshot.ended:
                 time.sleep(interval)
                 snapshot = observer.snapshot()
-                live.update(render(snapshot, ctrl_c))
+                live.update(draw(snapshot))
         return snapshot
-    lines = _PlainLines()
-    lines.show(snapshot)
+    show(snapshot)
     while not snapshot.ended:
         time.sleep(interval)
         snapshot = observer.snapshot()
-        lines.show(snapshot)
+        show(snapshot)
     return snapshot
 
 
 def render(snapshot: RunSnapshot, ctrl_c: str = CTRL_C_DETACHES, width: int | None = None) -> Table:
     """The run as a table: one row per batch, totals in the footer."""
-    states = ", ".join(
-        f"{snapshot.count(state)} {state}"
-        for state in STATE_STYLES
-        if snapshot.count(state)  # type: ignore[arg-type]
-    )
+    states = _states(snapshot)
     caption = "ended" if snapshot.ended else f"updated {snapshot.taken_at:%H:%M:%S} UTC · {ctrl_c}"
     if snapshot.followers:
         caption = f"then {_followers(snapshot)} · {caption}"
@@ -335,7 +337,7 @@ def watch_quarters(
         return backends[name]
 
     observer = RangeObserver(store, quarters, backend_for)
-    snapshot = observer.snapshot()
+    snapshot = observer.snapshot()  # the first look, to refuse a range with no runs before drawing
     label = quarters_label(quarters)
     if as_json:
         print_json(snapshot.to_json())
@@ -346,20 +348,9 @@ def watch_quarters(
         )
     batch = any(run is not None and run.backend == "batch" for run in snapshot.runs)
     pause = interval or (BATCH_POLL_S if batch else POLL_S)
+    seen: dict[str, str] = {}
     try:
-        if stderr.is_terminal:
-            with Live(render_range(snapshot), console=stderr, refresh_per_second=4) as live:
-                while not snapshot.ended:
-                    time.sleep(pause)
-                    snapshot = observer.snapshot()
-                    live.update(render_range(snapshot))
-        else:
-            seen: dict[str, str] = {}
-            _range_lines(snapshot, seen)
-            while not snapshot.ended:
-                time.sleep(pause)
-                snapshot = observer.snapshot()
-                _range_lines(snapshot, seen)
+        snapshot = _poll(observer, pause, render_range, lambda snapshot: _range_lines(snapshot, seen))
     except KeyboardInterrupt:
         stderr.print(
             f"stopped watching; the runs go on. Again: {store.command(f'watch {label}')}", highlight=False
@@ -418,10 +409,14 @@ def render_range(snapshot: RangeSnapshot) -> Table:
     return table
 
 
+def _states(run: RunSnapshot) -> str:
+    """'2 succeeded, 1 running': how many of a run's batches are in each state."""
+    return ", ".join(f"{run.count(state)} {state}" for state in STATE_STYLES if run.count(state))  # type: ignore[arg-type]
+
+
 def _run_state(run: RunSnapshot) -> str:
     """'2 succeeded, 1 running; then reduce: queued': a run's batch states and its followers'."""
-    states = ", ".join(f"{run.count(state)} {state}" for state in STATE_STYLES if run.count(state))  # type: ignore[arg-type]
-    return f"{states}; then {_followers(run)}" if run.followers else states
+    return f"{_states(run)}; then {_followers(run)}" if run.followers else _states(run)
 
 
 def _range_lines(snapshot: RangeSnapshot, seen: dict[str, str]) -> None:

@@ -154,13 +154,15 @@ def latest_run(store: Store, quarter: Quarter | None = None) -> RunRecord | None
     return runs[-1] if runs else None
 
 
-def list_runs(store: Store) -> list[RunRecord]:
-    """Every run record under the root, oldest submission first."""
-    runs = []
+def list_runs(store: Store, read: dict[str, RunRecord] | None = None) -> list[RunRecord]:
+    """Every run record under the root, oldest submission first. With `read`, records already in
+    it (by path) are not read again and new ones are added: a watch that looks every few
+    seconds reads each record once, as it reads a single run's record once."""
+    read = {} if read is None else read
     for path in store.list("runs"):
-        if path.endswith(".json"):
-            runs.append(RunRecord.model_validate(store.read_json(path)))
-    return sorted(runs, key=lambda run: (run.submitted_at, run.run_id))
+        if path.endswith(".json") and path not in read:
+            read[path] = RunRecord.model_validate(store.read_json(path))
+    return sorted(read.values(), key=lambda run: (run.submitted_at, run.run_id))
 
 
 def read_run(store: Store, run_id: str | None) -> RunRecord:

@@ -346,11 +346,14 @@ class RangeObserver:
         self.quarters = quarters
         self.backend_for = backend_for  # a run's backend, by its name ("local", "batch")
         self._observers: dict[Quarter, RunObserver] = {}
+        self._records: dict[str, RunRecord] = {}  # run records read so far, by path
 
     def snapshot(self) -> RangeSnapshot:
         from ftm.runs.record import list_runs  # here: record.py imports this module
 
-        latest = {run.quarter: run for run in list_runs(self.store)}  # oldest first: the last stays
+        latest = {
+            run.quarter: run for run in list_runs(self.store, self._records)
+        }  # oldest first: the last stays
         runs: list[RunSnapshot | None] = []
         for quarter in self.quarters:
             run = latest.get(str(quarter))
