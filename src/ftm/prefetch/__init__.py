@@ -10,6 +10,7 @@ from ftm.prefetch.transcripts import (
     prefetch_quarter,
     prefetch_quarters,
     read_manifest,
+    sentence_rows,
     survey,
     survey_quarters,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "prefetch_quarter",
     "prefetch_quarters",
     "read_manifest",
+    "sentence_rows",
     "survey",
     "survey_quarters",
 ]

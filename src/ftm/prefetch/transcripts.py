@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ftm import __version__, layout
 from ftm.errors import DataError, UsageError
@@ -351,6 +352,24 @@ def read_manifest(store: Store, quarter: Quarter) -> PrefetchManifest:
             f"run `{store.command(f'prefetch {quarter}')}` first"
         )
     return PrefetchManifest.model_validate(store.read_json(path))
+
+
+def sentence_rows(
+    store: Store, quarter: Quarter, sentence_ids: Collection[str], columns: list[str]
+) -> pa.Table:
+    """The prefetched rows of the sentences asked for, with `columns` (sentence_id first): one
+    chunk at a time and only those columns, so that a few thousand sentences of a 2,000,000-sentence
+    quarter cost a scan of their columns, not the quarter in memory."""
+    wanted = pa.array(sorted(set(sentence_ids)), pa.string())
+    columns = ["sentence_id", *(column for column in columns if column != "sentence_id")]
+    schema = pa.schema([SENTENCES.field(column) for column in columns])
+    if len(wanted) == 0:
+        return schema.empty_table()
+    parts = []
+    for chunk in sorted(set(read_manifest(store, quarter).firm_to_chunk.values())):
+        table = store.read_table(f"{layout.prefetch_folder(quarter)}/{chunk}", SENTENCES, columns=columns)
+        parts.append(table.filter(pc.is_in(table.column("sentence_id"), value_set=wanted)))
+    return pa.concat_tables(parts) if parts else schema.empty_table()
 
 
 def _open_source(settings: FtmSettings, on_progress: Callable[[PrefetchProgress], None]) -> Source:

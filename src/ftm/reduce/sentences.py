@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from ftm import layout
 from ftm.errors import DataError
+from ftm.prefetch import sentence_rows
 from ftm.quarters import Quarter
 from ftm.schemas import SENTENCE_EMBEDDINGS, SENTENCES, PrefetchManifest
 from ftm.storage import Store
@@ -174,19 +175,8 @@ def _prefetched_texts(
     return pa.concat_tables(parts) if parts else pa.table({}), firms
 
 
-def texts_of(
-    store: Store, quarter: Quarter, manifest: PrefetchManifest, sentence_ids: Iterable[str]
-) -> dict[str, str]:
-    """The raw text of the sentences asked for, reading only the chunks' id and text columns."""
-    wanted = pa.array(sorted(set(sentence_ids)), pa.string())
-    found: dict[str, str] = {}
-    if len(wanted) == 0:
-        return found
-    for chunk in sorted(set(manifest.firm_to_chunk.values())):
-        path = f"{layout.prefetch_folder(quarter)}/{chunk}"
-        table = store.read_table(path, SENTENCES, columns=["sentence_id", "raw_text"])
-        hits = table.filter(pc.is_in(table.column("sentence_id"), value_set=wanted))
-        found.update(
-            zip(hits.column("sentence_id").to_pylist(), hits.column("raw_text").to_pylist(), strict=True)
-        )
-    return found
+def texts_of(store: Store, quarter: Quarter, sentence_ids: Iterable[str]) -> dict[str, str]:
+    """The raw text of the sentences asked for."""
+    table = sentence_rows(store, quarter, set(sentence_ids), ["raw_text"])
+    ids, texts = table.column("sentence_id").to_pylist(), table.column("raw_text").to_pylist()
+    return dict(zip(ids, texts, strict=True))

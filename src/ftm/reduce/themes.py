@@ -231,7 +231,7 @@ def reduce_quarter(
     themes_of_firm = {item["values"]: item["counts"] for item in exposed}
     n_themes = np.array([themes_of_firm.get(firm, 0) for firm in sentences.firm_ids], dtype=np.int64)
     built["firms"] = firms_table(store, quarter, manifest, sentences, n_themes, tables.integer_metadata)
-    built["themes"] = tables.themes_table(manifest)
+    built["themes"] = tables.themes_table()
     on_progress(ReduceProgress("writing", 0, len(built)))
     files = _write(store, quarter, built, tables.schemas())
     on_progress(ReduceProgress("done", len(built), len(built)))
@@ -557,8 +557,8 @@ class _Tables:
         table = pa.table(columns, schema=THEME_TOPICS.with_metadata(self.metadata))
         return table, np.bincount(theme, minlength=self.themes.n)
 
-    def themes_table(self, manifest: Any) -> pa.Table:
-        sentences = self._representative_sentences(manifest)
+    def themes_table(self) -> pa.Table:
+        sentences = self._representative_sentences()
         count = self.themes.n
         keywords = self.keywords
         columns = {
@@ -623,11 +623,11 @@ class _Tables:
                     break
         return firms, chosen
 
-    def _representative_sentences(self, manifest: Any) -> list[list[str]]:
+    def _representative_sentences(self) -> list[list[str]]:
         """Per theme, the closest sentence of each of its closest firms."""
         ids = self.sentences.sentence_ids
         wanted = [[ids[row].as_py() for row in self._showcase(theme)[1]] for theme in range(self.themes.n)]
-        texts = texts_of(self.store, self.quarter, manifest, [i for rows in wanted for i in rows])
+        texts = texts_of(self.store, self.quarter, [i for rows in wanted for i in rows])
         return [[texts[i] for i in rows if i in texts] for rows in wanted]
 
 

@@ -24,17 +24,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ftm import layout
 from ftm.errors import UsageError
-from ftm.prefetch import read_manifest
+from ftm.prefetch import read_manifest, sentence_rows
 from ftm.quarters import Quarter, quarters_label
 from ftm.schemas import (
     FIRM_THEME_EXPOSURE,
     FIRM_THEME_QUARTER,
     LINEAGES,
-    SENTENCES,
     THEME_SENTENCES,
     TRENDS,
     QuarterLineages,
@@ -147,9 +145,10 @@ def _lineage_rows(themes: QuarterThemes, entry: QuarterLineages) -> pd.DataFrame
     )
 
 
-def _panel(store: Store, quarter: Quarter, entry: QuarterLineages) -> pd.DataFrame:
-    """firm_theme_exposure with the lineage, the call date and the tone of the firm's sentences
-    in the theme."""
+def firm_theme_tone(store: Store, quarter: Quarter) -> pd.DataFrame:
+    """firm_theme_exposure with the call date and the Loughran-McDonald tone of the firm's
+    sentences in the theme (positive, negative, uncertainty, net_tone): the long panel's rows of
+    one quarter, less the lineage."""
     exposure = store.read_table(layout.firm_theme_exposure(quarter), FIRM_THEME_EXPOSURE).to_pandas()
     members = store.read_table(layout.theme_sentences(quarter), THEME_SENTENCES).to_pandas()
     sentences = _sentence_tone(store, quarter, members.sentence_id.unique())
@@ -175,32 +174,28 @@ def _panel(store: Store, quarter: Quarter, entry: QuarterLineages) -> pd.DataFra
     dates = panel.earnings_call_date.astype(object)
     panel["earnings_call_date"] = dates.where(dates.notna(), None)
     panel["net_tone"] = net_tone(panel.positive.to_numpy(), panel.negative.to_numpy())
+    return panel
+
+
+def _panel(store: Store, quarter: Quarter, entry: QuarterLineages) -> pd.DataFrame:
+    panel = firm_theme_tone(store, quarter)
     panel["lineage_id"] = [entry.lineage_of_theme[str(theme)] for theme in panel.theme_id]
     return panel
 
 
 def _sentence_tone(store: Store, quarter: Quarter, sentence_ids: np.ndarray) -> pd.DataFrame:
-    """Tone counts and the call date of the sentences asked for, one prefetch chunk at a time."""
-    wanted = pa.array(sorted(sentence_ids), pa.string())
-    manifest = read_manifest(store, quarter)
-    parts = []
-    for chunk in sorted(set(manifest.firm_to_chunk.values())):
-        path = f"{layout.prefetch_folder(quarter)}/{chunk}"
-        table = store.read_table(path, SENTENCES, columns=["sentence_id", "earnings_call_date", "raw_text"])
-        table = table.filter(pc.is_in(table.column("sentence_id"), value_set=wanted))
-        counts = count_tone(table.column("raw_text").to_pylist())
-        parts.append(
-            pd.DataFrame(
-                {
-                    "sentence_id": table.column("sentence_id").to_pylist(),
-                    "earnings_call_date": table.column("earnings_call_date").to_pylist(),
-                    "positive": counts[:, 0],
-                    "negative": counts[:, 1],
-                    "uncertainty": counts[:, 2],
-                }
-            )
-        )
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["sentence_id"])
+    """Tone counts and the call date of the sentences asked for."""
+    table = sentence_rows(store, quarter, sentence_ids, ["earnings_call_date", "raw_text"])
+    counts = count_tone(table.column("raw_text").to_pylist())
+    return pd.DataFrame(
+        {
+            "sentence_id": table.column("sentence_id").to_pylist(),
+            "earnings_call_date": table.column("earnings_call_date").to_pylist(),
+            "positive": counts[:, 0],
+            "negative": counts[:, 1],
+            "uncertainty": counts[:, 2],
+        }
+    )
 
 
 def _quarter_trend(
