@@ -1,7 +1,7 @@
 """The package layout's two import rules (README, *Development*), read from the source with `ast`.
 
 1. Imports go downward only: commands → runs → backends → the stages (prefetch, map, reduce, name,
-   trends, aws) → the spine (settings, storage, layout, schemas, quarters, errors, plan, sample). The
+   trends, report, aws) → the spine (settings, storage, layout, schemas, quarters, errors, plan, sample). The
    entry points (`ftm/__init__.py`, `cli.py`, `__main__.py`) may import from any layer.
 2. A package is used from outside only through the names its `__init__.py` lists in `__all__`
    (`from ftm.prefetch import read_manifest`), never through one of its modules
@@ -18,7 +18,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 SPINE = "spine"
-STAGES = ("prefetch", "map", "reduce", "name", "trends", "aws")
+STAGES = ("prefetch", "map", "reduce", "name", "trends", "report", "aws")
 LEVEL = {SPINE: 0, **dict.fromkeys(STAGES, 1), "backends": 2, "runs": 3, "commands": 4}
 # Packages that hold spine data rather than a stage.
 SPINE_PACKAGES = {"sample"}

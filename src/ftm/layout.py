@@ -179,6 +179,15 @@ def firm_theme_quarter(label: str) -> str:
     return f"{trends_folder(label)}/firm_theme_quarter.parquet"
 
 
+# --- report ---------------------------------------------------------------------------------
+
+
+def report(label: str) -> str:
+    """A quarter's or a range's page (`ftm report`); `label` as `ftm.quarters.quarters_label`
+    writes it: 2021Q3, or 2020Q1..2021Q4."""
+    return f"reports/{label}.html"
+
+
 # --- outputs as datasets ----------------------------------------------------------------------
 
 # Each output as the files of one dataset, for readers that take a glob (polars, duckdb) or a
