@@ -42,8 +42,15 @@ demo: $(VENV)/.installed-app
 	@echo "Look at the sentences:  $(BIN)/python -c \"import pyarrow.parquet as pq; print(pq.read_table('$(DEMO_ROOT)/prefetch/transcripts/quarter=2016Q4/chunk_0000.parquet').to_pandas()[['firm_id','raw_text','cleaned_text']].head(20))\""
 	@echo "The run, batch by batch:  $(BIN)/ftm watch --root $(DEMO_ROOT)"
 	@echo "Every setting and its source:  $(BIN)/ftm config"
+	@echo
+	@echo "The themes as a page (offline, one file): open the path below in a browser."
+	@$(BIN)/ftm report 2016Q4 --root $(DEMO_ROOT)
 
+# The report's tests open it in Debian's chromium through Playwright, which cannot download a
+# browser here: installed where missing (as root, with apt-get), else the tests say what to do.
 test: $(VENV)/.installed-dev
+	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 	$(BIN)/pytest
 
 lint: $(VENV)/.installed-dev

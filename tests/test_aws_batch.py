@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -586,13 +587,18 @@ def test_run_on_batch_submits_each_quarters_jobs_after_its_map_and_trends_after_
 ) -> None:
     """`ftm run RANGE --backend batch`: prefetched here into the S3 root, then per quarter a map
     array, a reduce job after it and a name job after that, and one trends job after both
-    quarters' jobs; run again once the maps are finished, it submits no map."""
+    quarters' jobs, and the range's report after the trends; run again once the maps are
+    finished, it submits no map."""
     (tmp_path / "ftm.toml").write_text(run_inputs.CONFIG)
     run_inputs.write_input(tmp_path / "input.jsonl.gz")
     args = ["--config", str(tmp_path / "ftm.toml"), "run", run_inputs.RANGE, "--backend", "batch"]
     args += ["--input", str(tmp_path / "input.jsonl.gz"), "--batch-size", "5"]
     assert main(args) == 0
-    trends_job = _job(capsys.readouterr().out.split()[-1])
+    said = capsys.readouterr()
+    trends_job = _job(said.out.split()[-1])
+    report_job = _job(re.search(r"report as job (\S+)", " ".join(said.err.split())).group(1))
+    assert report_job["container"]["command"] == ["report", run_inputs.RANGE]
+    assert report_job["dependsOn"] == [{"jobId": trends_job["jobId"]}]
     store = _s3_store(batch_env)
     last = []
     for quarter in run_inputs.QUARTERS:

@@ -135,3 +135,39 @@ def test_watch_over_a_range_with_no_runs_says_how_to_start_one(
     assert "ftm run 2016Q3..2016Q4" in capsys.readouterr().err
     assert main(["watch", "2016Q4..2016Q3", "--root", str(tmp_path)]) == 2
     assert "reversed" in capsys.readouterr().err
+
+
+def test_the_run_ends_with_the_ranges_report_a_line_chart_per_theme(finished: dict[str, Any]) -> None:
+    """The page `ftm run` wrote last, in chromium: every investment theme of each quarter, chosen
+    in the theme table, shows its lineage's share of firms by quarter as a line chart."""
+    from browser import opened
+
+    root = finished["root"]
+    path = root / layout.report(RANGE)
+    trends = pq.read_table(root / layout.trends(RANGE)).to_pandas()
+    share = trends.pivot(index="lineage_id", columns="quarter", values="firm_share") * 100
+    with opened(path) as browser:
+        page = browser.page
+        assert browser.errors == [] and set(browser.requests) == {path.resolve().as_uri()}
+        assert page.locator("#trend-table tbody tr").count() == len(share)
+        for quarter in QUARTERS:
+            page.select_option("#quarter-select", label=str(quarter))
+            themes = pq.read_table(root / layout.themes(quarter)).to_pandas()
+            lineage = trends[trends.quarter == str(quarter)].dropna(subset=["theme_id"])
+            lineage = lineage.set_index(lineage.theme_id.astype(int)).lineage_id
+            investment = themes[themes.kind == "theme"]
+            assert page.locator("#theme-bars g.point").count() == len(investment) > 0
+            page.locator("#themes-section summary").click()  # the table under the chart
+            rows = page.locator("#theme-table tbody tr")
+            assert rows.count() == len(investment)
+            for index in range(rows.count()):
+                rows.nth(index).click()
+                line = page.evaluate(
+                    "(() => { const d = document.getElementById('theme-line').data[0]; return [d.x, d.y]; })()"
+                )
+                theme = page.evaluate("window.ftmReport.chosenTheme()")
+                expected = share.loc[lineage[theme]]
+                assert line[0] == [str(q) for q in QUARTERS]
+                assert line[1] == pytest.approx(expected[line[0]].tolist(), abs=0.01)
+            page.locator("#themes-section summary").click()
+        assert browser.errors == []

@@ -69,6 +69,7 @@ SECTIONS = {
     "name": ("storage", "llm"),
     "prefetch": ("storage", "source", "preprocess", "prefetch"),
     "trends": ("storage", "trends"),
+    "report": ("storage",),
 }
 # Where each kind of job runs: (queue, job definition), as aws.* settings that `ftm deploy` writes.
 JOB_KINDS = {

@@ -1,4 +1,5 @@
-"""`ftm run`: a range of quarters from transcripts to trends, every step that is missing."""
+"""`ftm run`: a range of quarters from transcripts to trends and their report, every step that is
+missing."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from ftm.commands.batch_job import wants_batch
 from ftm.commands.name import name
 from ftm.commands.prefetch import prefetch
 from ftm.commands.reduce import reduce
+from ftm.commands.report import report
 from ftm.commands.submit import submit
 from ftm.commands.trends import trends
 from ftm.quarters import Quarter, parse_quarters, quarters_label
@@ -34,8 +36,9 @@ Examples:
 
 Each step is skipped where its output is there: a quarter's prefetch (manifest.json), its map
 (every batch finished), its reduce (themes.parquet) and its names; trends are always made anew
-from the reduced quarters. Killed at any point, the same command goes on where it stopped and
-ends with the same files. `ftm reduce --quarter Q` (or `ftm name`) redoes one quarter's step.
+from the reduced quarters, and so is the page (reports/RANGE.html). Killed at any point, the
+same command goes on where it stopped and ends with the same files. `ftm reduce --quarter Q`
+(or `ftm name`) redoes one quarter's step.
 """
 
 
@@ -78,8 +81,8 @@ def run(
     Prefetches the quarters that are not (from one source: one WRDS connection, one Duo
     approval), then for each quarter, oldest first, maps its firms (`ftm submit`, local
     workers), reduces and names it, each where not done already, and ends with `ftm trends`
-    over the range. A quarter whose map had failed firms (exit 3) is reduced without them, and
-    the run ends with exit 3.
+    over the range and its page (`ftm report`). A quarter whose map had failed firms (exit 3) is
+    reduced without them, and the run ends with exit 3.
     """
     the_quarters = parse_quarters(quarters)
     wants_batch(backend)  # an unknown backend is refused before anything runs
@@ -118,6 +121,8 @@ def run(
             name(ctx, str(quarter), root=root)
     _step(f"trends {label}")
     trends(ctx, label, root=root)
+    _step(f"report {label}")
+    report(ctx, label, root=root)
     if partial:
         stderr.print(
             f"[yellow]some firms failed in the map of {', '.join(partial)}[/]: they are not in the "
@@ -156,9 +161,11 @@ def _run_on_batch(
         )
         last_jobs.extend(jobs.values())
     trends_job = backend.submit_command(["trends", label], kind="cpu", depends_on=last_jobs)
+    report_job = backend.submit_command(["report", label], kind="cpu", depends_on=[trends_job.job_id])
     stderr.print(
-        f"[green]submitted[/]: trends {label} as job {trends_job.job_id}, after {len(last_jobs)} job(s); "
-        f"follow each quarter with `ftm watch RUN_ID`, stop one with `ftm cancel RUN_ID`",
+        f"[green]submitted[/]: trends {label} as job {trends_job.job_id}, after {len(last_jobs)} job(s), "
+        f"then its report as job {report_job.job_id} ({store.uri(layout.report(label))}); follow "
+        f"the range with `{store.command(f'watch {label}')}`, stop a quarter with `ftm cancel RUN_ID`",
         highlight=False,
     )
     typer.echo(trends_job.job_id)  # stdout: for scripts
