@@ -23,7 +23,7 @@
   }
 
   const percent = (share) => (share === null ? "–" : (share / 100).toFixed(1) + "%");
-  const tone = (value) => (value === null ? "–" : (value / 1000).toFixed(2));
+  const tone = (value) => (value === null ? "–" : (value / 100).toFixed(2));
   const firmLabel = (index) => {
     const name = firms.name[index];
     return name && name !== firms.id[index] ? `${firms.id[index]} (${name})` : firms.id[index];
@@ -36,15 +36,27 @@
     const page = data.quarters[index];
     const themes = page.themes;
     const row = new Map(themes.id.map((id, at) => [id, at]));
+    // The cells come grouped by theme, each theme's firms as steps from the one before.
+    const cells = page.cells;
+    cells.theme = new Array(cells.n.length);
+    cells.firm = new Array(cells.n.length);
     const cellsOfTheme = new Map();
     const cellsOfFirm = new Map();
-    page.cells.theme.forEach((theme, at) => {
-      if (!cellsOfTheme.has(theme)) cellsOfTheme.set(theme, []);
-      cellsOfTheme.get(theme).push(at);
-      const firm = page.cells.firm[at];
-      if (!cellsOfFirm.has(firm)) cellsOfFirm.set(firm, []);
-      cellsOfFirm.get(firm).push(at);
+    let at = 0;
+    themes.id.forEach((theme, position) => {
+      const mine = [];
+      let firm = 0;
+      for (let k = 0; k < cells.per_theme[position]; k++, at++) {
+        firm = k === 0 ? cells.firm_step[at] : firm + cells.firm_step[at];
+        cells.theme[at] = theme;
+        cells.firm[at] = firm;
+        mine.push(at);
+        if (!cellsOfFirm.has(firm)) cellsOfFirm.set(firm, []);
+        cellsOfFirm.get(firm).push(at);
+      }
+      cellsOfTheme.set(theme, mine);
     });
+    const callDate = new Map(page.calls.firm.map((firm, k) => [firm, page.calls.date[k]]));
     const evidence = new Map();
     page.evidence.firm.forEach((firm, at) => {
       const key = `${firm}:${page.evidence.theme[at]}`;
@@ -54,7 +66,7 @@
     const investment = themes.id.filter((_, at) => themes.kind[at] === "theme");
     investment.sort((a, b) => themes.n_firms[row.get(b)] - themes.n_firms[row.get(a)] || a - b);
     const reporting = themes.id.filter((_, at) => themes.kind[at] !== "theme");
-    const made = { page, themes, row, cellsOfTheme, cellsOfFirm, evidence, investment, reporting };
+    const made = { page, themes, row, cellsOfTheme, cellsOfFirm, callDate, evidence, investment, reporting };
     prepared.set(index, made);
     return made;
   }
@@ -226,7 +238,7 @@
           { label: "Firm", value: (c) => firms.id[page.cells.firm[c]], show: (c) => firmButton(page.cells.firm[c]) },
           { label: "PERMNO", value: (c) => firms.permno[page.cells.firm[c]], show: (c) => firms.permno[page.cells.firm[c]] ?? "–" },
           { label: "GVKEY", value: (c) => firms.gvkey[page.cells.firm[c]], show: (c) => firms.gvkey[page.cells.firm[c]] ?? "–" },
-          { label: "Call date", value: (c) => page.cells.date[c], show: (c) => page.cells.date[c] ?? "–" },
+          { label: "Call date", value: (c) => q.callDate.get(page.cells.firm[c]), show: (c) => q.callDate.get(page.cells.firm[c]) ?? "–" },
           { label: "Sentences", num: true, value: (c) => page.cells.n[c], show: (c) => page.cells.n[c] },
           { label: "Exposure", num: true, value: (c) => page.cells.share[c], show: (c) => percent(page.cells.share[c]) },
           { label: "Net tone", num: true, value: (c) => page.cells.tone[c], show: (c) => tone(page.cells.tone[c]) },
