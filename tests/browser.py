@@ -59,3 +59,9 @@ def opened(path: Path, width: int = 1280, height: int = 900) -> Iterator[OpenedP
             yield opened_page
         finally:
             browser.close()
+
+
+def plotted(page: Any, element_id: str) -> list[tuple[list[Any], list[Any]]]:
+    """The (x, y) of each trace plotly drew in the element: what the chart shows, as plotted."""
+    script = "(id) => document.getElementById(id).data.map((trace) => [trace.x, trace.y])"
+    return [(x, y) for x, y in page.evaluate(script, element_id)]

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from browser import opened
+from browser import opened, plotted
 from ftm import layout, read_names
 from ftm.cli import main
 from ftm.schemas import FIRM_THEME_EXPOSURE, THEME_NAMES, THEME_SENTENCES, THEMES
@@ -66,9 +66,7 @@ def test_the_quarters_report_opens_offline_with_a_bar_per_investment_theme(repor
         assert set(browser.requests) == {reported["page"].resolve().as_uri()}
         # Drawn bars, as plotly drew them in the SVG, one per theme of kind theme.
         assert page.locator("#theme-bars g.point").count() == len(investment)
-        bars = page.evaluate(
-            "(() => { const d = document.getElementById('theme-bars').data[0]; return [d.x, d.y]; })()"
-        )
+        (bars,) = plotted(page, "theme-bars")
         assert bars[0] == investment.n_firms.tolist()
         assert [label.split(". ", 1)[1] for label in bars[1]] == [
             _clipped(names.loc[theme, "name"]) for theme in investment.theme_id
@@ -106,7 +104,13 @@ def test_the_firm_search_finds_a_known_firm_with_its_themes_and_evidence(reporte
         detail = page.locator("#firm-detail")
         assert planted in detail.locator("h2").inner_text()
         shown = detail.locator("tbody tr td:first-child").all_inner_texts()
-        assert sorted(shown) == sorted(names.loc[int(theme), "name"] for theme in cells.theme_id)
+        exposures = detail.locator("tbody tr td:nth-child(4)").all_inner_texts()
+        # Each of its themes once, with its share of the firm's sentences as the panel has it
+        # (to the page's one decimal of a percent).
+        on_page = sorted((name, float(share[:-1])) for name, share in zip(shown, exposures, strict=True))
+        panel = sorted((names.loc[int(c.theme_id), "name"], c.share * 100) for c in cells.itertuples())
+        assert [name for name, _ in on_page] == [name for name, _ in panel]
+        assert [share for _, share in on_page] == pytest.approx([share for _, share in panel], abs=0.051)
         # The planted subject is one of them, and a quoted sentence says it.
         planted_theme = _planted_theme(reported)
         assert names.loc[planted_theme, "name"] in shown

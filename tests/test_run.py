@@ -140,7 +140,7 @@ def test_watch_over_a_range_with_no_runs_says_how_to_start_one(
 def test_the_run_ends_with_the_ranges_report_a_line_chart_per_theme(finished: dict[str, Any]) -> None:
     """The page `ftm run` wrote last, in chromium: every investment theme of each quarter, chosen
     in the theme table, shows its lineage's share of firms by quarter as a line chart."""
-    from browser import opened
+    from browser import opened, plotted
 
     root = finished["root"]
     path = root / layout.report(RANGE)
@@ -162,9 +162,7 @@ def test_the_run_ends_with_the_ranges_report_a_line_chart_per_theme(finished: di
             assert rows.count() == len(investment)
             for index in range(rows.count()):
                 rows.nth(index).click()
-                line = page.evaluate(
-                    "(() => { const d = document.getElementById('theme-line').data[0]; return [d.x, d.y]; })()"
-                )
+                (line,) = plotted(page, "theme-line")
                 theme = page.evaluate("window.ftmReport.chosenTheme()")
                 expected = share.loc[lineage[theme]]
                 assert line[0] == [str(q) for q in QUARTERS]
