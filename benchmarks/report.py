@@ -329,9 +329,8 @@ def _machine() -> dict[str, Any]:
 
 def _print(r: dict[str, Any]) -> None:
     m = r["machine"]
-    print(
-        f"Machine: {m['cpu']}, {m['cores']} cores (AVX2 {m['avx2']}, AVX-512 {m['avx512']}); {m['browser']}"
-    )
+    print(f"Machine: {m['cpu']}, {m['cores']} cores (AVX2 {m['avx2']}, AVX-512 {m['avx512']})")
+    print(f"Browser: {m['browser']}, headless, no GPU")
     print(f"Load average: {r['load_average_before'][0]:.2f} before, {r['load_average_after'][0]:.2f} after")
     print(
         f"Quarter: {r['firms']:,} firms × {r['themes']} themes, {r['sentences']:,} sentences, "

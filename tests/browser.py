@@ -41,6 +41,8 @@ def opened(path: Path, width: int = 1280, height: int = 900) -> Iterator[OpenedP
     """The page at `path`, loaded and drawn (it sets window.ftmReport.ready when it is)."""
     from playwright.sync_api import sync_playwright
 
+    if not path.is_file():
+        raise FileNotFoundError(f"no page at {path}")
     if not Path(CHROMIUM).exists():
         raise RuntimeError(f"no chromium at {CHROMIUM}: apt-get install chromium (make test does)")
     with sync_playwright() as playwright:

@@ -168,4 +168,9 @@ def test_the_run_ends_with_the_ranges_report_a_line_chart_per_theme(finished: di
                 assert line[0] == [str(q) for q in QUARTERS]
                 assert line[1] == pytest.approx(expected[line[0]].tolist(), abs=0.01)
             page.locator("#themes-section summary").click()
+        # A row of the trend table shows its lineage's latest theme.
+        row = page.locator("#trend-table tbody tr").nth(0)
+        name = row.locator("td").nth(0).inner_text()
+        row.click()
+        assert name in page.inner_text("#theme-detail h2")
         assert browser.errors == []

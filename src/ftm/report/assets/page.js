@@ -387,9 +387,25 @@
             label, num: true, value: (at) => lineages.share[at][qi], show: (at) => flag(at, qi),
           })),
         ],
-        order
+        order,
+        { onPick: showLineage }
       )
     );
+  }
+
+  // A lineage's theme in the latest quarter that has one.
+  function showLineage(at) {
+    const lineage = lineages.id[at];
+    for (let qi = data.quarters.length - 1; qi >= 0; qi--) {
+      const themes = data.quarters[qi].themes;
+      const position = themes.lineage.indexOf(lineage);
+      if (position >= 0) {
+        showQuarter(qi);
+        showTheme(themes.id[position]);
+        byId("theme-section").scrollIntoView();
+        return;
+      }
+    }
   }
 
   function clip(text, most) {
