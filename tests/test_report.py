@@ -5,6 +5,7 @@ The range's page is tested in tests/test_run.py, on the range `ftm run` made."""
 from __future__ import annotations
 
 import io
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -198,3 +199,24 @@ def _column(page: Any, where: str, index: int) -> list[float]:
 
 def _clipped(name: str, most: int = 48) -> str:
     return name if len(name) <= most else name[: most - 1] + "…"
+
+
+def test_on_s3_the_page_goes_to_the_bucket_and_out_to_this_machine(
+    reported: dict[str, Any], s3_root: str, s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    origin, bucket = Store(str(reported["root"])), Store(s3_root, endpoint_url=s3_endpoint)
+    for folder in ("prefetch", "themes", "names"):
+        for path in origin.list(folder):
+            bucket.write_bytes(path, origin.read_bytes(path))
+    monkeypatch.setenv("FTM_STORAGE__ENDPOINT_URL", s3_endpoint)
+    out = tmp_path / "here.html"
+    assert main(["report", str(QUARTER), "--root", s3_root, "--out", str(out)]) == 0
+    page = bucket.read_bytes(layout.report(str(QUARTER)))
+    assert out.read_bytes() == page
+    # The same page as from the local root, but for the line that says where it comes from.
+    local = reported["page"].read_bytes()
+    assert _without_provenance(page) == _without_provenance(local)
+
+
+def _without_provenance(page: bytes) -> bytes:
+    return re.sub(rb'"provenance":\{[^}]*\}', b"", page)
