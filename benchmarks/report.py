@@ -24,7 +24,6 @@ import argparse
 import gzip
 import json
 import os
-import platform
 import re
 import resource
 import shutil
@@ -58,7 +57,9 @@ from ftm.storage import Store
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # tests/browser.py: chromium through Playwright
-from browser import CHROMIUM, opened  # noqa: E402
+sys.path.insert(0, str(REPO / "benchmarks"))
+from browser import CHROMIUM, opened  # noqa: E402, I001  (tests/browser.py, then benchmarks/themes.py)
+from themes import machine  # noqa: E402
 
 QUARTER = Quarter.parse("2021Q3")
 FIRMS_PER_CHUNK = 200
@@ -308,28 +309,13 @@ def _load(page: Path, loads: int, drawn: str) -> float:
 
 
 def _machine() -> dict[str, Any]:
-    flags = set()
-    model = platform.processor()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name") and model in ("", platform.machine()):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
     version = subprocess.run([CHROMIUM, "--version"], capture_output=True, text=True).stdout.strip()
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "avx2": "avx2" in flags,
-        "avx512": "avx512f" in flags,
-        "browser": version,
-    }
+    return {**machine(), "browser": version}
 
 
 def _print(r: dict[str, Any]) -> None:
     m = r["machine"]
-    print(f"Machine: {m['cpu']}, {m['cores']} cores (AVX2 {m['avx2']}, AVX-512 {m['avx512']})")
+    print(f"Machine: {m['cpu']}, {m['cores']} cores, flags {' '.join(m['flags']) or 'none of note'}")
     print(f"Browser: {m['browser']}, headless, no GPU")
     print(f"Load average: {r['load_average_before'][0]:.2f} before, {r['load_average_after'][0]:.2f} after")
     print(
