@@ -40,11 +40,15 @@ from ftm.errors import FtmError
 EXAMPLES = """\
 Examples:
 
-  # a quarter from a file: sentences, firm topics, themes, names
+  # a quarter from a file: sentences, firm topics, themes, names, a page
   ftm prefetch 2016Q4 --source files --input transcripts.jsonl.gz
   ftm submit --quarter 2016Q4 --batch-size 50
   ftm reduce --quarter 2016Q4
   ftm name --quarter 2016Q4
+  ftm report 2016Q4            # the themes as one HTML page, offline
+
+  # or all of it, for a range of quarters, then the themes through time
+  ftm run 2016Q3..2017Q2 --input transcripts.jsonl.gz
 
   # each command's options, with examples of its own
   ftm submit --help
