@@ -214,7 +214,9 @@ class PrefetchSettings(Section):
 class EmbeddingSettings(Section):
     model: str = Field("sentence-transformers/all-MiniLM-L6-v2", description="model name or local path")
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="auto uses a GPU when there is one")
-    batch_size: int = Field(256, ge=1, description="sentences per forward pass")
+    batch_size: int = Field(
+        0, ge=0, description="sentences per forward pass; 0: 256 on a GPU, 16 on a CPU (less padding)"
+    )
     cpu_threads: int = Field(
         0,
         ge=0,
