@@ -214,13 +214,30 @@ class PrefetchSettings(Section):
 class EmbeddingSettings(Section):
     model: str = Field("sentence-transformers/all-MiniLM-L6-v2", description="model name or local path")
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="auto uses a GPU when there is one")
-    batch_size: int = Field(256, ge=1, description="sentences per forward pass")
-    cpu_threads: int = Field(
-        0, ge=0, description="torch threads on a CPU; 0 keeps torch's default (one per core)"
+    batch_size: int = Field(
+        0, ge=0, description="sentences per forward pass; 0: 256 on a GPU, 16 on a CPU (less padding)"
     )
-    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+    cpu_threads: int = Field(
+        0,
+        ge=0,
+        description="torch or onnxruntime threads on a CPU; 0 keeps the library's default (one per core)",
+    )
+    backend: Literal["auto", "torch", "onnx"] = Field(
         "auto",
-        description="auto is fp16 on a GPU, bf16 on a CPU with native bf16 (AVX512-BF16, AMX), else fp32",
+        description=(
+            "torch, or onnx (onnxruntime, CPU only); auto: torch on a GPU or a CPU with native bf16, "
+            "else onnx when onnxruntime is installed"
+        ),
+    )
+    precision: Literal["auto", "fp32", "fp16", "bf16", "int8"] = Field(
+        "auto",
+        description=(
+            "auto is fp16 on a GPU, bf16 on a CPU with native bf16 (AVX512-BF16, AMX), int8 on onnx, "
+            "else fp32; int8 needs the onnx backend"
+        ),
+    )
+    cache_dir: str = Field(
+        "", description="folder for the exported ONNX models; empty: $XDG_CACHE_HOME/ftm/models or ~/.cache"
     )
 
 
