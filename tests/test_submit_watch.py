@@ -283,6 +283,9 @@ def test_submit_is_refused_while_its_run_lives_and_goes_on_at_once_after_a_sigki
     )
     try:
         _mid_batch(store, process)
+        # Frozen, not ended: the run's processes stay alive while the second command starts,
+        # however fast the rest of the map would have been (12 small firms take seconds).
+        os.killpg(process.pid, signal.SIGSTOP)
         run = latest_run(store, QUARTER)
         assert run is not None
         alive = subprocess.run(command, capture_output=True, text=True, timeout=120)
