@@ -92,7 +92,9 @@ def test_a_run_killed_with_sigkill_then_run_again_ends_with_identical_files(
         time.sleep(0.05)
     os.killpg(child.pid, signal.SIGKILL)
     child.wait()
-    assert not (root / layout.themes(QUARTERS[0])).exists()
+    # Killed before the end. Usually mid-map of the first quarter; on a loaded machine this loop
+    # may look late, and four small firms map in seconds, so only the end is certain not reached.
+    assert not (root / layout.trends(RANGE)).exists()
     assert main(_args(folder, root)) == 0
     outputs = _outputs(root)
     assert outputs.keys() == finished["outputs"].keys()

@@ -23,6 +23,16 @@ RootOption = Annotated[
     typer.Option("--root", help="Storage root: a folder or s3://bucket/prefix.", show_default=False),
 ]
 
+# The quarters a command works on (prefetch, run, trends, report), as `ftm.quarters.parse_quarters`
+# reads them.
+QuartersArgument = Annotated[
+    str,
+    typer.Argument(
+        help="A quarter, as 2023Q1, or quarters: a range 2020Q1..2021Q4 (both included), or 2020Q1,2020Q3.",
+        show_default=False,
+    ),
+]
+
 # Where a prefetch reads transcripts (prefetch, run).
 SourceOption = Annotated[
     str | None, typer.Option("--source", help="Where transcripts come from: wrds (the default) or files.")

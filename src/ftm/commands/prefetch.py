@@ -22,6 +22,7 @@ from ftm.commands import (
     FormatOption,
     InputOption,
     ProgressDisplay,
+    QuartersArgument,
     RootOption,
     SourceOption,
     plural,
@@ -72,13 +73,7 @@ each container would need its own Duo approval.
 
 def prefetch(
     ctx: typer.Context,
-    quarter: Annotated[
-        str,
-        typer.Argument(
-            help="Calendar quarter, as 2023Q1, or quarters: 2020Q1..2021Q4, 2020Q1,2020Q3.",
-            show_default=False,
-        ),
-    ],
+    quarter: QuartersArgument,
     source: SourceOption = None,
     input_path: InputOption = None,
     input_format: FormatOption = None,

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from ftm.commands import RootOption, plural, print_json, settings_from, stderr
+from ftm.commands import QuartersArgument, RootOption, plural, print_json, settings_from, stderr
 from ftm.quarters import parse_quarters
 from ftm.report import ReportProgress, ReportResult, report_quarters
 from ftm.storage import Store
@@ -35,13 +35,7 @@ themes apart, and for a range each theme's share of firms by quarter and the tre
 
 def report(
     ctx: typer.Context,
-    quarters: Annotated[
-        str,
-        typer.Argument(
-            help="A quarter, as 2021Q3, or quarters: a range 2020Q1..2021Q4, or a list 2020Q1,2020Q3.",
-            show_default=False,
-        ),
-    ],
+    quarters: QuartersArgument,
     out: Annotated[
         Path | None,
         typer.Option(

@@ -9,7 +9,15 @@ import typer
 
 from ftm import layout
 from ftm.backends.aws_batch import AwsBatchBackend, name_command, name_kind
-from ftm.commands import FormatOption, InputOption, RootOption, SourceOption, settings_from, stderr
+from ftm.commands import (
+    FormatOption,
+    InputOption,
+    QuartersArgument,
+    RootOption,
+    SourceOption,
+    settings_from,
+    stderr,
+)
 from ftm.commands.batch_job import wants_batch
 from ftm.commands.name import name
 from ftm.commands.prefetch import prefetch
@@ -44,13 +52,7 @@ same command goes on where it stopped and ends with the same files. `ftm reduce 
 
 def run(
     ctx: typer.Context,
-    quarters: Annotated[
-        str,
-        typer.Argument(
-            help="Quarters: a range 2020Q1..2021Q4 (both included), a list 2020Q1,2020Q3, or one.",
-            show_default=False,
-        ),
-    ],
+    quarters: QuartersArgument,
     source: SourceOption = None,
     input_path: InputOption = None,
     input_format: FormatOption = None,

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from ftm import layout
-from ftm.commands import RootOption, print_json, settings_from, stderr
+from ftm.commands import QuartersArgument, RootOption, print_json, settings_from, stderr
 from ftm.quarters import parse_quarters
 from ftm.storage import Store
 from ftm.trends import TrendsProgress, TrendsResult, trends_range
@@ -34,13 +34,7 @@ rewrites the same files.
 
 def trends(
     ctx: typer.Context,
-    quarters: Annotated[
-        str,
-        typer.Argument(
-            help="Quarters: a range 2020Q1..2021Q4 (both included), or a list 2020Q1,2020Q3.",
-            show_default=False,
-        ),
-    ],
+    quarters: QuartersArgument,
     root: RootOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a summary as JSON to stdout.")] = False,
 ) -> None:
