@@ -140,11 +140,11 @@ def _write_quarter(store: Store, args: argparse.Namespace) -> dict[str, Any]:
             {
                 "firm_id": ids,
                 "firm_name": [f"Company {firm[1:]} Inc." for firm in ids],
-                "permno": pa.array([10_000 + int(firm[1:]) for firm in ids], pa.int64()),
-                "gvkey": [f"{100_000 + int(firm[1:]):06d}" for firm in ids],
+                "permno": _permnos(ids),
+                "gvkey": _gvkeys(ids),
                 "transcript_id": ids,
                 "transcript_collection": pa.nulls(len(ids), pa.string()),
-                "earnings_call_date": pa.array([date(2021, 8, 1 + int(firm[1:]) % 28) for firm in ids]),
+                "earnings_call_date": _call_dates(ids),
                 "quarter": [str(QUARTER)] * len(ids),
                 "sentence_id": sentence_ids,
                 "raw_text": pool.take(pa.array(rng.integers(0, len(pool), len(ids)))),
@@ -213,8 +213,8 @@ def _write_reduce_tables(
         {
             "quarter": [quarter] * n,
             "firm_id": cells.firm_id.tolist(),
-            "permno": pa.array([10_000 + int(firm[1:]) for firm in cells.firm_id], pa.int64()),
-            "gvkey": [f"{100_000 + int(firm[1:]):06d}" for firm in cells.firm_id],
+            "permno": _permnos(cells.firm_id),
+            "gvkey": _gvkeys(cells.firm_id),
             "theme_id": pa.array(cells.theme_id, pa.int32()),
             "n_sentences": pa.array(cells.n_sentences, pa.int32()),
             "share": pa.array(cells.n_sentences / per_firm, pa.float64()),
@@ -228,9 +228,9 @@ def _write_reduce_tables(
             "quarter": [quarter] * len(firm_ids),
             "firm_id": firm_ids,
             "firm_name": [f"Company {firm[1:]} Inc." for firm in firm_ids],
-            "permno": pa.array([10_000 + int(firm[1:]) for firm in firm_ids], pa.int64()),
-            "gvkey": [f"{100_000 + int(firm[1:]):06d}" for firm in firm_ids],
-            "earnings_call_date": pa.array([date(2021, 8, 1 + int(firm[1:]) % 28) for firm in firm_ids]),
+            "permno": _permnos(firm_ids),
+            "gvkey": _gvkeys(firm_ids),
+            "earnings_call_date": _call_dates(firm_ids),
             "n_sentences": pa.array([per_firm] * len(firm_ids), pa.int32()),
             "n_themes": pa.array(themes_of_firm.reindex(firm_ids, fill_value=0), pa.int32()),
             "status": ["exposed"] * len(firm_ids),
@@ -275,6 +275,19 @@ def _write_reduce_tables(
     )
     store.write_table(layout.theme_names(QUARTER), names)
     assert THEMES.names == themes.column_names
+
+
+def _permnos(firm_ids: Any) -> pa.Array:
+    """Each synthetic firm's PERMNO (F00042 → 10042), as benchmarks/reduce.py gives them."""
+    return pa.array([10_000 + int(firm[1:]) for firm in firm_ids], pa.int64())
+
+
+def _gvkeys(firm_ids: Any) -> list[str]:
+    return [f"{100_000 + int(firm[1:]):06d}" for firm in firm_ids]
+
+
+def _call_dates(firm_ids: Any) -> pa.Array:
+    return pa.array([date(2021, 8, 1 + int(firm[1:]) % 28) for firm in firm_ids])
 
 
 def _words() -> list[str]:

@@ -55,8 +55,10 @@ def gather(
     on_progress: Callable[[ContentProgress], None] = lambda progress: None,
 ) -> dict[str, Any]:
     """The report's document for one quarter, or for a range whose trends were computed."""
-    trends = _trends(store, label) if len(quarters) > 1 else None
-    panel = _range_panel(store, label) if trends is not None else None
+    trends, panel = None, None
+    if len(quarters) > 1:  # a range: its lineages, and the panel with the tone `ftm trends` counted
+        trends = store.read_table(layout.trends(label), TRENDS).to_pandas()
+        panel = store.read_table(layout.firm_theme_quarter(label), FIRM_THEME_QUARTER).to_pandas()
     firms = _Firms()
     budget = EVIDENCE_BUDGET // len(quarters)
     pages = []
@@ -229,14 +231,6 @@ def _names(store: Store, quarter: Quarter, themes: pd.DataFrame) -> dict[int, tu
                 "keywords",
             )
     return found
-
-
-def _trends(store: Store, label: str) -> pd.DataFrame:
-    return store.read_table(layout.trends(label), TRENDS).to_pandas()
-
-
-def _range_panel(store: Store, label: str) -> pd.DataFrame:
-    return store.read_table(layout.firm_theme_quarter(label), FIRM_THEME_QUARTER).to_pandas()
 
 
 def _lineage_of(trends: pd.DataFrame, quarter: Quarter) -> dict[int, int]:
