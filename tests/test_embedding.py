@@ -93,16 +93,18 @@ def test_device_and_precision_choice() -> None:
 
 
 def test_backend_choice() -> None:
-    # auto: torch on a GPU and on a CPU with bf16, onnx on other CPUs when onnxruntime is there.
+    # auto: torch on a GPU and on a CPU with AMX, onnx on other CPUs (AVX512-BF16 EPYCs included,
+    # where int8 outran bf16) when onnxruntime is there.
     assert resolve_backend("auto", "cuda", onnx_installed=True) == "torch"
-    assert resolve_backend("auto", "cpu", cpu_bf16=True, onnx_installed=True) == "torch"
-    assert resolve_backend("auto", "cpu", cpu_bf16=False, onnx_installed=True) == "onnx"
-    assert resolve_backend("auto", "cpu", cpu_bf16=False, onnx_installed=False) == "torch"
-    # An explicit precision picks the backend that has it.
-    assert resolve_backend("auto", "cpu", "fp32", cpu_bf16=False, onnx_installed=True) == "torch"
-    assert resolve_backend("auto", "cpu", "int8", cpu_bf16=True, onnx_installed=True) == "onnx"
-    assert resolve_backend("torch", "cpu", cpu_bf16=False, onnx_installed=True) == "torch"
-    assert resolve_backend("onnx", "cpu", "fp32", cpu_bf16=True, onnx_installed=True) == "onnx"
+    assert resolve_backend("auto", "cpu", cpu_amx=True, onnx_installed=True) == "torch"
+    assert resolve_backend("auto", "cpu", cpu_amx=False, onnx_installed=True) == "onnx"
+    assert resolve_backend("auto", "cpu", cpu_amx=False, onnx_installed=False) == "torch"
+    # An explicit precision picks the backend that has it: bf16 runs on torch on any CPU.
+    assert resolve_backend("auto", "cpu", "fp32", cpu_amx=False, onnx_installed=True) == "torch"
+    assert resolve_backend("auto", "cpu", "bf16", cpu_amx=False, onnx_installed=True) == "torch"
+    assert resolve_backend("auto", "cpu", "int8", cpu_amx=True, onnx_installed=True) == "onnx"
+    assert resolve_backend("torch", "cpu", cpu_amx=False, onnx_installed=True) == "torch"
+    assert resolve_backend("onnx", "cpu", "fp32", cpu_amx=True, onnx_installed=True) == "onnx"
     with pytest.raises(SettingsError, match="pip install onnxruntime onnx"):
         resolve_backend("onnx", "cpu", onnx_installed=False)
     with pytest.raises(SettingsError, match="pip install onnxruntime onnx"):

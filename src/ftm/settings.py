@@ -225,15 +225,22 @@ class EmbeddingSettings(Section):
     backend: Literal["auto", "torch", "onnx"] = Field(
         "auto",
         description=(
-            "torch, or onnx (onnxruntime, CPU only); auto: torch on a GPU or a CPU with native bf16, "
+            "torch, or onnx (onnxruntime, CPU only); auto: torch on a GPU or a CPU with AMX (amx_bf16), "
             "else onnx when onnxruntime is installed"
         ),
     )
     precision: Literal["auto", "fp32", "fp16", "bf16", "int8"] = Field(
         "auto",
         description=(
-            "auto is fp16 on a GPU, bf16 on a CPU with native bf16 (AVX512-BF16, AMX), int8 on onnx, "
-            "else fp32; int8 needs the onnx backend"
+            "auto is fp16 on a GPU, bf16 on torch on a CPU with native bf16 (AVX512-BF16, AMX), int8 "
+            "on onnx, else fp32; int8 needs the onnx backend"
+        ),
+    )
+    int8_kernels: Literal["auto", "avx2", "avx512", "avx512_vnni", "arm64"] = Field(
+        "auto",
+        description=(
+            "the int8 model's kernels (onnx): auto follows the CPU; avx2 runs on every x86-64 CPU, "
+            "so one int8 path can be forced on mixed machines"
         ),
     )
     cache_dir: str = Field(

@@ -13,14 +13,21 @@ in fp32).
 Backend and precision (`embedding.backend`, `embedding.precision`, both `auto` by default):
 
 - GPU: torch, fp16.
-- CPU with native bf16 instructions (AVX512-BF16 or AMX): torch, bf16. Measured on one thread
-  of a Xeon with AMX (1,500 sentences of the bundled sample): 377 sentences/s against 123 in
-  fp32 torch and 220 in int8 onnx, at cosine 0.99995 to fp32 (minimum 0.9999) against int8's
+- CPU with AMX tiles (`amx_bf16`: Intel Xeons since Sapphire Rapids): torch, bf16. Measured on one
+  thread of a Xeon with AMX (1,500 sentences of the bundled sample): 377 sentences/s against 123
+  in fp32 torch and 220 in int8 onnx, at cosine 0.99995 to fp32 (minimum 0.9999) against int8's
   0.991 (minimum 0.968).
 - other CPUs: onnx (onnxruntime) int8 when onnxruntime is installed, the transformer exported
-  and quantized once into a cache (`onnx_export.py`); else torch fp32. int8's embeddings are
-  within cosine 0.991 of fp32 on average (tests/test_embedding.py checks ≥ 0.99 on sample
-  sentences); benchmarks/README.md has what it does to the topics and the speed.
+  and quantized once into a cache (`onnx_export.py`); else torch fp32. On an AMD EPYC with
+  AVX512-BF16 but no AMX, int8 (avx512_vnni kernels) embedded 447 sentences/s against bf16
+  torch's 313 (benchmarks/README.md), so bf16 without AMX is not the default there. int8's
+  embeddings are within cosine 0.991 of fp32 on average (tests/test_embedding.py checks ≥ 0.99
+  on sample sentences); benchmarks/README.md has what it does to the topics and the speed.
+
+An explicit `precision = "bf16"` runs on any CPU (emulated, slowly, without native bf16), and
+`backend = "torch"` with precision auto takes bf16 wherever the CPU has native bf16 (AVX512-BF16
+or AMX). `embedding.int8_kernels` chooses the int8 model's kernels (`cpu.int8_target`); `avx2`
+runs on every x86-64 CPU, so the same int8 model can be used on mixed machines.
 
 The tokenizing and batching are the same on both backends, and so is the pooling after the
 transformer (the model's own modules), so a firm's embeddings are the same bits whatever firms
@@ -93,7 +100,7 @@ def resolve_backend(
     setting: str,
     device: str,
     precision: str = "auto",
-    cpu_bf16: bool | None = None,
+    cpu_amx: bool | None = None,
     onnx_installed: bool | None = None,
 ) -> str:
     """ "torch" or "onnx" for `embedding.backend` on `device`, given `embedding.precision`."""
@@ -114,9 +121,10 @@ def resolve_backend(
         return "onnx"
     if setting == "torch" or device != "cpu" or precision in ("fp32", "bf16", "fp16"):
         return "torch"
-    # auto on a CPU: bf16 torch where the CPU has it (faster than int8 and closer to fp32), else
-    # int8 onnx, else fp32 torch. See the module's docstring for the numbers.
-    if _cpu_has_bf16() if cpu_bf16 is None else cpu_bf16:
+    # auto on a CPU: bf16 torch where the CPU has AMX tiles (faster than int8 there, and closer to
+    # fp32), else int8 onnx, which beat bf16 on AVX512-BF16 without AMX; else fp32 torch. See the
+    # module's docstring for the numbers.
+    if _cpu_has_amx() if cpu_amx is None else cpu_amx:
         return "torch"
     return "onnx" if onnx_installed else "torch"
 
@@ -149,6 +157,13 @@ def resolve_precision(setting: str, device: str, cpu_bf16: bool | None = None, b
 def _onnx_installed() -> bool:
     """Whether onnxruntime and onnx (its quantizer needs it) can be imported, without importing them."""
     return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
+
+
+def _cpu_has_amx() -> bool:
+    """Whether this CPU has AMX bf16 tiles, where torch's bf16 outruns onnxruntime's int8."""
+    from ftm.map.cpu import cpu_flags
+
+    return "amx_bf16" in cpu_flags()
 
 
 def _cpu_has_bf16() -> bool:
@@ -313,7 +328,8 @@ def _onnx_session(model: Any, precision: str, settings: EmbeddingSettings) -> tu
 
     cache = Path(settings.cache_dir).expanduser() if settings.cache_dir else onnx_export.default_cache_dir()
     try:
-        path = onnx_export.onnx_file(model, precision, int8_target(), cache)
+        target = int8_target() if settings.int8_kernels == "auto" else settings.int8_kernels
+        path = onnx_export.onnx_file(model, precision, target, cache)
     except OSError as error:
         raise SettingsError(
             f"the ONNX export of embedding model {settings.model!r} could not be written to {cache} "
