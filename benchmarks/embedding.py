@@ -2,13 +2,15 @@
 a map worker runs it), over real call sentences. Run on demand (never by pytest):
 
     .venv/bin/python benchmarks/embedding.py [--firms 12] [--configs torch:fp32:256,onnx:int8:16]
+    .venv/bin/python benchmarks/embedding.py --firms 1 --calls 1 --configs torch:fp32:16  # smoke test
 
 For each configuration: sentences/s with per-firm batches (what the map does: a batch never mixes
 firms, so a firm's embeddings are the same bits whatever firms share its group) and with one
 length-sorted stream over the whole group (all firms' sentences as one), and the cosine of each
 sentence's embedding to torch fp32 with per-firm batches (mean, 1st percentile, minimum).
 
-Firms and sentences as in map.py: `--firms` tickers spread over the corpus, split and cleaned by
+Firms and sentences as in map.py: `--firms` tickers spread over the corpus (each with all of its
+calls, or its first `--calls`: for the smoke test, tests/test_benchmarks.py), split and cleaned by
 ftm's preprocessing; the embedding gets `raw_text`. Each configuration embeds once untimed first
 (model load, export cache, first-call allocation), then is timed.
 """
@@ -65,6 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--corpus", type=Path, default=map_benchmark.DEFAULT_CORPUS)
     parser.add_argument("--firms", type=int, default=12, help="tickers, spread over the corpus")
+    parser.add_argument("--calls", type=int, help="at most this many calls a firm (default: all)")
     parser.add_argument("--configs", default=DEFAULT_CONFIGS, help="backend:precision:batch_size,...")
     parser.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
     args = parser.parse_args()
@@ -72,7 +75,7 @@ def main() -> None:
     os.environ.update({name: "1" for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")})
 
     load_start = os.getloadavg()[0]
-    calls = map_benchmark.read_firms(args.corpus, args.firms)
+    calls = map_benchmark.read_firms(args.corpus, args.firms, args.calls)
     firms = [raw for _, _, raw, _ in map_benchmark.preprocess(calls, len(os.sched_getaffinity(0)))]
     n = sum(len(f) for f in firms)
     flags = cpu_flags()

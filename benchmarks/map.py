@@ -5,8 +5,9 @@ demand (never by pytest), on an idle machine:
     .venv/bin/python benchmarks/map.py [--firms 40] [--workers 2] [--precisions fp32,int8] [--json]
 
 Firms: `--firms` tickers spread evenly over the corpus's sorted tickers, each with all of its
-calls. Both sides get the same sentences: ftm's own preprocessing (spaCy, as `ftm prefetch` does)
-makes `raw_text` and `cleaned_text` once, before either clock starts.
+calls (or its first `--calls`, an option for the smoke test, tests/test_benchmarks.py). Both
+sides get the same sentences: ftm's own preprocessing (spaCy, as `ftm prefetch` does) makes
+`raw_text` and `cleaned_text` once, before either clock starts.
 
 Each precision of `--precisions` runs both sides, so that each comparison is at equal precision
 (default fp32 and int8, and bf16 where the CPU has it natively); fp32 plain is the baseline as
@@ -79,13 +80,18 @@ Firm = tuple[str, str, list[str], list[str]]
 # --- input ------------------------------------------------------------------------------------
 
 
-def read_firms(path: Path, n_firms: int) -> dict[str, tuple[str, list[list[Component]]]]:
-    """`n_firms` tickers spread evenly over the sorted tickers, each with all of its calls."""
+def read_firms(
+    path: Path, n_firms: int, max_calls: int | None = None
+) -> dict[str, tuple[str, list[list[Component]]]]:
+    """`n_firms` tickers spread evenly over the sorted tickers, each with all of its calls (its
+    first `max_calls` in the file when given)."""
     calls: dict[str, tuple[str, list[list[Component]]]] = {}
     with gzip.open(path, "rt", encoding="utf-8") as lines:
         for line in lines:
             record = json.loads(line)
             name, found = calls.setdefault(record["ticker"], (record["company_name"], []))
+            if max_calls is not None and len(found) >= max_calls:
+                continue
             # ECTSum holds prepared remarks only; neither source has operator turns.
             speaker = "presenter" if record["source"] == "ECTSum" else "unknown"
             found.append([Component(c["order"], speaker, c["text"]) for c in record["components"]])
@@ -101,7 +107,8 @@ def preprocess(calls: dict[str, tuple[str, list[list[Component]]]], workers: int
     ]
     raw: dict[str, list[str]] = defaultdict(list)
     cleaned: dict[str, list[str]] = defaultdict(list)
-    preprocessor = Preprocessor(PreprocessSettings(workers=workers))
+    # No more spaCy processes than calls: one call runs in this process, with no pool to start.
+    preprocessor = Preprocessor(PreprocessSettings(workers=max(1, min(workers, len(keyed)))))
     try:
         for (ticker, _), text in preprocessor.process(keyed):
             for sentence in text.sentences:
@@ -404,6 +411,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--firms", type=int, default=40, help="tickers, spread over the corpus")
+    parser.add_argument("--calls", type=int, help="at most this many calls a firm (default: all)")
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)), help="ftm processes")
     parser.add_argument("--epochs", type=int, default=None, help="override topics.umap_n_epochs")
     parser.add_argument(
@@ -431,7 +439,7 @@ def main() -> None:
     limit = 0.75 * cores if args.max_load is None else args.max_load
 
     started = time.perf_counter()
-    firms = preprocess(read_firms(args.corpus, args.firms), cores)
+    firms = preprocess(read_firms(args.corpus, args.firms, args.calls), cores)
     prep_s = time.perf_counter() - started
     n_sentences = sum(len(f[2]) for f in firms)
     print(f"{len(firms)} firms, {n_sentences:,} sentences, preprocessed in {prep_s:.0f} s", file=sys.stderr)

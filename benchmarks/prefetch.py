@@ -101,7 +101,7 @@ def run_baseline(
             number = numbers[call_id, order]
             numbers[call_id, order] += 1
             sentences += 1
-            cleaned = rules._clean(span)
+            cleaned = rules._clean(span, set())  # no firm name's words: ftm's side is given none either
             if len(cleaned) < rules.min_tokens:
                 continue
             kept += 1

@@ -130,8 +130,11 @@ def log(message: str) -> None:
 
 
 def _default_seed(cache: Path, n_firms: int, quarter: Quarter) -> Path:
-    if (THEMES_ROOT / layout.sentence_embeddings_folder(quarter)).is_dir():
-        return THEMES_ROOT
+    """A map benchmarks/themes.py keeps (in its root's folders keyed by the map's settings), else
+    a map of `n_firms` corpus firms made once in `cache`."""
+    for root in sorted(THEMES_ROOT.glob("map-*")):
+        if (root / layout.sentence_embeddings_folder(quarter)).is_dir():
+            return root
     return _mapped_seed(cache, n_firms, quarter)
 
 
@@ -207,7 +210,7 @@ def _read_seed(store: Store, quarter: Quarter) -> dict[str, Any]:
     )
     joined = keys.join(texts, "sentence_id").sort_by([("firm_id", "ascending"), ("sentence_id", "ascending")])
     firm_ids, firm = np.unique(joined.column("firm_id").to_numpy(zero_copy_only=False), return_inverse=True)
-    vectors = embedded.column("embedding").combine_chunks().take(joined.column("row"))
+    vectors = embedded.column("embedding").combine_chunks().take(joined.column("row").combine_chunks())
     return {
         "n_firms": len(firm_ids),
         "firm": firm,

@@ -130,7 +130,13 @@ def _write_quarter(store: Store, args: argparse.Namespace) -> dict[str, Any]:
     popularity = 1.0 / (np.arange(n_themes) + 5.0)
     popularity /= popularity.sum()
     firm_ids = [f"F{index:05d}" for index in range(n_firms)]
-    members: dict[str, list[Any]] = {"theme_id": [], "firm_id": [], "sentence_id": [], "similarity": []}
+    members: dict[str, list[Any]] = {
+        "theme_id": [],
+        "firm_id": [],
+        "sentence_id": [],
+        "similarity": [],
+        "primary": [],
+    }
     chunks, firm_to_chunk = [], {}
     for start in range(0, n_firms, FIRMS_PER_CHUNK):
         firms = firm_ids[start : start + FIRMS_PER_CHUNK]
@@ -162,11 +168,12 @@ def _write_quarter(store: Store, args: argparse.Namespace) -> dict[str, Any]:
             weights = popularity[mine] / popularity[mine].sum()
             rows = np.flatnonzero(rng.random(per_firm) < 0.6)
             second = rows[rng.random(len(rows)) < 1 / 3]
-            for chosen in (rows, second):
+            for chosen, primary in ((rows, True), (second, False)):  # a sentence's first theme is its primary
                 members["theme_id"].append(rng.choice(mine, size=len(chosen), p=weights))
                 members["firm_id"] += [firm] * len(chosen)
                 members["sentence_id"] += [f"{firm}/{i}" for i in chosen]
                 members["similarity"].append(rng.uniform(0.3, 0.9, len(chosen)))
+                members["primary"] += [primary] * len(chosen)
     store.write_json(
         layout.prefetch_manifest(QUARTER),
         PrefetchManifest(
@@ -185,6 +192,7 @@ def _write_quarter(store: Store, args: argparse.Namespace) -> dict[str, Any]:
             "firm_id": members["firm_id"],
             "sentence_id": members["sentence_id"],
             "similarity": pa.array(np.concatenate(members["similarity"]), pa.float32()),
+            "primary": pa.array(members["primary"], pa.bool_()),
         }
     ).to_pandas()
     frame = frame.drop_duplicates(["theme_id", "sentence_id"]).sort_values(
@@ -193,7 +201,12 @@ def _write_quarter(store: Store, args: argparse.Namespace) -> dict[str, Any]:
     store.write_table(
         layout.theme_sentences(QUARTER), pa.Table.from_pandas(frame, THEME_SENTENCES, preserve_index=False)
     )
-    cells = frame.groupby(["firm_id", "theme_id"]).size().rename("n_sentences").reset_index()
+    # Per firm and theme, as reduce counts them: its sentences whose primary theme it is, and all.
+    cells = (
+        frame.groupby(["firm_id", "theme_id"])
+        .agg(n_sentences=("primary", "sum"), n_sentences_any=("primary", "size"))
+        .reset_index()
+    )
     _write_reduce_tables(store, cells, frame, firm_ids, per_firm, n_themes)
     return {
         "firms": n_firms,
@@ -218,6 +231,7 @@ def _write_reduce_tables(
             "theme_id": pa.array(cells.theme_id, pa.int32()),
             "n_sentences": pa.array(cells.n_sentences, pa.int32()),
             "share": pa.array(cells.n_sentences / per_firm, pa.float64()),
+            "n_sentences_any": pa.array(cells.n_sentences_any, pa.int32()),
         },
         schema=FIRM_THEME_EXPOSURE,
     )
@@ -242,7 +256,10 @@ def _write_reduce_tables(
     words = _words()
     rng = np.random.default_rng(1)
     keywords = [[str(word) for word in rng.choice(words, 10, replace=False)] for _ in range(n_themes)]
-    firms_in = cells[cells.n_sentences >= 2].groupby("theme_id").size().reindex(range(n_themes), fill_value=0)
+    firms_in = (
+        cells[cells.n_sentences_any >= 2].groupby("theme_id").size().reindex(range(n_themes), fill_value=0)
+    )
+    primary = frame[frame.primary].groupby("theme_id").size().reindex(range(n_themes), fill_value=0)
     sentences_in = frame.groupby("theme_id").size().reindex(range(n_themes), fill_value=0)
     kinds = ["reporting" if theme % 6 == 5 else "theme" for theme in range(n_themes)]
     themes = pa.table(
@@ -252,6 +269,11 @@ def _write_reduce_tables(
             "kind": kinds,
             "keywords": keywords,
             "representation": ["_".join(words[:4]) for words in keywords],
+            # No reference quarters, as for a first quarter: no salience or ordinary attention.
+            "salience": pa.nulls(n_themes, pa.float32()),
+            "attention_share": pa.array(primary / (len(firm_ids) * per_firm), pa.float32()),
+            "baseline_share": pa.nulls(n_themes, pa.float32()),
+            "share_of_firms": pa.array(firms_in / len(firm_ids), pa.float32()),
             "n_firms": pa.array(firms_in, pa.int32()),
             "n_topics": pa.array([0] * n_themes, pa.int32()),
             "n_sentences": pa.array(sentences_in, pa.int32()),

@@ -4,6 +4,7 @@ Run on demand (never by pytest):
 
     .venv/bin/python benchmarks/small_firms.py [--firms 40] [--seeds 1] [--workers 2] [--json]
     .venv/bin/python benchmarks/small_firms.py --cache /tmp/small-firms.pkl --seeds 3
+    .venv/bin/python benchmarks/small_firms.py --demo-firms 2 --firms 1 --calls 1 --workers 1  # smoke test
 
 It chose `FirmProcessor`'s small-firm rule, min(10, max(5, round(n / 20))) ("lo5 k20"); before
 it every firm got `topics.hdbscan_min_cluster_size` (10), and a firm below max(umap_n_neighbors
@@ -19,12 +20,16 @@ for small firms; min_samples 5 for every firm). Two data sets:
   (`benchmarks/map.py`'s `read_firms`): mostly larger firms, to check that a rule leaves them
   alone (column "max n chg": the largest firm whose labels differ from fixed 10).
 
+`--demo-firms N` (N tickers spread over A instead of all) and `--calls N` (each firm's first N
+calls) exist for the smoke test (tests/test_benchmarks.py), which only checks that this runs.
+
 Sentences come from ftm's own spaCy preprocessing (`map.preprocess`); embeddings from
 `ftm.map.embedding.Embedder` on the CPU with the packaged MiniLM (no download), once per data set
-(`--cache` keeps both in a pickle for the next run). The fits run in `--workers` processes of
-one thread each. Each distinct (firm, min_cluster_size, min_samples, seed) is fitted once and
-shared by the rules that ask for it: a fit is seeded and deterministic. `--seeds N` repeats every
-fit with UMAP seeds 42 .. 42+N-1 and shows means, with the spread over seeds ("sd").
+(`--cache` keeps both in a pickle for the next run). The embedding and the fits run in
+`--workers` processes of one thread each (in this process when it is 1). Each distinct (firm,
+min_cluster_size, min_samples, seed) is fitted once and shared by the rules that ask for it: a
+fit is seeded and deterministic. `--seeds N` repeats every fit with UMAP seeds 42 .. 42+N-1 and
+shows means, with the spread over seeds ("sd").
 
 Measures, per rule and data set: firms ok / no_topics / skipped; topics per ok firm and their
 median size; outlier share over the clustered firms (a no_topics firm counts 1.0, as in
@@ -112,13 +117,18 @@ LOWERING = [name for name, rule in RULES.items() if rule(40)[0] < 10]
 # --- data -------------------------------------------------------------------------------------
 
 
-def load(path: Path, n_firms: int | None, workers: int) -> tuple[list[bench_map.Firm], np.ndarray]:
+def load(
+    path: Path, n_firms: int | None, workers: int, max_calls: int | None = None
+) -> tuple[list[bench_map.Firm], np.ndarray]:
     """Firms (every ticker when n_firms is None) and their sentences' embeddings, in firm order."""
     if n_firms is None:
         with gzip.open(path, "rt", encoding="utf-8") as lines:
             n_firms = len({json.loads(line)["ticker"] for line in lines})
-    firms = [f for f in bench_map.preprocess(bench_map.read_firms(path, n_firms), workers) if f[2]]
+    calls = bench_map.read_firms(path, n_firms, max_calls)
+    firms = [f for f in bench_map.preprocess(calls, workers) if f[2]]
     sentences = [s for _, _, raw, _ in firms for s in raw]
+    if workers == 1:  # one single-threaded Embedder, here: no process to start
+        return firms, _embed(sentences)
     # As ftm's local map does: one single-threaded Embedder per process (twice the throughput of
     # one process on every core, per benchmarks/map.py), each on every workers-th sentence.
     shares = [sentences[i::workers] for i in range(workers)]
@@ -137,9 +147,9 @@ def _embed(sentences: list[str]) -> np.ndarray:
     return Embedder(EmbeddingSettings(device="cpu", cpu_threads=1)).encode(sentences)
 
 
-def load_all(args: argparse.Namespace, cores: int) -> dict[str, tuple[list[bench_map.Firm], np.ndarray]]:
+def load_all(args: argparse.Namespace) -> dict[str, tuple[list[bench_map.Firm], np.ndarray]]:
     """Both data sets, from `--cache` when it holds the same inputs."""
-    key = (str(args.demo), str(args.corpus), args.firms)
+    key = (str(args.demo), str(args.corpus), args.firms, args.demo_firms, args.calls)
     if args.cache and args.cache.exists():
         with args.cache.open("rb") as file:
             cached = pickle.load(file)
@@ -147,9 +157,10 @@ def load_all(args: argparse.Namespace, cores: int) -> dict[str, tuple[list[bench
             return cached["data"]
         print(f"{args.cache} holds other inputs: rebuilding it", file=sys.stderr)
     data = {}
-    for name, path, n_firms in (("A demo", args.demo, None), ("B corpus", args.corpus, args.firms)):
+    sets = (("A demo", args.demo, args.demo_firms), ("B corpus", args.corpus, args.firms))
+    for name, path, n_firms in sets:
         started = time.perf_counter()
-        data[name] = load(path, n_firms, cores)
+        data[name] = load(path, n_firms, args.workers, args.calls)
         firms = data[name][0]
         print(
             f"{name}: {len(firms)} firms, {sum(len(f[2]) for f in firms):,} sentences, "
@@ -259,6 +270,9 @@ def run_fits(
         key=lambda t: (-sizes[t[0], t[1]], str(t)),  # largest first: a shorter tail
     )
     started = time.perf_counter()
+    if workers == 1:  # the fits one after another, here: no process to start
+        _init_worker(data)
+        return {task: _fit(task) for task in tasks}, time.perf_counter() - started
     context = multiprocessing.get_context("spawn")
     with bench_map.one_thread(), context.Pool(workers, initializer=_init_worker, initargs=(data,)) as pool:
         fits = dict(zip(tasks, pool.map(_fit, tasks, chunksize=1), strict=True))
@@ -476,6 +490,8 @@ def main() -> None:
     parser.add_argument("--demo", type=Path, default=DEMO, help="data set A: every ticker of this file")
     parser.add_argument("--corpus", type=Path, default=bench_map.DEFAULT_CORPUS, help="data set B")
     parser.add_argument("--firms", type=int, default=40, help="data set B: tickers spread over the corpus")
+    parser.add_argument("--demo-firms", type=int, help="data set A: tickers spread over it (default: all)")
+    parser.add_argument("--calls", type=int, help="at most this many calls a firm (default: all)")
     parser.add_argument("--seeds", type=int, default=1, help="UMAP seeds per fit (42, 43, ...); means shown")
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)), help="worker processes")
     parser.add_argument("--cache", type=Path, help="pickle of the sentences and embeddings, made if absent")
@@ -490,7 +506,7 @@ def main() -> None:
     cores = len(os.sched_getaffinity(0))
     seeds = [TopicsSettings().random_state + i for i in range(args.seeds)]
     started = time.perf_counter()
-    data = load_all(args, cores)
+    data = load_all(args)
     fits, fit_wall = run_fits(data, RULES, seeds, args.workers)
     print(f"{len(fits)} distinct fits in {fit_wall:.0f} s on {args.workers} workers", file=sys.stderr)
 

@@ -18,11 +18,24 @@ an event when at least 2 of its prefetched sentences (`raw_text`) match the even
 insensitive. Per system and event: a theme's *sentence precision* is the share of its sentences
 that match; a theme with sentence precision ≥ 0.25 is *eligible*; the *best theme* is the eligible
 one with the highest firm-level F1 against the exposed firms; *sentence recall* is the share of all
-matching sentences that lie in some eligible theme; *rank* is the best theme's place among the
-system's themes by firms (ftm: among its themes of kind `theme`; 0 is the largest).
+matching sentences that lie in some eligible theme; *rank* is the best theme's place in the
+system's own default order, where a researcher looks first (0 is the first): ftm's theme ids
+among its themes of kind `theme` (by salience), BERTopic's topic ids (by size); *kind* is the best
+theme's kind. With `--seeds N`, ftm's reduce runs with N values of `reduce.random_state` and
+each event's F1 and rank are given as their range over the seeds. *Keyword spread*: of ftm's
+themes of kind `theme` that 10 or more firms talk about, how many have a top-3 keyword that fewer
+than 20 % of those firms use in their sentences of the theme (`cleaned_text`).
+
+The map is cached under `--root`, in a folder keyed by the corpus file and the map's settings
+(embedding, topics, map, preprocess), so a change to the reduce reruns in minutes.
 
     .venv/bin/python benchmarks/themes.py                       # 2020Q3 and 2021Q3, ~1 h on 2 cores
     .venv/bin/python benchmarks/themes.py --quarters 2021Q3 --root /tmp/themes --json
+    .venv/bin/python benchmarks/themes.py --quarters 2021Q3 --firms 3 --workers 1 --root /tmp/small
+
+`--firms N` prefetches and maps only the quarter's first N firms (by ticker): it exists for the
+smoke test (tests/test_benchmarks.py), which checks that this runs, not what it finds; it is part
+of the cache's key.
 
 It needs the test corpus (see tests/corpus.py, or `--corpus`); without it, point
 `--corpus` at any JSON Lines file of the same format (see src/ftm/sample/README.md).
@@ -31,6 +44,7 @@ It needs the test corpus (see tests/corpus.py, or `--corpus`); without it, point
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import platform
@@ -68,6 +82,8 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=corpus.PATH)
     parser.add_argument("--root", type=Path, default=Path("/tmp/ftm-bench-themes"), help="kept between runs")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="map workers")
+    parser.add_argument("--firms", type=int, help="only the quarter's first N firms (default: all)")
+    parser.add_argument("--seeds", type=int, default=1, help="reduce.random_state values for ftm")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--system", help=argparse.SUPPRESS)  # a child process's own system
     parser.add_argument("--quarter", help=argparse.SUPPRESS)
@@ -77,10 +93,11 @@ def main() -> None:
         _child(args.system, Quarter.parse(args.quarter), args.root, args.out)
         return
     corpus.require(args.corpus)
-    report: dict[str, Any] = {"machine": machine(), "quarters": {}}
+    args.root = args.root / map_key(args.corpus, args.firms)
+    report: dict[str, Any] = {"machine": machine(), "root": str(args.root), "quarters": {}}
     for text in args.quarters.split(","):
         quarter = Quarter.parse(text.strip())
-        map_s = prepare(quarter, args.corpus, args.root, args.workers)
+        map_s = prepare(quarter, args.corpus, args.root, args.workers, args.firms)
         sentences = _sentences(args.root, quarter)
         results = {"map_s": map_s, "n_sentences": len(sentences), "n_firms": int(sentences.firm_id.nunique())}
         for system in SYSTEMS:
@@ -88,6 +105,9 @@ def main() -> None:
             usage = run_child(system, quarter, args.root, out)
             assignment = pd.read_parquet(out)
             results[system] = {**usage, **evaluate(sentences, assignment)}
+        results["ftm"]["keyword_spread"] = keyword_spread(args.root, quarter)
+        if args.seeds > 1:
+            results["seeds"] = seed_spread(quarter, args.root, sentences, args.seeds)
         report["quarters"][str(quarter)] = results
         if not args.json:
             print_quarter(str(quarter), results)
@@ -116,11 +136,15 @@ def machine() -> dict[str, Any]:
 # --- the quarter, prefetched and mapped once ----------------------------------------------------
 
 
-def prepare(quarter: Quarter, corpus: Path, root: Path, workers: int) -> float | None:
-    """Prefetches (by fiscal-quarter label) and maps the quarter unless done; the map's seconds."""
+def prepare(
+    quarter: Quarter, corpus: Path, root: Path, workers: int, n_firms: int | None = None
+) -> float | None:
+    """Prefetches (by fiscal-quarter label; only the first `n_firms` firms when given) and maps
+    the quarter unless done; the map's seconds."""
     env = {**os.environ, "FTM_SOURCE__QUARTER_RULE": "fiscal"}
     ftm = [sys.executable, "-m", "ftm"]
     if not (root / layout.prefetch_manifest(quarter)).exists():
+        firms = [] if n_firms is None else ["--firms", ",".join(first_firms(corpus, [quarter], n_firms))]
         subprocess.run(
             [
                 *ftm,
@@ -132,6 +156,7 @@ def prepare(quarter: Quarter, corpus: Path, root: Path, workers: int) -> float |
                 str(corpus),
                 "--root",
                 str(root),
+                *firms,
             ],
             check=True,
             env=env,
@@ -154,6 +179,17 @@ def prepare(quarter: Quarter, corpus: Path, root: Path, workers: int) -> float |
     return seconds
 
 
+def first_firms(corpus: Path, quarters: list[Quarter], n: int) -> list[str]:
+    """The first n tickers, sorted, with a call labelled each of `quarters` (the fiscal rule's)."""
+    labels: dict[str, set[str | None]] = {}
+    with gzip.open(corpus, "rt", encoding="utf-8") as lines:
+        for line in lines:
+            record = json.loads(line)
+            labels.setdefault(record["ticker"], set()).add(record.get("fiscal_quarter"))
+    wanted = {str(quarter) for quarter in quarters}
+    return sorted(ticker for ticker, found in labels.items() if wanted <= found)[:n]
+
+
 def _sentences(root: Path, quarter: Quarter) -> pd.DataFrame:
     folder = root / layout.prefetch_folder(quarter)
     columns = ["firm_id", "sentence_id", "raw_text"]
@@ -163,16 +199,98 @@ def _sentences(root: Path, quarter: Quarter) -> pd.DataFrame:
 # --- each system in a child process ---------------------------------------------------------
 
 
-def run_child(system: str, quarter: Quarter, root: Path, out: Path) -> dict[str, Any]:
+def run_child(
+    system: str, quarter: Quarter, root: Path, out: Path, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Runs one system in a child process; its wall seconds and peak resident memory."""
     command = [sys.executable, __file__, "--system", system, "--quarter", str(quarter), "--root", str(root)]
     start = time.perf_counter()
-    child = subprocess.Popen([*command, "--out", str(out)])
+    child = subprocess.Popen([*command, "--out", str(out)], env={**os.environ, **(env or {})})
     _, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - start
     if status != 0:
         sys.exit(f"{system} on {quarter} failed (status {status})")
     return {"seconds": round(seconds, 1), "peak_gb": round(usage.ru_maxrss / 1e6, 2)}
+
+
+def map_key(corpus: Path, n_firms: int | None) -> str:
+    """The cache folder's name: the corpus file and the settings the map depends on."""
+    import hashlib
+
+    from ftm.settings import load_settings
+
+    settings = load_settings(None)
+    mapped = {
+        name: getattr(settings, name).model_dump(mode="json") for name in ("embedding", "topics", "map")
+    }
+    mapped["preprocess"] = settings.preprocess.model_dump(mode="json")
+    stat = corpus.stat()
+    key = json.dumps(
+        [str(corpus.resolve()), stat.st_size, int(stat.st_mtime), n_firms, mapped], sort_keys=True
+    )
+    return "map-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def seed_spread(quarter: Quarter, root: Path, sentences: pd.DataFrame, n: int) -> dict[str, Any]:
+    """ftm's F1 and rank per event over `n` values of reduce.random_state (42, 43, ...)."""
+    runs = []
+    for seed in range(42, 42 + n):
+        out = root / f"{quarter}-ftm-seed{seed}.parquet"
+        run_child("ftm", quarter, root, out, {"FTM_REDUCE__RANDOM_STATE": str(seed)})
+        runs.append(evaluate(sentences, pd.read_parquet(out)))
+    spread: dict[str, Any] = {}
+    for event in EVENTS:
+        f1 = [run[event]["f1"] for run in runs]
+        ranks = [run[event]["rank"] for run in runs]
+        spread[event] = {
+            "f1_min": min(f1),
+            "f1_max": max(f1),
+            "rank_worst": None if None in ranks else max(ranks),
+            "rank_best": None if None in ranks else min(ranks),
+        }
+    return spread
+
+
+def keyword_spread(root: Path, quarter: Quarter) -> dict[str, Any]:
+    """Of the themes of kind theme with 10+ firms, those with a top-3 keyword fewer than 20 % of
+    their firms use in their sentences of the theme."""
+    themes = pq.read_table(
+        root / layout.themes(quarter), columns=["theme_id", "kind", "keywords"]
+    ).to_pandas()
+    members = pq.read_table(
+        root / layout.theme_sentences(quarter), columns=["theme_id", "firm_id", "sentence_id"]
+    )
+    folder = root / layout.prefetch_folder(quarter)
+    texts = pd.concat(
+        pd.read_parquet(p, columns=["sentence_id", "cleaned_text"])
+        for p in sorted(folder.glob("chunk_*.parquet"))
+    )
+    members = members.to_pandas().merge(texts, on="sentence_id")
+    counted, narrow, examples = 0, 0, []
+    for theme in themes[themes.kind == "theme"].itertuples():
+        rows = members[members.theme_id == theme.theme_id]
+        per_firm = rows.groupby("firm_id").size()
+        firms = set(per_firm[per_firm >= MIN_SENTENCES].index)
+        if len(firms) < 10:
+            continue
+        counted += 1
+        said = (
+            rows[rows.firm_id.isin(firms)]
+            .groupby("firm_id")
+            .cleaned_text.apply(lambda t: " " + " ".join(t) + " ")
+        )
+        for word in list(theme.keywords)[:3]:
+            users = sum(f" {word} " in text for text in said)
+            if users < 0.2 * len(firms):
+                narrow += 1
+                examples.append(f"{', '.join(list(theme.keywords)[:3])} ({len(firms)} firms)")
+                break
+    return {
+        "themes_10_firms": counted,
+        "narrow": narrow,
+        "share": round(narrow / max(counted, 1), 3),
+        "examples": examples[:5],
+    }
 
 
 def _child(system: str, quarter: Quarter, root: Path, out: Path) -> None:
@@ -226,7 +344,8 @@ def evaluate(sentences: pd.DataFrame, assignment: pd.DataFrame) -> dict[str, Any
     counts = pairs.groupby(["theme", "firm"]).size()
     in_theme = counts[counts >= MIN_SENTENCES].reset_index().groupby("theme").firm.apply(set).to_dict()
     kinds = pairs.groupby("theme").kind.first().to_dict()
-    ranked = sorted((t for t in in_theme if kinds.get(t) == "theme"), key=lambda t: (-len(in_theme[t]), t))
+    # Each system's own default order: ftm's theme ids (by salience), BERTopic's topic ids (by size).
+    ranked = sorted(t for t in in_theme if kinds.get(t) == "theme")
     rank = {theme: i for i, theme in enumerate(ranked)}
     out: dict[str, Any] = {"n_themes": len(in_theme), "n_theme_kind": len(ranked)}
     for event, pattern in EVENTS.items():
@@ -254,6 +373,7 @@ def evaluate(sentences: pd.DataFrame, assignment: pd.DataFrame) -> dict[str, Any
             "firm_precision": round(best[2], 3),
             "theme_firms": len(in_theme.get(best[3], ())) if best[3] is not None else 0,
             "rank": rank.get(best[3]) if best[3] is not None else None,
+            "kind": kinds.get(best[3]) if best[3] is not None else None,
             "sentence_recall": round(len(covered) / max(len(matching), 1), 3),
         }
     return out
@@ -278,6 +398,21 @@ def print_quarter(quarter: str, results: dict[str, Any]) -> None:
     for system in SYSTEMS:
         r = results[system]
         print(f"  {system}: {r['seconds']:.0f} s, peak {r['peak_gb']:.1f} GB, {r['n_theme_kind']} themes")
+    kinds = ", ".join(f"{event} {results['ftm'][event]['kind']}" for event in EVENTS)
+    print(f"  ftm's best themes are of kind: {kinds}")
+    spread = results["ftm"]["keyword_spread"]
+    print(
+        f"  keyword spread: {spread['narrow']} of {spread['themes_10_firms']} themes of kind theme with "
+        f"10+ firms ({spread['share']:.0%}) have a top-3 keyword fewer than 20 % of their firms use"
+    )
+    for example in spread["examples"]:
+        print(f"    {example}")
+    if "seeds" in results:
+        for event, spread in results["seeds"].items():
+            print(
+                f"  seeds: {event}: F1 {spread['f1_min']:.2f} to {spread['f1_max']:.2f}, "
+                f"rank {spread['rank_best']} to {spread['rank_worst']}"
+            )
 
 
 if __name__ == "__main__":

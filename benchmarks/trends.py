@@ -15,12 +15,17 @@ inflation, and for the pandemic to be one lineage with a theme in every quarter.
     .venv/bin/python benchmarks/trends.py                        # hours on 2 cores: run under flock
     .venv/bin/python benchmarks/trends.py --quarters 2020Q1..2020Q4 --root /tmp/trends --json
     .venv/bin/python benchmarks/trends.py --methods 2020Q3,2021Q3 --root /tmp/ftm-bench-themes
+    .venv/bin/python benchmarks/trends.py --quarters 2021Q2..2021Q3 --firms 3 --workers 1 --root /tmp/small
 
 `--methods A,B` measures how lineages could match two reduced quarters of `--root` (those
 benchmarks/themes.py leaves, say), the measurement that chose ftm's method: per method (raw
 centroid cosine, centroid cosine less each quarter's mean, keyword Jaccard), the quantiles of each
 theme's best match and of all pairs, mutual best matches, one-to-one matches above thresholds, and
 where each event's best theme of A goes in B.
+
+`--firms N` runs only the first N firms (by ticker) with a call in every quarter of the range:
+it exists for the smoke test (tests/test_benchmarks.py), which checks that this runs, not what it
+finds.
 
 It needs the test corpus (see tests/corpus.py, or `--corpus`).
 """
@@ -47,7 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # tests/corpus.py: where the test corpus is
 sys.path.insert(0, str(REPO / "benchmarks"))
 import corpus  # noqa: E402, I001  (tests/corpus.py, then benchmarks/themes.py: the same events)
-from themes import EVENTS, MIN_SENTENCES, machine  # noqa: E402
+from themes import EVENTS, MIN_SENTENCES, first_firms, machine  # noqa: E402
 
 ELIGIBLE = 0.25  # share of a lineage's theme sentences that match the event
 
@@ -59,6 +64,7 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=Path("/tmp/ftm-bench-trends"), help="kept between runs")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="map workers")
     parser.add_argument("--batch-size", type=int, default=200)
+    parser.add_argument("--firms", type=int, help="only the first N firms in every quarter (default: all)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--methods", help="two reduced quarters of --root to compare matching methods on")
     args = parser.parse_args()
@@ -72,6 +78,8 @@ def main() -> None:
     command = [sys.executable, "-m", "ftm", "run", label, "--input", str(args.corpus)]
     command += ["--root", str(args.root), "--workers", str(args.workers)]
     command += ["--batch-size", str(args.batch_size)]
+    if args.firms is not None:
+        command += ["--firms", ",".join(first_firms(args.corpus, quarters, args.firms))]
     start = time.perf_counter()
     subprocess.run(command, check=True, env=env)
     report: dict[str, Any] = {"machine": machine(), "run_s": round(time.perf_counter() - start, 1)}

@@ -134,3 +134,22 @@ def aws_endpoint(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     httpx.post(f"{s3_endpoint}/moto-api/config", json={"batch": {"use_docker": False}}).raise_for_status()
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
     return s3_endpoint
+
+
+@pytest.fixture
+def immutable(tmp_path: Path) -> Iterator[Path]:
+    """A folder nobody may write, root included (`chattr +i`), as a read-only mount would be."""
+    import shutil
+    import subprocess
+
+    folder = tmp_path / "immutable"
+    folder.mkdir()
+    if shutil.which("chattr") is None:
+        pytest.skip("chattr (e2fsprogs) is not installed")
+    made = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"this file system cannot make a folder immutable: {made.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)

@@ -127,3 +127,12 @@ def test_suggested_commands_leave_out_the_default_root() -> None:
 
     assert Store("./ftm-data").command("watch") == "ftm watch"
     assert Store("s3://bucket/ftm").command("watch") == "ftm watch --root s3://bucket/ftm"
+
+
+def test_ftm_runs_steps_are_short_plain_lines_in_a_log(capsys: pytest.CaptureFixture) -> None:
+    from ftm.commands import run
+
+    run._step("prefetch 2021Q3")  # stderr is captured, so not a terminal: as in a log
+    err = capsys.readouterr().err
+    assert err.strip() == "== ftm run: prefetch 2021Q3"
+    assert max(len(line) for line in err.splitlines()) < 80

@@ -59,8 +59,8 @@ def test_the_report_is_written_to_the_storage_root_and_to_out_alike(reported: di
 
 def test_the_quarters_report_opens_offline_with_a_bar_per_investment_theme(reported: dict[str, Any]) -> None:
     themes, names = reported["themes"], reported["names"]
-    investment = themes[themes.kind == "theme"].sort_values(["n_firms", "theme_id"], ascending=[False, True])
-    assert len(investment) >= 3 and (themes.kind == "reporting").any()
+    investment = themes[themes.kind == "theme"].sort_values("theme_id")  # the default order: salience
+    assert len(investment) >= 3 and (themes.kind != "theme").any()
     with opened(reported["page"]) as browser:
         page = browser.page
         assert browser.errors == []
@@ -72,9 +72,14 @@ def test_the_quarters_report_opens_offline_with_a_bar_per_investment_theme(repor
         assert [label.split(". ", 1)[1] for label in bars[1]] == [
             _clipped(names.loc[theme, "name"]) for theme in investment.theme_id
         ]
-        # The reporting language apart, every theme of that kind in its own table.
+        # Routine and reporting language apart, every theme of those kinds in its own table.
         reporting = page.locator("#reporting-table tbody tr")
-        assert reporting.count() == int((themes.kind == "reporting").sum())
+        assert reporting.count() == int((themes.kind != "theme").sum())
+        # Ordered by firms on request, the same bars in another order.
+        page.select_option("#theme-order", "firms")
+        (by_firms,) = plotted(page, "theme-bars")
+        assert by_firms[0] == sorted(investment.n_firms.tolist(), reverse=True)
+        page.select_option("#theme-order", "salience")
         # The first investment theme is shown, with its firms: one row per firm with a sentence in it.
         first = int(investment.theme_id.iloc[0])
         expected = reported["exposure"][reported["exposure"].theme_id == first]
@@ -138,7 +143,7 @@ def test_a_name_with_markup_is_shown_as_text_and_never_run(reported: dict[str, A
     names = read_names(store, QUARTER, "theme")
     hostile = "</script><script>window.hacked = 1</script><!-- <b>bold</b>"
     investment = reported["themes"].query("kind == 'theme'")
-    first = int(investment.sort_values(["n_firms", "theme_id"], ascending=[False, True]).theme_id.iloc[0])
+    first = int(investment.theme_id.min())
     column = [
         hostile if theme == first else name
         for theme, name in zip(
@@ -220,3 +225,17 @@ def test_on_s3_the_page_goes_to_the_bucket_and_out_to_this_machine(
 
 def _without_provenance(page: bytes) -> bytes:
     return re.sub(rb'"provenance":\{[^}]*\}', b"", page)
+
+
+def test_an_out_folder_that_cannot_be_written_is_refused_before_the_page_is_made(
+    reported: dict[str, Any], immutable: Path, capsys: pytest.CaptureFixture
+) -> None:
+    command = ["--config", str(reported["config"]), "report", str(QUARTER), "--root", str(reported["root"])]
+    before = reported["page"].stat().st_mtime_ns
+    code = main([*command, "--out", str(immutable / "x.html")])
+    err = capsys.readouterr().err
+    assert code == 4, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and str(immutable) in lines[0] and "Traceback" not in err
+    assert list(immutable.iterdir()) == []  # no page, no partial file
+    assert reported["page"].stat().st_mtime_ns == before  # refused before the page was made

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,12 +16,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ftm import layout
+from ftm import layout, sample
 from ftm.backends import open_backend
 from ftm.cli import app, main
 from ftm.commands.watch import COLUMNS
 from ftm.map import records
 from ftm.plan import read_plan
+from ftm.quarters import Quarter
 from ftm.runs import RunObserver
 from ftm.runs.record import latest_run, write_run
 from ftm.schemas import BatchProgress, RunRecord
@@ -193,8 +195,25 @@ def test_submit_again_resumes_the_run_and_runs_nothing_finished(
     assert {
         path: reference.read_bytes(path) for path in reference.list(layout.firm_topics_folder(QUARTER))
     } == parts
-    assert main(_submit(config, reference.root, "--batch-size", "4")) == 2  # other batches: refused
+    # A finished map runs no batch again, so another --batch-size cannot matter to it: kept as it is.
+    assert main(_submit(config, reference.root, "--batch-size", "4")) == 0
+    assert "nothing to run" in " ".join(capsys.readouterr().err.split())
+    assert [len(batch.firm_ids) for batch in read_plan(reference, QUARTER) or []] == [6, 6]
+
+
+def test_another_batch_size_is_refused_while_the_map_is_unfinished(
+    reference: Store, config: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    root = tmp_path / "unfinished"
+    shutil.copytree(reference.root, root)
+    (root / layout.batch_checkpoint(QUARTER, "batch_001")).unlink()  # its work is left to do
+    assert main(_submit(config, str(root), "--batch-size", "4")) == 2  # other batches: refused
     assert "--new" in " ".join(capsys.readouterr().err.split())
+    # `ftm run` refuses it too, before it prefetches the range's other quarter.
+    run = ["--config", str(config), "run", "2016Q3..2016Q4", "--input", str(sample.PATH), "--root", str(root)]
+    assert main([*run, "--batch-size", "4"]) == 2
+    assert "--batch-size 4" in " ".join(capsys.readouterr().err.split())
+    assert not (root / layout.prefetch_folder(Quarter.parse("2016Q3"))).exists()
 
 
 def test_submit_refuses_without_a_prefetch_and_the_batch_backend_without_a_stack(

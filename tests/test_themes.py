@@ -163,59 +163,99 @@ def test_every_theme_sentence_is_a_prefetched_sentence_of_its_firm_and_themes_ar
         assert np.isclose(np.linalg.norm(theme["centroid"]), 1.0, atol=1e-5)
         texts = {prefetched[r["sentence_id"]]["raw_text"] for r in members}
         assert set(theme["representative_sentences"]) <= texts
-        assert theme["kind"] in ("theme", "reporting")
+        assert theme["kind"] in ("theme", "routine", "reporting")
+        share_of_firms = theme["n_firms"] / reduced["summary"]["n_firms"]
+        assert theme["share_of_firms"] == pytest.approx(share_of_firms, abs=1e-6)
 
 
-def test_exposure_is_the_share_of_a_firms_sentences_in_the_theme_with_permno_and_gvkey(
+def test_exposure_is_the_share_of_a_firms_sentences_whose_primary_theme_it_is_with_permno_and_gvkey(
     reduced: dict[str, Any], source: tuple[Path, Path, dict[str, dict[str, Any]]]
 ) -> None:
     store, given = reduced["store"], source[2]
     totals = sentence_counts(store, QUARTER, read_manifest(store, QUARTER))
-    in_theme = Counter((r["firm_id"], r["theme_id"]) for r in reduced["sentences"])
+    rows = reduced["sentences"]
+    in_theme = Counter((r["firm_id"], r["theme_id"]) for r in rows)
+    primary = Counter((r["firm_id"], r["theme_id"]) for r in rows if r["primary"])
+    # Each sentence in a theme has exactly one primary theme, its most similar.
+    by_sentence: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_sentence[row["sentence_id"]].append(row)
+    for memberships in by_sentence.values():
+        assert sum(r["primary"] for r in memberships) == 1
+        nearest = max(memberships, key=lambda r: (r["similarity"], -r["theme_id"]))
+        assert nearest["primary"]
     exposure = reduced["exposure"]
     assert {(r["firm_id"], r["theme_id"]) for r in exposure} == set(in_theme)  # one row per pair
     for row in exposure:
         assert row["quarter"] == str(QUARTER)
-        assert row["n_sentences"] == in_theme[(row["firm_id"], row["theme_id"])]
+        assert row["n_sentences_any"] == in_theme[(row["firm_id"], row["theme_id"])]
+        assert row["n_sentences"] == primary[(row["firm_id"], row["theme_id"])] <= row["n_sentences_any"]
         assert row["share"] == pytest.approx(row["n_sentences"] / totals[row["firm_id"]])
-        assert 0.0 < row["share"] <= 1.0
+        assert 0.0 <= row["share"] <= 1.0
         assert (row["permno"], row["gvkey"]) == (
             given[row["firm_id"]]["permno"],
             given[row["firm_id"]]["gvkey"],
         )
     linked = [row for row in exposure if row["permno"] is not None]
     assert linked and len(linked) < len(exposure)  # both kinds of firms are in the panel
+    # A firm's shares over themes add up to at most 1: a sentence counts once.
+    per_firm: dict[str, float] = defaultdict(float)
+    for row in exposure:
+        per_firm[row["firm_id"]] += row["share"]
+    assert per_firm and max(per_firm.values()) <= 1.0 + 1e-9
 
 
-def test_number_heavy_themes_are_reporting_and_investment_themes_come_first(reduced: dict[str, Any]) -> None:
+def test_themes_are_numbered_in_the_default_order_by_kind_then_salience(reduced: dict[str, Any]) -> None:
     themes = reduced["themes"]
     kinds = [theme["kind"] for theme in themes]
-    assert "reporting" in kinds and "theme" in kinds
-    assert kinds == sorted(kinds, key=lambda kind: kind != "theme")  # investment themes first
-    for kind in ("theme", "reporting"):
-        firms = [t["n_firms"] for t in themes if t["kind"] == kind]
-        assert firms == sorted(firms, reverse=True)
-    # Whether the sample's results sentences gather into a theme past the number share depends on the
-    # embedding path (bf16 on AVX512-BF16 made none): the rule is checked on every theme there is,
-    # and on both sides of the line in test_a_theme_past_the_number_share_is_reporting.
+    assert "theme" in kinds
+    assert kinds == sorted(kinds, key=("theme", "routine", "reporting").index)  # kind theme first
+    for kind in ("theme", "routine", "reporting"):
+        scores = [t["salience"] for t in themes if t["kind"] == kind]
+        assert None not in scores  # the reference of ordinary attention applies to the default model
+        assert scores == sorted(scores, reverse=True)
     for theme in themes:
-        if theme["number_share"] >= SETTINGS.reporting_number_share:
+        share, baseline = theme["attention_share"], theme["baseline_share"]
+        assert 0.0 <= share <= 1.0 and 0.0 <= baseline <= 1.0
+        smoothing = SETTINGS.salience_smoothing
+        expected = np.log((share + smoothing) / (baseline + smoothing))
+        assert theme["salience"] == pytest.approx(expected, abs=1e-4)
+        # Whether the sample's results sentences gather into a theme past the number share depends
+        # on the embedding path (bf16 on AVX512-BF16 made none): the rule is checked on every theme
+        # there is, and on both sides of the line in test_the_kind_rule_on_both_sides_of_each_line.
+        if theme["salience"] >= SETTINGS.salient:
+            assert theme["kind"] == "theme"
+        elif theme["number_share"] >= SETTINGS.reporting_number_share:
             assert theme["kind"] == "reporting"
-    assert reduced["summary"]["n_reporting"] == kinds.count("reporting")
-    assert [t["kind"] for t in reduced["summary"]["top_themes"]][0] == "theme"
+    # Attention is measured over every sentence: the shares of all themes add up to 1.
+    assert sum(t["attention_share"] for t in themes) == pytest.approx(1.0, abs=1e-4)
+    summary = reduced["summary"]
+    assert summary["n_reporting"] == kinds.count("reporting")
+    assert summary["n_routine"] == kinds.count("routine")
+    assert [t["theme_id"] for t in summary["top_themes"]] == list(range(len(summary["top_themes"])))
+    assert summary["top_themes"][0]["kind"] == "theme"
 
 
-def test_a_theme_past_the_number_share_is_reporting() -> None:
-    line = SETTINGS.reporting_number_share
-    # Numbers alone decide, however unevenly spread and unlike ordinary language the theme is.
+def test_the_kind_rule_on_both_sides_of_each_line() -> None:
+    line, salient = SETTINGS.reporting_number_share, SETTINGS.salient
+    # Below salience, numbers alone decide, however unevenly spread and unlike ordinary language.
     assert kind_of(line, 0.0, None, SETTINGS) == "reporting"
+    assert kind_of(line, 0.0, None, SETTINGS, salience=salient - 0.01) == "reporting"
     assert kind_of(line - 0.01, 0.0, None, SETTINGS) == "theme"
+    # A salient theme is a theme, whatever its numbers, spread or likeness to ordinary language.
+    assert kind_of(1.0, 1.0, 1.0, SETTINGS, salience=salient) == "theme"
     # Below the line, only language as even as a quarter's and said in an ordinary quarter is.
     even, ordinary = SETTINGS.reporting_evenness, SETTINGS.reporting_ordinary_similarity
     assert kind_of(0.0, even, ordinary, SETTINGS) == "reporting"
     assert kind_of(0.0, even - 0.01, ordinary, SETTINGS) == "theme"
     assert kind_of(0.0, even, ordinary - 0.01, SETTINGS) == "theme"
     assert kind_of(0.0, even, None, SETTINGS) == "theme"
+    # Routine: at its ordinary level and spread over the firms; a subject of some firms stays a theme.
+    routine = SETTINGS.routine_evenness
+    assert kind_of(0.0, routine, None, SETTINGS, salience=0.0) == "routine"
+    assert kind_of(0.0, routine - 0.01, None, SETTINGS, salience=0.0) == "theme"
+    assert kind_of(0.0, routine, None, SETTINGS, salience=salient) == "theme"
+    assert kind_of(0.0, routine, None, SETTINGS) == "theme"  # no salience: no routine
 
 
 def test_keywords_of_themes_and_firm_topics_have_no_lemmatizer_artefacts(reduced: dict[str, Any]) -> None:

@@ -83,7 +83,7 @@ def write_quarter(
                 tone = "with a decline in orders" if subject % 2 else "with steady orders"
                 text = f"Subject {subject} is strong this quarter, {tone}, part {k}."
                 for name, value in zip(
-                    THEME_SENTENCES.names, [theme_id, firm, sentence(firm, text), 0.9], strict=True
+                    THEME_SENTENCES.names, [theme_id, firm, sentence(firm, text), 0.9, True], strict=True
                 ):
                     members[name].append(value)
     for firm in FIRMS:
@@ -105,7 +105,7 @@ def write_quarter(
     for theme_id, subject in enumerate(subjects):
         for firm in sorted(firms_of[subject]):
             values = [quarter, firm, 10_000 + FIRMS.index(firm), f"{FIRMS.index(firm) + 1:06d}", theme_id]
-            values += [2, 2 / len(per_firm[firm])]
+            values += [2, 2 / len(per_firm[firm]), 2]
             for name, value in zip(FIRM_THEME_EXPOSURE.names, values, strict=True):
                 exposure[name].append(value)
     store.write_table(layout.firm_theme_exposure(q), pa.table(exposure, schema=FIRM_THEME_EXPOSURE))
@@ -117,6 +117,10 @@ def write_quarter(
         "kind": ["theme"] * len(subjects),
         "keywords": [[f"subject{s}"] for s in subjects],
         "representation": [f"subject{s}" for s in subjects],
+        "salience": [None] * len(subjects),
+        "attention_share": [None] * len(subjects),
+        "baseline_share": [None] * len(subjects),
+        "share_of_firms": [len(firms_of[s]) / len(FIRMS) for s in subjects],
         "n_firms": [len(firms_of[s]) for s in subjects],
         "n_topics": [0] * len(subjects),
         "n_sentences": [2 * len(firms_of[s]) for s in subjects],

@@ -90,11 +90,17 @@ SENTENCE_EMBEDDINGS = pa.schema(
 
 THEMES = pa.schema(
     [
-        pa.field("theme_id", pa.int32(), nullable=False),  # investment themes first, then by firms
+        # The default order: kind theme, routine, reporting; each by salience (reduce/themes.py).
+        pa.field("theme_id", pa.int32(), nullable=False),
         pa.field("quarter", pa.string(), nullable=False),
-        pa.field("kind", pa.string(), nullable=False),  # "theme" or "reporting" (reduce/kinds.py)
+        pa.field("kind", pa.string(), nullable=False),  # "theme", "routine" or "reporting" (reduce/kinds.py)
         pa.field("keywords", pa.list_(pa.string())),
         pa.field("representation", pa.string()),
+        # ln(attention over its ordinary level), smoothed (reduce/salience.py); null without a reference.
+        pa.field("salience", pa.float32()),
+        pa.field("attention_share", pa.float32()),  # mean over firms of their sentences nearest it
+        pa.field("baseline_share", pa.float32()),  # ordinary attention: median over reference quarters
+        pa.field("share_of_firms", pa.float32()),  # n_firms over the quarter's firms with sentences
         pa.field("n_firms", pa.int32()),  # firms with reduce.firm_min_sentences sentences in it
         pa.field("n_topics", pa.int32()),  # firm topics with at least half their sentences in it
         pa.field("n_sentences", pa.int32()),
@@ -108,14 +114,16 @@ THEMES = pa.schema(
     ]
 )
 
-# One row per sentence and theme it belongs to (a sentence can belong to several): the evidence
-# of every cell of the panel. Sorted by theme, then firm and the firm's sentence order.
+# One row per sentence and theme it belongs to (a sentence can belong to several, one of them its
+# primary: the most similar): the evidence of every cell of the panel. Sorted by theme, then firm
+# and the firm's sentence order.
 THEME_SENTENCES = pa.schema(
     [
         pa.field("theme_id", pa.int32(), nullable=False),
         pa.field("firm_id", pa.string(), nullable=False),
         pa.field("sentence_id", pa.string(), nullable=False),
         pa.field("similarity", pa.float32()),  # cosine to the theme's centroid, as clustered
+        pa.field("primary", pa.bool_()),  # the sentence's most similar theme (null: before ftm had it)
     ]
 )
 
@@ -135,8 +143,11 @@ FIRM_THEME_EXPOSURE = pa.schema(
         pa.field("permno", pa.int64()),
         pa.field("gvkey", pa.string()),
         pa.field("theme_id", pa.int32(), nullable=False),
+        # The firm's sentences whose primary theme this is, and their share of all its sentences:
+        # a firm's shares over themes add up to at most 1.
         pa.field("n_sentences", pa.int32()),
-        pa.field("share", pa.float64()),  # of the firm's sentences, in [0, 1]
+        pa.field("share", pa.float64()),
+        pa.field("n_sentences_any", pa.int32()),  # its sentences in the theme, primary or not
     ]
 )
 
@@ -247,7 +258,19 @@ TOPIC_NAMES = pa.schema(
 
 # Nullable columns added after the first files were written (by the earlier pipeline, or an
 # earlier ftm): a file without one reads as if the column were all null.
-ADDED_COLUMNS = frozenset({"transcript_collection"})
+# Columns added after files were written: a file without one reads it as nulls (a re-run of the
+# stage fills it in).
+ADDED_COLUMNS = frozenset(
+    {
+        "transcript_collection",
+        "salience",
+        "attention_share",
+        "baseline_share",
+        "share_of_firms",
+        "primary",
+        "n_sentences_any",
+    }
+)
 
 
 def conform(table: pa.Table, schema: pa.Schema, where: str) -> pa.Table:

@@ -362,6 +362,28 @@ class ReduceSettings(Section):
     reporting_ordinary_similarity: float = Field(
         0.5, ge=-1.0, le=1.0, description="cosine to the reference's ordinary language that makes it ordinary"
     )
+    salience_smoothing: float = Field(
+        0.002,
+        gt=0.0,
+        le=1.0,
+        description=(
+            "share of attention added to a theme's share and its ordinary share before their ratio, "
+            "so that a small theme with no ordinary attention does not lead by a ratio of tiny numbers"
+        ),
+    )
+    salient: float = Field(
+        0.7,
+        ge=0.0,
+        description=(
+            "salience (ln of attention over its ordinary level) from which a theme is of kind theme "
+            "whatever its numbers or spread; 0.7 is about twice the ordinary attention"
+        ),
+    )
+    routine_evenness: float = Field(
+        0.5,
+        ge=0.0,
+        description="evenness over firms from which a theme at its ordinary level is routine",
+    )
     top_n_words: int = Field(10, ge=1, description="keywords per theme")
     n_representative: int = Field(5, ge=1, description="representative sentences per theme")
     random_state: int = Field(

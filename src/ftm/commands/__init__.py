@@ -16,6 +16,7 @@ from rich.progress import Progress, ProgressColumn
 from typer.core import TyperCommand, TyperGroup
 
 from ftm.settings import FtmSettings, load_settings
+from ftm.storage import Store
 
 # The storage-root flag every command that touches storage takes (storage.root).
 RootOption = Annotated[
@@ -166,6 +167,13 @@ class CliContext:
 def settings_from(ctx: typer.Context, **flags: Any) -> FtmSettings:
     """The settings, with the flags the user gave (dotted keys, None when not given) on top."""
     return load_settings(_context(ctx).config, overrides=_nest(flags))
+
+
+def writable_store(settings: FtmSettings) -> Store:
+    """The storage root, checked writable before a command that writes starts any work."""
+    store = Store.from_settings(settings.storage)
+    store.check_writable()
+    return store
 
 
 def config_file(ctx: typer.Context) -> Path | None:

@@ -18,14 +18,13 @@ from rich.progress import (
 )
 
 from ftm.backends.aws_batch import name_command, name_kind
-from ftm.commands import ProgressDisplay, RootOption, print_json, settings_from, stderr
+from ftm.commands import ProgressDisplay, RootOption, print_json, settings_from, stderr, writable_store
 from ftm.commands.batch_job import BackendOption, DetachOption, run_as_job, wants_batch
 from ftm.commands.ranges import each_quarter
 from ftm.errors import PartialFailure, UsageError
 from ftm.name import NamingProgress, NamingResult, name_quarter, requests_to_send, serving
 from ftm.quarters import Quarter, parse_quarters
 from ftm.settings import FtmSettings
-from ftm.storage import Store
 
 EXAMPLES = """\
 Examples:
@@ -138,9 +137,9 @@ def name(
         command += ["--keywords-ok"] if keywords_ok else []
         run_as_job(settings, command, kind=name_kind(settings), detach=detach)
         return
+    store = writable_store(settings)
     with _endpoint(settings, the_quarter, what) as settings, _ProgressDisplay(str(the_quarter)) as display:
         results = name_quarter(settings, the_quarter, what.value, on_progress=display.update)
-    store = Store.from_settings(settings.storage)
     if as_json:
         print_json([{**asdict(result), "location": store.uri(result.path)} for result in results])
     for result in results:

@@ -29,6 +29,7 @@ from ftm.commands import (
     print_json,
     settings_from,
     stderr,
+    writable_store,
 )
 from ftm.commands.batch_job import BackendOption, DetachOption, run_as_job, wants_batch
 from ftm.errors import UsageError
@@ -142,7 +143,7 @@ def prefetch(
             print_json(asdict(found))
         _report_survey(found)
         return
-    store = Store.from_settings(settings.storage)
+    store = writable_store(settings)
     with _ProgressDisplay(str(the_quarter)) as display:
         result = prefetch_quarter(
             settings, the_quarter, firms=wanted or None, overwrite=overwrite, on_progress=display.update
@@ -157,7 +158,7 @@ def _prefetch_range(
     settings: FtmSettings, quarters: list[Quarter], firms: list[str], overwrite: bool, as_json: bool
 ) -> None:
     """Every quarter in turn over one source (one WRDS connection: one Duo approval)."""
-    store = Store.from_settings(settings.storage)
+    store = writable_store(settings)
     with _RangeDisplay() as display:
         results = prefetch_quarters(
             settings, quarters, firms=firms or None, overwrite=overwrite, on_progress=display.update

@@ -16,7 +16,15 @@ from rich.progress import (
 )
 
 from ftm import layout
-from ftm.commands import ProgressDisplay, RootOption, plural, print_json, settings_from, stderr
+from ftm.commands import (
+    ProgressDisplay,
+    RootOption,
+    plural,
+    print_json,
+    settings_from,
+    stderr,
+    writable_store,
+)
 from ftm.commands.batch_job import BackendOption, DetachOption, run_as_job, wants_batch
 from ftm.commands.ranges import each_quarter
 from ftm.quarters import Quarter, parse_quarters
@@ -103,11 +111,11 @@ def reduce(
         command = ["reduce", "--quarter", str(the_quarter), *(["--allow-partial"] if allow_partial else [])]
         run_as_job(settings, command, kind="cpu", detach=detach)
         return
+    store = writable_store(settings)
     with _ProgressDisplay(str(the_quarter)) as display:
         result = reduce_quarter(
             settings, the_quarter, allow_partial=allow_partial, on_progress=display.update
         )
-    store = Store.from_settings(settings.storage)
     if as_json:
         summary = asdict(result)
         summary["location"] = store.uri(layout.themes_folder(the_quarter))
@@ -127,18 +135,23 @@ def _report(result: ReduceResult, store: Store, elapsed: float) -> None:
         )
     stderr.print(
         f"[green]reduced {result.quarter}[/] in {elapsed:.1f} s: {result.n_sentences:,} sentences of "
-        f"{result.n_firms:,} firms → {result.n_themes - result.n_reporting:,} theme(s) and "
-        f"{result.n_reporting:,} of reporting language; {result.n_exposed_firms:,} firms exposed, "
+        f"{result.n_firms:,} firms → {result.n_themes - result.n_routine - result.n_reporting:,} theme(s), "
+        f"{result.n_routine:,} routine and {result.n_reporting:,} of reporting language; "
+        f"{result.n_exposed_firms:,} firms exposed, "
         f"{result.n_exposure_rows:,} panel rows\n"
         f"  → {escape(folder)}/ (themes, theme_sentences, theme_topics, firm_theme_exposure; firms: "
         "every firm and why it is in the panel or not)",
         highlight=False,
     )
+    if result.top_themes:
+        stderr.print("  first themes, by salience (how far above its ordinary level):", highlight=False)
     for theme in result.top_themes:
+        unusual = "" if theme.salience is None else f"salience {theme.salience:+.2f}, "
+        more = ", …" if theme.n_firms > len(theme.example_firms) else ""
         stderr.print(
-            f"  theme {theme.theme_id} ({theme.kind}): {escape(theme.representation)} — "
-            f"{plural(theme.n_firms, 'firm')} ({escape(', '.join(theme.example_firms))}"
-            f"{', …' if theme.n_firms > len(theme.example_firms) else ''})",
+            f"  theme {theme.theme_id} ({theme.kind}, {unusual}{plural(theme.n_firms, 'firm')}): "
+            f"{escape(theme.representation)} — "
+            f"{escape(', '.join(theme.example_firms))}{more}",
             highlight=False,
         )
     if result.n_themes == 0:

@@ -9,7 +9,15 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from ftm.commands import QuartersArgument, RootOption, plural, print_json, settings_from, stderr
+from ftm.commands import (
+    QuartersArgument,
+    RootOption,
+    plural,
+    print_json,
+    settings_from,
+    stderr,
+    writable_store,
+)
 from ftm.quarters import parse_quarters
 from ftm.report import ReportProgress, ReportResult, report_quarters
 from ftm.storage import Store
@@ -55,8 +63,8 @@ def report(
     """
     the_quarters = parse_quarters(quarters)
     settings = settings_from(ctx, storage__root=root)
+    store = writable_store(settings)
     result = report_quarters(settings, the_quarters, out=out, on_progress=_progress)
-    store = Store.from_settings(settings.storage)
     if as_json:
         print_json({**asdict(result), "location": store.uri(result.path)})
     _say(result, store)

@@ -17,6 +17,7 @@ from ftm.commands import (
     SourceOption,
     settings_from,
     stderr,
+    writable_store,
 )
 from ftm.commands.batch_job import wants_batch
 from ftm.commands.name import name
@@ -89,11 +90,16 @@ def run(
     the_quarters = parse_quarters(quarters)
     wants_batch(backend)  # an unknown backend is refused before anything runs
     settings = settings_from(ctx, storage__root=root)
-    store = Store.from_settings(settings.storage)
+    store = writable_store(settings)
     label = quarters_label(the_quarters)
     if backend == "batch":
         AwsBatchBackend(settings).check_submit()  # a missing stack or a local root, before prefetching
     missing = [q for q in the_quarters if not store.exists(layout.prefetch_manifest(q))]
+    # Every refusal before any work: a quarter prefetched already is planned now (writing nothing),
+    # so that a --batch-size its unfinished map cannot take stops the run before a prefetch.
+    for quarter in the_quarters:
+        if quarter not in missing:
+            prepare_submission(settings, quarter, batch_size=batch_size)
     if missing:
         _step(f"prefetch {quarters_label(missing)}")
         prefetch(
@@ -178,4 +184,7 @@ def _named(store: Store, quarter: Quarter) -> bool:
 
 
 def _step(what: str) -> None:
-    stderr.rule(f"[bold]ftm run[/]: {what}", align="left")
+    if stderr.is_terminal:
+        stderr.rule(f"[bold]ftm run[/]: {what}", align="left")
+    else:  # a log: a plain, short line, not a rule the width of a log line (10,000 columns)
+        stderr.print(f"== ftm run: {what}", highlight=False)

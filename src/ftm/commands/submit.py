@@ -11,7 +11,7 @@ from rich.table import Table
 from ftm import layout
 from ftm.backends import BACKENDS, open_backend
 from ftm.backends.local import STOP_GRACE_S, log_folder
-from ftm.commands import RootOption, config_file, plural, print_json, settings_from, stderr
+from ftm.commands import RootOption, config_file, plural, print_json, settings_from, stderr, writable_store
 from ftm.commands.map_batch import interrupt_once
 from ftm.commands.ranges import each_quarter
 from ftm.commands.watch import BATCH_POLL_S, CTRL_C_STOPS, dollars, follow, render, report_end
@@ -125,6 +125,7 @@ def submit(
         return
     the_quarter = quarters[0]
     settings = settings_from(ctx, storage__root=root, map__workers=workers)
+    store = Store.from_settings(settings.storage) if dry_run else writable_store(settings)
     # The backend first: an unavailable one is refused before any planning.
     the_backend = open_backend(
         backend,
@@ -145,7 +146,6 @@ def submit(
     run = start_submission(settings, submission, the_backend, running_run(settings, the_quarter))
     if as_json:
         print_json(run.to_json())
-    store = Store.from_settings(settings.storage)
     _announce(submission, store, detach, run)
     if detach and submission.to_run:
         if not as_json:

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from ftm import layout
-from ftm.commands import QuartersArgument, RootOption, print_json, settings_from, stderr
+from ftm.commands import QuartersArgument, RootOption, print_json, settings_from, stderr, writable_store
 from ftm.quarters import parse_quarters
 from ftm.storage import Store
 from ftm.trends import TrendsProgress, TrendsResult, trends_range
@@ -48,8 +48,8 @@ def trends(
     """
     the_quarters = parse_quarters(quarters)
     settings = settings_from(ctx, storage__root=root)
+    store = writable_store(settings)
     result = trends_range(settings, the_quarters, on_progress=_progress)
-    store = Store.from_settings(settings.storage)
     if as_json:
         print_json({**asdict(result), "location": store.uri(layout.trends_folder(result.label))})
     report(result, store)

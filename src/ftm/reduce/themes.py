@@ -9,12 +9,17 @@ theme. So every sentence can belong to a theme, outliers of its firm's topics an
 for topics included (clustering.py: vectors, micro-clusters, average linkage, memberships).
 
 A theme is a cluster that at least `reduce.min_firms` firms talk about (`firm_min_sentences` of
-their sentences each); its `kind` says whether it is an investment theme or reporting language
-(kinds.py). Themes are numbered investment themes first, each kind by the firms that talk about it.
-Keywords are a class-based TF-IDF (BERTopic's, `_class_tfidf`) of the themes' sentences'
-words and two-word phrases against the rest of the quarter. A firm's exposure to a theme is the
-share of all its prefetched sentences that are in the theme; `theme_sentences.parquet` holds the
-evidence, one row per sentence and theme. A firm topic belongs to the theme that holds at least
+their sentences each). Its salience says how far above its ordinary level the quarter's attention
+to it is (salience.py), and its `kind` whether it is a theme, routine business language or
+reporting language (kinds.py). Themes are numbered in the default order: kind `theme` first, then
+`routine`, then `reporting`, each by salience, so theme 0 is where a researcher looks first.
+Keywords are a class-based TF-IDF (BERTopic's, `_class_tfidf`) of the themes' sentences' words
+and two-word phrases against the rest of the quarter, a term's frequency counted over firms (each
+firm weighs 1, shared among its sentences in the theme), so that what most of a theme's firms
+say leads its keywords, not one firm's brand. A firm's exposure to a theme is the
+share of all its prefetched sentences whose primary theme (the most similar) it is, so that a
+firm's shares add up to at most 1; `theme_sentences.parquet` holds the evidence, one row per
+sentence and theme, with its `primary` flag. A firm topic belongs to the theme that holds at least
 half of its sentences (`theme_topics.parquet`), which ties the panel to the per-firm topics.
 
 The map must be complete: every batch of `batches.jsonl` with a checkpoint marked finished.
@@ -47,9 +52,10 @@ from ftm.map import read_checkpoint
 from ftm.plan import read_plan
 from ftm.prefetch import distinct_keywords, read_manifest
 from ftm.quarters import Quarter
-from ftm.reduce import clustering
+from ftm.reduce import clustering, salience
 from ftm.reduce.coverage import firms_table
-from ftm.reduce.kinds import Kind, evenness, kind_of, load_ordinary_language
+from ftm.reduce.kinds import KINDS, Kind, evenness, kind_of, load_ordinary_language
+from ftm.reduce.salience import load_ordinary_attention
 from ftm.reduce.sentences import QuarterSentences, read_sentences, texts_of
 from ftm.reduce.vocabulary import Vocabulary, count_terms
 from ftm.schemas import (
@@ -113,6 +119,7 @@ class ThemeSummary:
     theme_id: int
     kind: Kind
     representation: str
+    salience: float | None
     n_firms: int
     n_sentences: int
     example_firms: list[str]
@@ -129,13 +136,14 @@ class ReduceResult:
     n_sentences: int  # sentences the map embedded
     n_firms: int  # firms with embedded sentences
     n_themes: int
+    n_routine: int  # of the themes, those of kind routine
     n_reporting: int  # of the themes, those of kind reporting
     n_theme_sentences: int  # rows of theme_sentences
     n_theme_topics: int
     n_exposed_firms: int
     n_exposure_rows: int
     files: dict[str, str]  # artifact name → path relative to the storage root
-    top_themes: list[ThemeSummary] = field(default_factory=list)  # investment themes first
+    top_themes: list[ThemeSummary] = field(default_factory=list)  # the first, in the default order
 
 
 def map_state(store: Store, quarter: Quarter) -> MapState:
@@ -246,7 +254,8 @@ def reduce_quarter(
         n_sentences=sentences.n,
         n_firms=len(sentences.firm_ids),
         n_themes=themes.n,
-        n_reporting=sum(kind == "reporting" for kind in themes.kind),
+        n_routine=themes.kind.count("routine"),
+        n_reporting=themes.kind.count("reporting"),
         n_theme_sentences=built["theme_sentences"].num_rows,
         n_theme_topics=built["theme_topics"].num_rows,
         n_exposed_firms=len(pc.unique(exposure.column("firm_id"))),
@@ -271,7 +280,10 @@ class _Themes:
     number_share: np.ndarray
     evenness: np.ndarray
     ordinary_similarity: list[float | None]
-    reference: dict[str, Any]  # which reference of ordinary language applied, for the metadata
+    share: np.ndarray  # attention: mean over firms of their share of sentences nearest the theme
+    baseline_share: list[float | None]  # its ordinary attention (salience.py); None without a reference
+    salience: list[float | None]
+    reference: dict[str, Any]  # which references applied, for the metadata
 
     @property
     def n(self) -> int:
@@ -290,10 +302,10 @@ def _find_themes(
         sentences.embeddings, vocabulary.counts, config.lexical_weight, config.lexical_dimensions, seed
     )
     k = clustering.n_cells(sentences.n, config.micro_clusters)
-    cell = clustering.micro_clusters(
+    cells = clustering.micro_clusters(
         vectors, k, seed, lambda done, total: on_progress(ReduceProgress("clustering", done, total))
     )
-    sums, sizes = clustering.cell_sums(vectors, cell, k)
+    cell, sums, sizes = cells.cell, cells.sums, cells.sizes
     cluster_of_cell = clustering.average_linkage(
         sums, sizes, clustering.cell_neighbours(sums, sizes, 30), config.min_similarity
     )
@@ -354,53 +366,80 @@ def _describe_themes(
     model: str,
     config: ReduceSettings,
 ) -> _Themes:
-    """The kept themes' kinds and counts, renumbered in their final order."""
-    reference = load_ordinary_language()
-    applies = (
-        reference is not None
-        and reference.model == model
-        and reference.vectors.shape[1] == vectors.mean.shape[0]
-    )
+    """The kept themes' salience, kinds and counts, renumbered in the default order: kind `theme`
+    first, then `routine`, then `reporting`, each by salience (by firms without a reference)."""
+    members = members.select(np.isin(members.theme, kept)).with_nearest_primary()
+    language = load_ordinary_language()
+    dimensions = vectors.mean.shape[0]
+    # A reference applies to the embeddings of the model that made it.
+    made_by = (model, dimensions)
+    language_applies = language is not None and (language.model, language.vectors.shape[1]) == made_by
+    attention = load_ordinary_attention()
+    attention_applies = attention is not None and (attention.model, attention.cells.shape[1]) == made_by
     firm_share = np.bincount(sentences.firm, minlength=len(sentences.firm_ids)) / sentences.n
     bounds = np.searchsorted(members.theme, np.arange(talking.shape[0] + 1))
-    rows = []
+    rows, meanings = [], []
     for theme in kept:
         rows_of = members.sentence[bounds[theme] : bounds[theme + 1]]
         # What the theme is made of: the sentences closest to it of all themes (kinds.py).
         core = rows_of[members.primary[bounds[theme] : bounds[theme + 1]]]
         core = core if len(core) else rows_of
-        number_share = float(sentences.has_number[core].mean())
-        even = evenness(sentences.firm[core], firm_share, config.random_state)
-        ordinary = None
-        if applies:
-            assert reference is not None
-            meaning = clustering.unit(
+        meanings.append(
+            clustering.unit(
                 (sentences.embeddings[core].astype(np.float32) - vectors.mean).sum(axis=0, keepdims=True)
             )[0]
-            ordinary = float((reference.vectors @ meaning).max())
-        kind = kind_of(number_share, even, ordinary, config)
-        rows.append((kind, int(talking[theme]), len(rows_of), number_share, even, ordinary, int(rows_of[0])))
-    # Investment themes first; each kind by firms, then sentences, then its first sentence.
+        )
+        ordinary = float((language.vectors @ meanings[-1]).max()) if language_applies else None
+        number_share = float(sentences.has_number[core].mean())
+        even = evenness(sentences.firm[core], firm_share, config.random_state)
+        rows.append((int(talking[theme]), len(rows_of), number_share, even, ordinary, int(rows_of[0])))
+    centroids = np.array(meanings, dtype=np.float32).reshape(len(kept), dimensions)
+    nearest_theme = salience.nearest(sentences.embeddings, vectors.mean, centroids)
+    share = salience.quarter_shares(nearest_theme, sentences.firm, len(sentences.firm_ids), len(kept))
+    baseline: list[float | None] = [None] * len(kept)
+    scores: list[float | None] = [None] * len(kept)
+    if attention_applies:
+        assert attention is not None
+        ordinary_share = salience.baseline_shares(attention, vectors.mean, centroids)
+        baseline = [float(value) for value in ordinary_share]
+        unusual = salience.salience(share, ordinary_share, config.salience_smoothing)
+        scores = [float(value) for value in unusual]
+    kinds = [kind_of(row[2], row[3], row[4], config, scores[i]) for i, row in enumerate(rows)]
+    # Kinds in their order; each by salience where there is one, else by firms; then firms,
+    # sentences and the first sentence, so that ties never depend on anything but the data.
     order = sorted(
-        range(len(kept)), key=lambda i: (rows[i][0] != "theme", -rows[i][1], -rows[i][2], rows[i][6])
+        range(len(kept)),
+        key=lambda i: (
+            KINDS.index(kinds[i]),
+            -(scores[i] if scores[i] is not None else 0.0),
+            -rows[i][0],
+            -rows[i][1],
+            rows[i][5],
+        ),
     )
     new_id = np.full(talking.shape[0], -1, dtype=np.int64)
     new_id[kept[order]] = np.arange(len(order))
-    mapped = new_id[members.theme]
-    final = members.select(mapped >= 0, mapped)
-    ordered = [rows[i] for i in order]
-    description: dict[str, Any] = {"applied": bool(applies)}
-    if reference is not None:
-        description.update(model=reference.model, n_vectors=len(reference.vectors))
+    final = members.select(np.ones(len(members.theme), dtype=bool), new_id[members.theme])
+    description: dict[str, Any] = {"applied": bool(language_applies)}
+    if language is not None:
+        description.update(model=language.model, n_vectors=len(language.vectors))
+    description["ordinary_attention"] = {"applied": bool(attention_applies)}
+    if attention is not None:
+        description["ordinary_attention"].update(
+            model=attention.model, n_cells=len(attention.cells), quarters=len(attention.quarters)
+        )
     return _Themes(
         members=final,
         vectors=vectors,
-        kind=[row[0] for row in ordered],
-        n_firms=np.array([row[1] for row in ordered], dtype=np.int64),
-        n_sentences=np.array([row[2] for row in ordered], dtype=np.int64),
-        number_share=np.array([row[3] for row in ordered], dtype=np.float64),
-        evenness=np.array([row[4] for row in ordered], dtype=np.float64),
-        ordinary_similarity=[row[5] for row in ordered],
+        kind=[kinds[i] for i in order],
+        n_firms=np.array([rows[i][0] for i in order], dtype=np.int64),
+        n_sentences=np.array([rows[i][1] for i in order], dtype=np.int64),
+        number_share=np.array([rows[i][2] for i in order], dtype=np.float64),
+        evenness=np.array([rows[i][3] for i in order], dtype=np.float64),
+        ordinary_similarity=[rows[i][4] for i in order],
+        share=share[order],
+        baseline_share=[baseline[i] for i in order],
+        salience=[scores[i] for i in order],
         reference=description,
     )
 
@@ -416,6 +455,9 @@ def _empty_themes(vectors: clustering.Vectors) -> _Themes:
         number_share=np.zeros(0),
         evenness=np.zeros(0),
         ordinary_similarity=[],
+        share=np.zeros(0),
+        baseline_share=[],
+        salience=[],
         reference={"applied": False},
     )
 
@@ -452,7 +494,7 @@ class _Tables:
             (np.ones(len(members.sentence), dtype=np.float32), (members.theme, members.sentence)),
             shape=(themes.n, sentences.n),
         )
-        self.keywords = _theme_keywords(self.membership, vocabulary, config.top_n_words)
+        self.keywords = _theme_keywords(members, sentences.firm, vocabulary, config.top_n_words)
         self.centroids = self._centroids()
         self.theme_topics, self.topics_per_theme = self._theme_topics(part_files)
 
@@ -479,35 +521,37 @@ class _Tables:
             "firm_id": firm_ids.take(pa.array(self.sentences.firm[members.sentence])),
             "sentence_id": self.sentences.sentence_ids.take(pa.array(members.sentence)),
             "similarity": pa.array(members.similarity, pa.float32()),
+            "primary": pa.array(members.primary, pa.bool_()),
         }
         return pa.table(columns, schema=THEME_SENTENCES.with_metadata(self.metadata))
 
     def exposure_table(self) -> pa.Table:
         members = self.themes.members
         n_themes = max(self.themes.n, 1)
-        # By firm (ids are sorted), then theme.
-        pairs, counts = np.unique(
-            self.sentences.firm[members.sentence] * n_themes + members.theme, return_counts=True
-        )
+        # By firm (ids are sorted), then theme; a cell for every theme a firm has a sentence in.
+        pair = self.sentences.firm[members.sentence] * n_themes + members.theme
+        pairs, counts = np.unique(pair, return_counts=True)
+        primary = np.searchsorted(pairs, pair[members.primary])
+        primary_counts = np.bincount(primary, minlength=len(pairs))
         firm, theme = pairs // n_themes, pairs % n_themes
         ids = self.sentences.firm_ids
         keys = [self.sentences.firms[ids[f]] for f in firm]
-        shares = []
         for f, count, firm_keys in zip(firm, counts, keys, strict=True):
             if firm_keys.n_sentences < count:
                 raise DataError(
                     f"{ids[f]} has more sentences in a theme than in its prefetch of {self.quarter} "
                     f"({firm_keys.n_sentences}): the map and the prefetch disagree; run `ftm submit --new`"
                 )
-            shares.append(count / firm_keys.n_sentences)
+        shares = [int(count) / keys[i].n_sentences for i, count in enumerate(primary_counts)]
         columns = {
             "quarter": pa.array([str(self.quarter)] * len(firm), pa.string()),
             "firm_id": pa.array([ids[f] for f in firm], pa.string()),
             "permno": pa.array([k.permno for k in keys], pa.int64()),
             "gvkey": pa.array([k.gvkey for k in keys], pa.string()),
             "theme_id": pa.array(theme.astype(np.int32), pa.int32()),
-            "n_sentences": pa.array(counts.astype(np.int32), pa.int32()),
+            "n_sentences": pa.array(primary_counts.astype(np.int32), pa.int32()),
             "share": pa.array(shares, pa.float64()),
+            "n_sentences_any": pa.array(counts.astype(np.int32), pa.int32()),
         }
         return pa.table(columns, schema=FIRM_THEME_EXPOSURE.with_metadata(self.integer_metadata))
 
@@ -569,6 +613,12 @@ class _Tables:
             "representation": pa.array(
                 ["_".join(words[:_REPRESENTATION_WORDS]) for words in keywords], pa.string()
             ),
+            "salience": pa.array(self.themes.salience, pa.float32()),
+            "attention_share": pa.array(self.themes.share.astype(np.float32), pa.float32()),
+            "baseline_share": pa.array(self.themes.baseline_share, pa.float32()),
+            "share_of_firms": pa.array(
+                (self.themes.n_firms / max(len(self.sentences.firm_ids), 1)).astype(np.float32), pa.float32()
+            ),
             "n_firms": pa.array(self.themes.n_firms.astype(np.int32), pa.int32()),
             "n_topics": pa.array(self.topics_per_theme.astype(np.int32), pa.int32()),
             "n_sentences": pa.array(self.themes.n_sentences.astype(np.int32), pa.int32()),
@@ -590,6 +640,7 @@ class _Tables:
                     theme_id=theme_id,
                     kind=self.themes.kind[theme_id],
                     representation="_".join(self.keywords[theme_id][:_REPRESENTATION_WORDS]),
+                    salience=self.themes.salience[theme_id],
                     n_firms=int(self.themes.n_firms[theme_id]),
                     n_sentences=int(self.themes.n_sentences[theme_id]),
                     example_firms=[self.sentences.firm_ids[f] for f in self._showcase(theme_id)[0][:2]],
@@ -643,15 +694,24 @@ def _class_tfidf(counts: sp.csr_matrix) -> sp.csr_matrix:
     return (shares @ sp.diags(idf, format="csr")).tocsr()
 
 
-def _theme_keywords(membership: sp.csr_matrix, vocabulary: Vocabulary, top_n: int) -> list[list[str]]:
-    """Class-based TF-IDF over the themes and, as one more class, the sentences in no theme."""
-    n_themes = membership.shape[0]
+def _theme_keywords(
+    members: clustering.Memberships, firm: np.ndarray, vocabulary: Vocabulary, top_n: int
+) -> list[list[str]]:
+    """Class-based TF-IDF over the themes and, as one more class, the sentences in no theme, where
+    a term's frequency in a class counts firms, not sentences: each firm with sentences in the
+    class weighs 1, shared equally among them, so a term's frequency is the sum over firms of the
+    share of the firm's sentences there that use it. One firm's brand, said in fifty sentences,
+    weighs at most 1 and never leads a theme of many firms; what most of its firms say does."""
+    n_themes = int(members.theme.max()) + 1 if len(members.theme) else 0
     if n_themes == 0 or not vocabulary.terms:
         return [[] for _ in range(n_themes)]
-    per_theme = (membership @ vocabulary.counts).tocsr()
-    in_none = np.asarray(membership.sum(axis=0)).ravel() == 0
-    rest = sp.csr_matrix(vocabulary.counts[in_none].sum(axis=0))
-    scores = _class_tfidf(sp.vstack([per_theme, rest]).tocsr())[:n_themes].tocsr()
+    bounds = np.searchsorted(members.theme, np.arange(n_themes + 1))  # sorted by theme
+    in_none = np.ones(vocabulary.counts.shape[0], dtype=bool)
+    in_none[members.sentence] = False
+    classes = [members.sentence[bounds[t] : bounds[t + 1]] for t in range(n_themes)]
+    classes.append(np.flatnonzero(in_none))
+    per_class = sp.vstack([_firm_weighted(vocabulary.counts, rows, firm) for rows in classes]).tocsr()
+    scores = _class_tfidf(per_class)[:n_themes].tocsr()
     terms = np.array(vocabulary.terms, dtype=object)
     keywords = []
     for theme in range(n_themes):
@@ -661,6 +721,17 @@ def _theme_keywords(membership: sp.csr_matrix, vocabulary: Vocabulary, top_n: in
         ranked = [str(terms[row.indices[i]]) for i in order[: _CANDIDATE_WORDS * top_n] if row.data[i] > 0]
         keywords.append(distinct_keywords(ranked, top_n))
     return keywords
+
+
+def _firm_weighted(counts: sp.csr_matrix, rows: np.ndarray, firm: np.ndarray) -> sp.csr_matrix:
+    """1 × terms: per term, the sum over firms of the share of the firm's sentences among `rows`
+    that use it."""
+    firms = firm[rows]
+    _, local, per_firm = np.unique(firms, return_inverse=True, return_counts=True)
+    weight = 1.0 / per_firm[local]  # each firm's sentences here add up to 1
+    part = counts[rows].tocoo()  # one entry per sentence and term it uses
+    frequency = np.bincount(part.col, weights=weight[part.row], minlength=counts.shape[1])
+    return sp.csr_matrix(frequency.reshape(1, -1))
 
 
 # --- writing ------------------------------------------------------------------------------------

@@ -22,6 +22,8 @@ import scipy.sparse as sp
 # rarer ones name nothing many firms talk about, and would only grow the matrix.
 _PER_MILLION = 10
 _MIN_SENTENCES = 3
+# Sentences counted at once (see count_terms).
+_BLOCK = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -31,24 +33,21 @@ class Vocabulary:
 
 
 def count_terms(cleaned_text: pa.Array) -> Vocabulary:
-    """The count matrix of every sentence's words and two-word phrases (see the module docstring)."""
+    """The count matrix of every sentence's words and two-word phrases (see the module docstring).
+    Counted a block of sentences at a time, each against its own dictionary, then the blocks'
+    dictionaries joined: the quarter's words and phrases at once took 3 GB at 2,000,000 sentences."""
     n = len(cleaned_text)
-    words = pc.utf8_split_whitespace(pc.replace_substring(cleaned_text, "-", " "))
-    offsets = words.offsets.to_numpy()
-    flat = pc.list_flatten(words)
-    lengths = np.diff(offsets)
-    row = np.repeat(np.arange(n, dtype=np.int64), lengths)
-    # A bigram starts at every word but a sentence's last.
-    starts = np.flatnonzero(np.r_[row[1:], -1] == row)
-    bigrams = pc.binary_join_element_wise(flat.take(starts), flat.take(starts + 1), " ")
-    terms = pa.chunked_array([flat, bigrams]).combine_chunks()
-    term_row = np.concatenate([row, row[starts]])
+    blocks = [_block_counts(cleaned_text.slice(start, _BLOCK)) for start in range(0, n, _BLOCK)]
+    if not blocks:
+        return Vocabulary([], sp.csr_matrix((0, 0), dtype=np.float32))
+    terms = pa.chunked_array([terms for terms, _ in blocks], pa.string()).combine_chunks()
     encoded = pc.dictionary_encode(terms)
-    index = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     dictionary = encoded.dictionary
-    # Sentences per term: a (row, term) pair once, however often the sentence repeats the term.
-    pairs = np.unique(term_row * len(dictionary) + index)
-    sentences_per_term = np.bincount(pairs % len(dictionary), minlength=len(dictionary))
+    code = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)  # block term → quarter term
+    bounds = np.cumsum([0] + [len(terms) for terms, _ in blocks])
+    sentences_per_term = np.zeros(len(dictionary), dtype=np.int64)
+    for (_, counts), first in zip(blocks, bounds, strict=False):
+        sentences_per_term += np.bincount(code[first + counts.indices], minlength=len(dictionary))
     floor = max(_MIN_SENTENCES, int(np.ceil(n * _PER_MILLION / 1_000_000)))
     has_letter = pc.match_substring_regex(dictionary, "[a-z]").to_numpy(zero_copy_only=False)
     kept = np.flatnonzero((sentences_per_term >= floor) & has_letter)
@@ -57,11 +56,35 @@ def count_terms(cleaned_text: pa.Array) -> Vocabulary:
     alphabetical = np.argsort(np.array(names, dtype=object), kind="stable")
     column = np.full(len(dictionary), -1, dtype=np.int64)
     column[kept[alphabetical]] = np.arange(len(kept))
-    columns = column[index]
-    present = columns >= 0
+    parts = []
+    for (_, counts), first in zip(blocks, bounds, strict=False):
+        columns = column[code[first + counts.indices]]
+        rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))
+        present = columns >= 0
+        part = sp.csr_matrix(
+            (counts.data[present], (rows[present], columns[present])), shape=(counts.shape[0], len(kept))
+        )
+        part.sort_indices()
+        parts.append(part)
+    return Vocabulary([names[i] for i in alphabetical], sp.vstack(parts, format="csr"))
+
+
+def _block_counts(cleaned_text: pa.Array) -> tuple[pa.Array, sp.csr_matrix]:
+    """A block's distinct terms and its sentences × those terms count matrix."""
+    n = len(cleaned_text)
+    words = pc.utf8_split_whitespace(pc.replace_substring(cleaned_text, "-", " "))
+    offsets = words.offsets.to_numpy()
+    flat = pc.list_flatten(words)
+    row = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets - offsets[0]))
+    # A bigram starts at every word but a sentence's last.
+    starts = np.flatnonzero(np.r_[row[1:], -1] == row)
+    bigrams = pc.binary_join_element_wise(flat.take(starts), flat.take(starts + 1), " ")
+    encoded = pc.dictionary_encode(pa.chunked_array([flat, bigrams]).combine_chunks())
+    index = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    # Duplicates (a sentence that repeats a term) are summed: one entry per sentence and term.
     counts = sp.csr_matrix(
-        (np.ones(int(present.sum()), dtype=np.float32), (term_row[present], columns[present])),
-        shape=(n, len(kept)),
+        (np.ones(len(index), dtype=np.float32), (np.concatenate([row, row[starts]]), index)),
+        shape=(n, len(encoded.dictionary)),
     )
     counts.sum_duplicates()
-    return Vocabulary([names[i] for i in alphabetical], counts)
+    return encoded.dictionary, counts

@@ -35,7 +35,7 @@ EVIDENCE_BUDGET = 30_000  # sentences per page, shared by its quarters: about 4 
 EVIDENCE_STEPS = ((None, 3), (None, 2), (20, 2), (10, 2), (10, 1), (5, 1), (3, 1), (1, 1))
 MAX_CHARS = 280  # a sentence longer than this is cut, with an ellipsis
 KEYWORDS = 10
-_THEME_COLUMNS = ["theme_id", "kind", "keywords", "representation", "n_firms", "n_sentences"]
+_THEME_COLUMNS = ["theme_id", "kind", "keywords", "representation", "salience", "n_firms", "n_sentences"]
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,8 @@ def _quarter(
             "name": [names[theme][0] for theme in themes.theme_id],
             "source": [names[theme][1] for theme in themes.theme_id],
             "keywords": [list(words[:KEYWORDS]) for words in themes.keywords],
+            # Rounded: the page shows two decimals, and the page's weight is mostly numbers.
+            "salience": [None if pd.isna(value) else round(float(value), 3) for value in themes.salience],
             "n_firms": themes.n_firms.astype(int).tolist(),
             "n_sentences": themes.n_sentences.astype(int).tolist(),
             "lineage": [lineage_of.get(int(theme)) for theme in themes.theme_id],

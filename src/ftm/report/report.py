@@ -6,13 +6,15 @@ nothing fetched. content.py reads what the page shows; page.py writes the page.
 
 from __future__ import annotations
 
+import contextlib
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from ftm import __version__, layout
-from ftm.errors import DataError, UsageError
+from ftm.errors import DataError, SettingsError, UsageError
 from ftm.quarters import Quarter, quarters_label
 from ftm.report.content import ContentProgress, gather
 from ftm.report.page import render
@@ -47,6 +49,7 @@ def report_quarters(
     quarters = sorted(set(quarters))
     label = quarters_label(quarters)
     _check_inputs(store, quarters, label)
+    target = _local_target(out) if out is not None else None  # before the work, not after it
     document = gather(store, quarters, label, on_progress)
     document["provenance"] = {
         "label": label,
@@ -61,8 +64,8 @@ def report_quarters(
     page = render(document)
     path = layout.report(label)
     store.write_bytes(path, page)
-    if out is not None:
-        _write_local(out, page)
+    if target is not None:
+        _write_local(target, page)
     themes = [page_quarter["themes"]["kind"] for page_quarter in document["quarters"]]
     return ReportResult(
         label=label,
@@ -91,17 +94,33 @@ def _check_inputs(store: Store, quarters: list[Quarter], label: str) -> None:
         )
 
 
-def _write_local(out: Path, page: bytes) -> None:
-    """The page at `out` (a file, or a folder to put report.html in), written whole or not at all."""
+def _local_target(out: Path) -> Path:
+    """Where --out puts the page (a file, or report.html in a folder), checked before any work:
+    its folder exists (else a usage error) and can be written (else a settings error, exit 4)."""
     target = out / "report.html" if out.is_dir() else out
     if not target.parent.is_dir():
         raise UsageError(
             f"--out {out}: the folder {target.parent} does not exist; create it or choose another"
         )
+    probe = target.parent / f".ftm-write-check-{uuid.uuid4().hex}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise SettingsError(
+            f"--out {out}: cannot write to {target.parent} ({error.strerror or error}): choose a folder "
+            "you can write, or make this one writable"
+        ) from None
+    return target
+
+
+def _write_local(target: Path, page: bytes) -> None:
+    """The page at `target`, written whole or not at all."""
     partial = target.with_name(f".{target.name}.partial")
     try:
         partial.write_bytes(page)
         partial.replace(target)
     except OSError as error:
-        partial.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # on a read-only disk there is nothing to remove
+            partial.unlink(missing_ok=True)
         raise DataError(f"could not write {target}: {error.strerror or error}") from None

@@ -48,7 +48,8 @@ def prepare_submission(
     """Plans the quarter, or finds its plan and what is left of it; writes nothing.
 
     Refuses a quarter that was not prefetched, and a --batch-size that would change the plan of a
-    quarter with work done (resuming needs the same batches; `new` starts over)."""
+    quarter with work done and left (resuming needs the same batches; `new` starts over); a
+    finished map is kept whatever the batch size."""
     store = Store.from_settings(settings.storage)
     manifest = read_manifest(store, quarter)
     existing = read_plan(store, quarter)
@@ -67,6 +68,8 @@ def prepare_submission(
     candidate: Plan | None = None
     if planned != set(manifest.firm_to_chunk):
         problem = f"the prefetch of {quarter} has other firms than its plan"
+    elif batch_size is not None and all(_finished(store, quarter, b.batch_id) for b in existing):
+        problem = None  # a finished map runs no batch again: the batch size cannot matter to it
     elif batch_size is not None:
         candidate = make_plan(store, quarter, manifest, batch_size)
         problem = (

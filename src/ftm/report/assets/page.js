@@ -63,8 +63,8 @@
       if (!evidence.has(key)) evidence.set(key, []);
       evidence.get(key).push(at);
     });
-    const investment = themes.id.filter((_, at) => themes.kind[at] === "theme");
-    investment.sort((a, b) => themes.n_firms[row.get(b)] - themes.n_firms[row.get(a)] || a - b);
+    // Theme ids are the default order (kind theme first, by salience); "firms" re-sorts by size.
+    const investment = themes.id.filter((_, at) => themes.kind[at] === "theme").sort((a, b) => a - b);
     const reporting = themes.id.filter((_, at) => themes.kind[at] !== "theme");
     const made = { page, themes, row, cellsOfTheme, cellsOfFirm, callDate, evidence, investment, reporting };
     prepared.set(index, made);
@@ -72,6 +72,7 @@
   }
 
   let current = data.quarters.length - 1;
+  let themeOrder = "salience";
   let chosenTheme = null;
   let chosenFirm = null;
 
@@ -140,9 +141,14 @@
     }
   }
 
+  const salienceText = (value) => (value === null || value === undefined ? "–" : (value >= 0 ? "+" : "") + value.toFixed(2));
+
   function drawThemes() {
     const q = quarter(current);
-    const { themes, row, investment } = q;
+    const { themes, row } = q;
+    const investment = themeOrder === "firms"
+      ? q.investment.slice().sort((a, b) => themes.n_firms[row.get(b)] - themes.n_firms[row.get(a)] || a - b)
+      : q.investment;
     byId("themes-count").textContent =
       `${q.page.quarter}: ${investment.length} themes, ${q.page.n_firms.toLocaleString()} firms`;
     const chart = byId("theme-bars");
@@ -164,7 +170,8 @@
         customdata: investment,
         text: investment.map((id) => themes.keywords[row.get(id)].slice(0, 6).join(", ")),
         textposition: "none",
-        hovertemplate: "%{y}<br>%{x} firms<br>%{text}<extra></extra>",
+        hovertemplate: "%{y}<br>%{x} firms<br>salience %{meta}<br>%{text}<extra></extra>",
+        meta: investment.map((id) => salienceText(themes.salience[row.get(id)])),
         marker: { color: "#2f6db5" },
       }],
       {
@@ -185,6 +192,7 @@
           { label: "#", num: true, value: (id) => investment.indexOf(id), show: (id) => investment.indexOf(id) + 1 },
           { label: "Name", value: (id) => themes.name[row.get(id)], show: (id) => themes.name[row.get(id)] },
           { label: "Keywords", value: (id) => themes.keywords[row.get(id)].join(" "), show: (id) => keywordList(themes.keywords[row.get(id)]) },
+          { label: "Salience", num: true, value: (id) => themes.salience[row.get(id)], show: (id) => salienceText(themes.salience[row.get(id)]) },
           { label: "Firms", num: true, value: (id) => themes.n_firms[row.get(id)], show: (id) => themes.n_firms[row.get(id)] },
           { label: "Sentences", num: true, value: (id) => themes.n_sentences[row.get(id)], show: (id) => themes.n_sentences[row.get(id)] },
         ],
@@ -201,12 +209,14 @@
       table(
         [
           { label: "Name", value: (id) => themes.name[row.get(id)], show: (id) => themes.name[row.get(id)] },
+          { label: "Kind", value: (id) => themes.kind[row.get(id)], show: (id) => themes.kind[row.get(id)] },
           { label: "Keywords", value: (id) => themes.keywords[row.get(id)].join(" "), show: (id) => keywordList(themes.keywords[row.get(id)]) },
+          { label: "Salience", num: true, value: (id) => themes.salience[row.get(id)], show: (id) => salienceText(themes.salience[row.get(id)]) },
           { label: "Firms", num: true, value: (id) => themes.n_firms[row.get(id)], show: (id) => themes.n_firms[row.get(id)] },
           { label: "Sentences", num: true, value: (id) => themes.n_sentences[row.get(id)], show: (id) => themes.n_sentences[row.get(id)] },
         ],
         reporting,
-        { sortBy: 2, onPick: showTheme }
+        { onPick: showTheme }
       )
     );
   }
@@ -422,6 +432,10 @@
     showTheme(q.investment.length ? q.investment[0] : q.reporting[0]);
   }
 
+  byId("theme-order").addEventListener("change", (event) => {
+    themeOrder = event.target.value;
+    drawThemes();
+  });
   drawProvenance();
   showQuarter(current);
   drawTrends();
