@@ -98,7 +98,7 @@ THEMES = pa.schema(
         pa.field("representation", pa.string()),
         # ln(attention over its ordinary level), smoothed (reduce/salience.py); null without a reference.
         pa.field("salience", pa.float32()),
-        pa.field("attention_share", pa.float32()),  # mean over firms of their sentences nearest it
+        pa.field("attention_share", pa.float32()),  # mean over firms of their sentences in its cells
         pa.field("baseline_share", pa.float32()),  # ordinary attention: median over reference quarters
         pa.field("share_of_firms", pa.float32()),  # n_firms over the quarter's firms with sentences
         pa.field("n_firms", pa.int32()),  # firms with reduce.firm_min_sentences sentences in it

@@ -372,11 +372,11 @@ class ReduceSettings(Section):
         ),
     )
     salient: float = Field(
-        0.7,
+        1.1,
         ge=0.0,
         description=(
             "salience (ln of attention over its ordinary level) from which a theme is of kind theme "
-            "whatever its numbers or spread; 0.7 is about twice the ordinary attention"
+            "whatever its numbers or spread; 1.1 is about three times the ordinary attention"
         ),
     )
     routine_evenness: float = Field(

@@ -280,8 +280,8 @@ class _Themes:
     number_share: np.ndarray
     evenness: np.ndarray
     ordinary_similarity: list[float | None]
-    share: np.ndarray  # attention: mean over firms of their share of sentences nearest the theme
-    baseline_share: list[float | None]  # its ordinary attention (salience.py); None without a reference
+    share: list[float | None]  # attention this quarter (salience.py); None without a reference
+    baseline_share: list[float | None]  # its ordinary attention
     salience: list[float | None]
     reference: dict[str, Any]  # which references applied, for the metadata
 
@@ -394,15 +394,17 @@ def _describe_themes(
         even = evenness(sentences.firm[core], firm_share, config.random_state)
         rows.append((int(talking[theme]), len(rows_of), number_share, even, ordinary, int(rows_of[0])))
     centroids = np.array(meanings, dtype=np.float32).reshape(len(kept), dimensions)
-    nearest_theme = salience.nearest(sentences.embeddings, vectors.mean, centroids)
-    share = salience.quarter_shares(nearest_theme, sentences.firm, len(sentences.firm_ids), len(kept))
+    share: list[float | None] = [None] * len(kept)
     baseline: list[float | None] = [None] * len(kept)
     scores: list[float | None] = [None] * len(kept)
     if attention_applies:
         assert attention is not None
-        ordinary_share = salience.baseline_shares(attention, vectors.mean, centroids)
+        quarter_share, ordinary_share = salience.attention(
+            sentences.embeddings, sentences.firm, len(sentences.firm_ids), vectors.mean, centroids, attention
+        )
+        share = [float(value) for value in quarter_share]
         baseline = [float(value) for value in ordinary_share]
-        unusual = salience.salience(share, ordinary_share, config.salience_smoothing)
+        unusual = salience.salience(quarter_share, ordinary_share, config.salience_smoothing)
         scores = [float(value) for value in unusual]
     kinds = [kind_of(row[2], row[3], row[4], config, scores[i]) for i, row in enumerate(rows)]
     # Kinds in their order; each by salience where there is one, else by firms; then firms,
@@ -437,7 +439,7 @@ def _describe_themes(
         number_share=np.array([rows[i][2] for i in order], dtype=np.float64),
         evenness=np.array([rows[i][3] for i in order], dtype=np.float64),
         ordinary_similarity=[rows[i][4] for i in order],
-        share=share[order],
+        share=[share[i] for i in order],
         baseline_share=[baseline[i] for i in order],
         salience=[scores[i] for i in order],
         reference=description,
@@ -455,7 +457,7 @@ def _empty_themes(vectors: clustering.Vectors) -> _Themes:
         number_share=np.zeros(0),
         evenness=np.zeros(0),
         ordinary_similarity=[],
-        share=np.zeros(0),
+        share=[],
         baseline_share=[],
         salience=[],
         reference={"applied": False},
@@ -614,7 +616,7 @@ class _Tables:
                 ["_".join(words[:_REPRESENTATION_WORDS]) for words in keywords], pa.string()
             ),
             "salience": pa.array(self.themes.salience, pa.float32()),
-            "attention_share": pa.array(self.themes.share.astype(np.float32), pa.float32()),
+            "attention_share": pa.array(self.themes.share, pa.float32()),
             "baseline_share": pa.array(self.themes.baseline_share, pa.float32()),
             "share_of_firms": pa.array(
                 (self.themes.n_firms / max(len(self.sentences.firm_ids), 1)).astype(np.float32), pa.float32()
