@@ -484,3 +484,21 @@ def test_dry_run_counts_the_files_quarter_and_writes_nothing(
     )
     assert counts["n_firms_with_permno"] == len({c.firm_id for c in found if c.permno is not None})
     assert not (tmp_path / "store").exists()
+
+
+def test_prefetch_says_once_that_calls_were_placed_by_fiscal_label_and_which_firms_have_ids(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from ftm.cli import main
+
+    # Whole sentences, so that preprocessing keeps every call.
+    talk = "Our revenue grew strongly in every region this quarter and margins improved again."
+    records = [{**record, "components": [_component(0, talk)]} for record in RECORDS]
+    path = _write_jsonl(tmp_path / "calls.jsonl", records)
+    assert main(["prefetch", "2016Q4", "--input", str(path), "--root", str(tmp_path / "root")]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    # The quarter's calls are T1, T2, T3 and T6 (see RECORDS): T3 had only a label, and AAA alone
+    # (T1, T2) has a PERMNO and a GVKEY of the three firms.
+    assert err.count("fiscal_quarter label") == 1
+    assert "1 of 4 calls had no call date" in err and "not a calendar quarter" in err, err
+    assert "1 of 3 firms have a PERMNO and 1 a GVKEY" in err

@@ -37,6 +37,7 @@ from ftm.prefetch import (
     PrefetchProgress,
     PrefetchResult,
     PrefetchSurvey,
+    linked_firms,
     prefetch_quarter,
     prefetch_quarters,
     survey,
@@ -151,7 +152,7 @@ def prefetch(
     folder = store.uri(layout.prefetch_folder(the_quarter))
     if as_json:
         print_json(_summary(result, folder))
-    _report(result, folder)
+    _report(result, folder, store)
 
 
 def _prefetch_range(
@@ -167,7 +168,7 @@ def _prefetch_range(
     if as_json:
         print_json([_summary(result, folder) for result, folder in zip(results, folders, strict=True)])
     for result, folder in zip(results, folders, strict=True):
-        _report(result, folder)
+        _report(result, folder, store)
 
 
 class _RangeDisplay:
@@ -256,7 +257,7 @@ def _summary(result: PrefetchResult, folder: str) -> dict:
     }
 
 
-def _report(result: PrefetchResult, folder: str) -> None:
+def _report(result: PrefetchResult, folder: str, store: Store | None = None) -> None:
     manifest = result.manifest
     if result.already_done:
         stderr.print(
@@ -273,6 +274,23 @@ def _report(result: PrefetchResult, folder: str) -> None:
         f"  → {escape(folder)}/ (manifest.json, chunk_*.parquet)",
         highlight=False,
     )
+    by_label = int(manifest.source.get("calls_by", {}).get("fiscal_quarter", 0))
+    if by_label:
+        stderr.print(
+            f"[yellow]{by_label} of {plural(manifest.n_calls, 'call')} had no call date[/] and were placed "
+            f"by their fiscal_quarter label: for those firms {manifest.quarter} is their own fiscal "
+            "quarter, not a calendar quarter, and earnings_call_date is empty",
+            highlight=False,
+        )
+    if store is not None and manifest.n_firms:
+        permnos, gvkeys = linked_firms(store, Quarter.parse(manifest.quarter))
+        if permnos < manifest.n_firms or gvkeys < manifest.n_firms:
+            stderr.print(
+                f"[yellow]{permnos} of {plural(manifest.n_firms, 'firm')} have a PERMNO and {gvkeys} a "
+                "GVKEY[/]: only those merge with CRSP (PERMNO) or Compustat (GVKEY); the others keep "
+                "their firm_id (the README says which merge needs which columns)",
+                highlight=False,
+            )
     if manifest.skipped_firms:
         shown = ", ".join(f"{s.firm_id} ({s.reason})" for s in manifest.skipped_firms[:5])
         more = f" and {len(manifest.skipped_firms) - 5} more" if len(manifest.skipped_firms) > 5 else ""

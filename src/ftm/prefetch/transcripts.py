@@ -372,6 +372,19 @@ def sentence_rows(
     return pa.concat_tables(parts) if parts else schema.empty_table()
 
 
+def linked_firms(store: Store, quarter: Quarter) -> tuple[int, int]:
+    """How many of the quarter's firms have a PERMNO and how many a GVKEY (the panel's keys for
+    CRSP and Compustat), from those two columns of the chunks alone."""
+    permnos, gvkeys = set(), set()
+    for chunk in sorted(set(read_manifest(store, quarter).firm_to_chunk.values())):
+        columns = ["firm_id", "permno", "gvkey"]
+        table = store.read_table(f"{layout.prefetch_folder(quarter)}/{chunk}", SENTENCES, columns=columns)
+        firms = table.column("firm_id")
+        permnos.update(firms.filter(pc.is_valid(table.column("permno"))).unique().to_pylist())
+        gvkeys.update(firms.filter(pc.is_valid(table.column("gvkey"))).unique().to_pylist())
+    return len(permnos), len(gvkeys)
+
+
 def _open_source(settings: FtmSettings, on_progress: Callable[[PrefetchProgress], None]) -> Source:
     return open_source(
         settings.source,
