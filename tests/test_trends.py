@@ -220,12 +220,13 @@ def test_trends_flag_emerging_and_fading_by_the_documented_rule(tmp_path: Path) 
     flag = trends.set_index(["lineage_id", "quarter"]).trend
     share = trends.set_index(["lineage_id", "quarter"]).firm_share
     assert len(trends) == 4 * 3  # every lineage in every quarter
-    assert flag[(lineage[0], "2020Q1")] is None  # no quarter before it in the range
-    assert flag[(lineage[0], "2020Q2")] == "steady" and flag[(lineage[0], "2020Q3")] == "steady"
+    # A quarter is flagged only with trends.window (2) quarters before it in the range.
+    assert flag[(lineage[0], "2020Q1")] is None and flag[(lineage[0], "2020Q2")] is None
+    assert all(flag[(lineage[subject], "2020Q2")] is None for subject in lineage.index)
+    assert flag[(lineage[0], "2020Q3")] == "steady"
     assert share[(lineage[1], "2020Q2")] == pytest.approx(1 / 5)  # 4 firms, then 1
-    assert flag[(lineage[1], "2020Q2")] == "fading"
     assert flag[(lineage[1], "2020Q3")] == "fading"  # absent: 0 against the mean of 4/5 and 1/5
-    assert share[(lineage[2], "2020Q1")] == 0 and flag[(lineage[2], "2020Q2")] == "emerging"
+    assert share[(lineage[2], "2020Q1")] == 0
     assert flag[(lineage[2], "2020Q3")] == "emerging"  # 5 firms against the mean of 0 and 2
     mean = trends.set_index(["lineage_id", "quarter"]).mean_net_tone
     assert mean[(lineage[1], "2020Q1")] == 0.0 and mean[(lineage[0], "2020Q1")] == 1.0
@@ -270,3 +271,12 @@ def test_a_range_with_a_quarter_not_reduced_is_a_usage_error_naming_it(
     err = " ".join(capsys.readouterr().err.split())  # as one line, however the terminal wrapped it
     assert "2020Q2, 2020Q3 of 2020Q1..2020Q3 have no themes" in err and "ftm run 2020Q1..2020Q3" in err
     assert not (tmp_path / "trends").exists()
+
+
+def test_a_range_too_short_for_flags_has_none_and_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    _three_quarters(tmp_path)
+    assert main(["trends", "2020Q2..2020Q3", "--root", str(tmp_path)]) == 0
+    assert _read(tmp_path, "2020Q2..2020Q3", "trends").trend.isna().all()
+    assert "no emerging or fading flags" in " ".join(capsys.readouterr().err.split())

@@ -401,7 +401,11 @@ class TrendsSettings(Section):
             "one lineage (benchmarks/README.md, Trends)"
         ),
     )
-    window: int = Field(2, ge=1, description="quarters before a quarter that a lineage's trend compares with")
+    window: int = Field(
+        2,
+        ge=1,
+        description="quarters before a quarter that its trend compares with; all must be in the range",
+    )
     change_ratio: float = Field(
         1.5,
         gt=1.0,

@@ -44,7 +44,8 @@ def trends(
     quarter's mean, have a cosine of at least trends.min_similarity (one theme per lineage and
     quarter); the others start lineages. A lineage is emerging in a quarter when its share of
     firms is at least trends.change_ratio times its mean over the trends.window quarters before,
-    fading at that mean divided by the ratio or less. Every quarter must be reduced first.
+    fading at that mean divided by the ratio or less; a quarter is flagged only when all of those
+    quarters are in the range. Every quarter must be reduced first.
     """
     the_quarters = parse_quarters(quarters)
     settings = settings_from(ctx, storage__root=root)
@@ -78,3 +79,9 @@ def report(result: TrendsResult, store: Store) -> None:
     ]
     if flagged:
         stderr.print(f"  investment themes: {'; '.join(flagged)}", highlight=False)
+    if not result.flagged_quarters:
+        stderr.print(
+            "  no emerging or fading flags: a quarter is flagged against the trends.window quarters "
+            "before it, all of which must be in the range; give a longer range",
+            highlight=False,
+        )
