@@ -60,7 +60,7 @@ class Vectors:
 
     embeddings: np.ndarray  # float16, unit rows, as stored
     mean: np.ndarray  # float32: the quarter's mean embedding
-    words: np.ndarray | None  # float32, the word vectors, centred and unit; None without words
+    words: np.ndarray | None  # float16, the word vectors, centred and unit; None without words
     lexical_weight: float
 
     @property
@@ -100,6 +100,7 @@ class Vectors:
             meaning /= np.where(present, norms, 1.0)[:, None]
             return out
         # Both parts are unit rows or zero, so the joined row's length is known without measuring.
+        words = words.astype(np.float32)  # stored as float16
         has_words = np.einsum("ij,ij->i", words, words) > 0.5
         weight = self.lexical_weight
         length = np.sqrt((1.0 - weight) * present + weight * has_words)
@@ -140,17 +141,20 @@ def _word_vectors(counts: sp.csr_matrix, dimensions: int, seed: int) -> np.ndarr
         tfidf.transform(counts[sample])
     )
     components = svd.components_.astype(np.float32).T
-    out = np.empty((counts.shape[0], dimensions), dtype=np.float32)
+    # Kept in float16, as the embeddings are, and centred and normalised in place a block at a
+    # time: at 2,000,000 sentences float32 rows and a second copy for unit() were 1.6 GB beside
+    # the embeddings and the count matrix, at the reduce's peak; they are 400 MB now.
+    out = np.empty((counts.shape[0], dimensions), dtype=np.float16)
+    total = np.zeros(dimensions)
     for start in range(0, counts.shape[0], _BLOCK_ROWS):
-        rows = tfidf.transform(counts[start : start + _BLOCK_ROWS]).astype(np.float32)
-        out[start : start + rows.shape[0]] = rows @ components
-    out -= out.mean(axis=0, dtype=np.float64).astype(np.float32)
-    # In place, a block at a time: unit() would hold a second copy (800 MB at 2,000,000 sentences)
-    # beside the embeddings and the count matrix, at the reduce's peak.
+        rows = tfidf.transform(counts[start : start + _BLOCK_ROWS]).astype(np.float32) @ components
+        out[start : start + rows.shape[0]] = rows
+        total += rows.sum(axis=0, dtype=np.float64)
+    mean = (total / max(counts.shape[0], 1)).astype(np.float32)
     for start in range(0, len(out), _BLOCK_ROWS):
-        block = out[start : start + _BLOCK_ROWS]
+        block = out[start : start + _BLOCK_ROWS].astype(np.float32) - mean
         norms = np.sqrt(np.einsum("ij,ij->i", block, block))
-        block /= np.where(norms > 0, norms, 1.0)[:, None]
+        out[start : start + _BLOCK_ROWS] = block / np.where(norms > 0, norms, 1.0)[:, None]
     return out
 
 
