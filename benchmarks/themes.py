@@ -277,7 +277,10 @@ def keyword_spread(root: Path, quarter: Quarter) -> dict[str, Any]:
         said = (
             rows[rows.firm_id.isin(firms)]
             .groupby("firm_id")
-            .cleaned_text.apply(lambda t: " " + " ".join(t) + " ")
+            # Words as the reduce counts them: split at whitespace, hyphens as spaces.
+            .cleaned_text.apply(
+                lambda t: " " + " | ".join(" ".join(s.replace("-", " ").split()) for s in t) + " "
+            )
         )
         for word in list(theme.keywords)[:3]:
             users = sum(f" {word} " in text for text in said)

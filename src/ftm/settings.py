@@ -385,6 +385,12 @@ class ReduceSettings(Section):
         description="evenness over firms from which a theme at its ordinary level is routine",
     )
     top_n_words: int = Field(10, ge=1, description="keywords per theme")
+    keyword_min_firms: float = Field(
+        0.2,
+        ge=0.0,
+        le=1.0,
+        description="share of the firms talking about a theme that must use a word for it to be a keyword",
+    )
     n_representative: int = Field(5, ge=1, description="representative sentences per theme")
     random_state: int = Field(
         42, description="seed of the k-means and the samples: a re-run gives the same themes"

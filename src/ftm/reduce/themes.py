@@ -498,7 +498,7 @@ class _Tables:
             (np.ones(len(members.sentence), dtype=np.float32), (members.theme, members.sentence)),
             shape=(themes.n, sentences.n),
         )
-        self.keywords = _theme_keywords(members, sentences.firm, vocabulary, config.top_n_words)
+        self.keywords = _theme_keywords(members, sentences.firm, vocabulary, config)
         self.centroids = self._centroids()
         self.theme_topics, self.topics_per_theme = self._theme_topics(part_files)
 
@@ -699,13 +699,14 @@ def _class_tfidf(counts: sp.csr_matrix) -> sp.csr_matrix:
 
 
 def _theme_keywords(
-    members: clustering.Memberships, firm: np.ndarray, vocabulary: Vocabulary, top_n: int
+    members: clustering.Memberships, firm: np.ndarray, vocabulary: Vocabulary, config: ReduceSettings
 ) -> list[list[str]]:
     """Class-based TF-IDF over the themes and, as one more class, the sentences in no theme, where
     a term's frequency in a class counts firms, not sentences: each firm with sentences in the
     class weighs 1, shared equally among them, so a term's frequency is the sum over firms of the
     share of the firm's sentences there that use it. One firm's brand, said in fifty sentences,
-    weighs at most 1 and never leads a theme of many firms; what most of its firms say does."""
+    weighs at most 1. A keyword must also be used by at least `reduce.keyword_min_firms` of the
+    firms that talk about the theme, so that it says what most of them said."""
     n_themes = int(members.theme.max()) + 1 if len(members.theme) else 0
     if n_themes == 0 or not vocabulary.terms:
         return [[] for _ in range(n_themes)]
@@ -714,28 +715,36 @@ def _theme_keywords(
     in_none[members.sentence] = False
     classes = [members.sentence[bounds[t] : bounds[t + 1]] for t in range(n_themes)]
     classes.append(np.flatnonzero(in_none))
-    per_class = sp.vstack([_firm_weighted(vocabulary.counts, rows, firm) for rows in classes]).tocsr()
-    scores = _class_tfidf(per_class)[:n_themes].tocsr()
+    counted = [_firm_counts(vocabulary.counts, rows, firm, config.firm_min_sentences) for rows in classes]
+    scores = _class_tfidf(sp.vstack([weighted for weighted, _, _ in counted]).tocsr())[:n_themes].tocsr()
     terms = np.array(vocabulary.terms, dtype=object)
     keywords = []
     for theme in range(n_themes):
         row = scores.getrow(theme)
+        _, users, talking = counted[theme]
+        widely = users[row.indices] >= config.keyword_min_firms * talking
         # Best first; ties by the term, which makes the order independent of the matrix layout.
-        order = np.lexsort((terms[row.indices], -row.data))
-        ranked = [str(terms[row.indices[i]]) for i in order[: _CANDIDATE_WORDS * top_n] if row.data[i] > 0]
-        keywords.append(distinct_keywords(ranked, top_n))
+        order = [i for i in np.lexsort((terms[row.indices], -row.data)) if widely[i] and row.data[i] > 0]
+        ranked = [str(terms[row.indices[i]]) for i in order[: _CANDIDATE_WORDS * config.top_n_words]]
+        keywords.append(distinct_keywords(ranked, config.top_n_words))
     return keywords
 
 
-def _firm_weighted(counts: sp.csr_matrix, rows: np.ndarray, firm: np.ndarray) -> sp.csr_matrix:
-    """1 × terms: per term, the sum over firms of the share of the firm's sentences among `rows`
-    that use it."""
+def _firm_counts(
+    counts: sp.csr_matrix, rows: np.ndarray, firm: np.ndarray, min_sentences: int
+) -> tuple[sp.csr_matrix, np.ndarray, int]:
+    """Of the sentences `rows`: per term, the sum over firms of the share of the firm's sentences
+    that use it (1 × terms); per term, how many of the firms with `min_sentences` of them use it;
+    and how many firms those are."""
     firms = firm[rows]
     _, local, per_firm = np.unique(firms, return_inverse=True, return_counts=True)
     weight = 1.0 / per_firm[local]  # each firm's sentences here add up to 1
     part = counts[rows].tocoo()  # one entry per sentence and term it uses
     frequency = np.bincount(part.col, weights=weight[part.row], minlength=counts.shape[1])
-    return sp.csr_matrix(frequency.reshape(1, -1))
+    talking = per_firm[local[part.row]] >= min_sentences
+    pairs = np.unique(local[part.row][talking].astype(np.int64) * counts.shape[1] + part.col[talking])
+    users = np.bincount(pairs % counts.shape[1], minlength=counts.shape[1])
+    return sp.csr_matrix(frequency.reshape(1, -1)), users, int((per_firm >= min_sentences).sum())
 
 
 # --- writing ------------------------------------------------------------------------------------
