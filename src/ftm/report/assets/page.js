@@ -233,7 +233,7 @@
     }
     const parts = [
       el("h2", {}, themes.name[at], " ", el("span", { class: "quiet" }, `theme ${id} of ${page.quarter}, ${themes.kind[at]}`)),
-      el("p", { class: "quiet" }, `Named by ${themes.source[at] || "keywords"}. Talked about by ${themes.n_firms[at]} firms, in ${themes.n_sentences[at]} sentences.`),
+      el("p", { class: "quiet" }, `Named by ${themes.source[at] || "keywords"}. Talked about by ${themes.n_firms[at]} firms (two sentences or more each), in ${themes.n_sentences[at]} sentences.`),
       el("p", {}, keywordList(themes.keywords[at])),
     ];
     if (lineages && themes.lineage[at] !== null) {
@@ -242,7 +242,7 @@
     parts.push(el("h3", {}, "What firms said"), ...themes.examples[at].map(([firm, date, text]) => quote(firm, date, text)));
     const cells = q.cellsOfTheme.get(id) || [];
     parts.push(
-      el("h3", {}, `Every firm with a sentence in it (${cells.length})`),
+      el("h3", {}, `Every firm with a sentence in it (${cells.length}; the panel's rows, ${themes.n_firms[at]} of them talk about it)`),
       table(
         [
           { label: "Firm", value: (c) => firms.id[page.cells.firm[c]], show: (c) => firmButton(page.cells.firm[c]) },
