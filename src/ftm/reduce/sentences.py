@@ -52,7 +52,7 @@ class QuarterSentences:
     firm_ids: list[str]
     firm: np.ndarray  # int32
     sentence_ids: pa.Array  # string
-    embeddings: np.ndarray  # float16, L2-normalised rows
+    embeddings: np.ndarray  # float16, L2-normalised rows; emptied by the reduce after their last use
     cleaned_text: pa.Array  # string; emptied by the reduce once its words are counted
     has_number: np.ndarray  # bool
     firms: dict[str, FirmKeys]  # every prefetched firm, mapped or not

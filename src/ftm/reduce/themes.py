@@ -76,6 +76,8 @@ METADATA_KEY = b"ftm.reduce"
 _REPRESENTATION_WORDS = 4
 # Candidate keywords per theme before plurals after their singular are left out.
 _CANDIDATE_WORDS = 3
+# Sentences whose terms are counted at once for the keywords (see _firm_counts).
+_KEYWORD_BLOCK = 1 << 18
 
 Phase = Literal["reading", "words", "clustering", "assigning", "describing", "writing", "done"]
 
@@ -275,7 +277,6 @@ class _Themes:
     """The quarter's themes in their final order (theme_id = position)."""
 
     members: clustering.Memberships  # theme indices are theme ids
-    vectors: clustering.Vectors
     kind: list[Kind]
     n_firms: np.ndarray  # firms with firm_min_sentences sentences in the theme
     n_sentences: np.ndarray
@@ -317,7 +318,7 @@ def _find_themes(
         _firms_talking(sentences.firm, cluster, len(roots), config) >= config.min_firms
     )
     if len(candidates) == 0:
-        return _empty_themes(vectors)
+        return _empty_themes()
     centroid_sums = np.zeros((len(candidates), vectors.dimensions))
     for i, root in enumerate(roots[candidates]):
         centroid_sums[i] = sums[cluster_of_cell == root].sum(axis=0)
@@ -434,7 +435,6 @@ def _describe_themes(
         )
     return _Themes(
         members=final,
-        vectors=vectors,
         kind=[kinds[i] for i in order],
         n_firms=np.array([rows[i][0] for i in order], dtype=np.int64),
         n_sentences=np.array([rows[i][1] for i in order], dtype=np.int64),
@@ -448,11 +448,10 @@ def _describe_themes(
     )
 
 
-def _empty_themes(vectors: clustering.Vectors) -> _Themes:
+def _empty_themes() -> _Themes:
     nothing = np.zeros(0, dtype=np.int64)
     return _Themes(
         members=clustering.Memberships(nothing, nothing, np.zeros(0, np.float32), nothing > 0),
-        vectors=vectors,
         kind=[],
         n_firms=nothing,
         n_sentences=nothing,
@@ -498,8 +497,11 @@ class _Tables:
             (np.ones(len(members.sentence), dtype=np.float32), (members.theme, members.sentence)),
             shape=(themes.n, sentences.n),
         )
-        self.keywords = _theme_keywords(members, sentences.firm, vocabulary, config)
         self.centroids = self._centroids()
+        # The embeddings' last use: at 2,000,000 sentences they are 1.5 GB, held no longer than
+        # needed beside the keywords' counts (the reduce's peak memory).
+        sentences.embeddings = sentences.embeddings[:0]
+        self.keywords = _theme_keywords(members, sentences.firm, vocabulary, config)
         self.theme_topics, self.topics_per_theme = self._theme_topics(part_files)
 
     def schemas(self) -> dict[str, pa.Schema]:
@@ -715,7 +717,10 @@ def _theme_keywords(
     in_none[members.sentence] = False
     classes = [members.sentence[bounds[t] : bounds[t + 1]] for t in range(n_themes)]
     classes.append(np.flatnonzero(in_none))
-    counted = [_firm_counts(vocabulary.counts, rows, firm, config.firm_min_sentences) for rows in classes]
+    counted = [
+        _firm_counts(vocabulary.counts, rows, firm, config.firm_min_sentences, users=theme < n_themes)
+        for theme, rows in enumerate(classes)
+    ]
     scores = _class_tfidf(sp.vstack([weighted for weighted, _, _ in counted]).tocsr())[:n_themes].tocsr()
     terms = np.array(vocabulary.terms, dtype=object)
     keywords = []
@@ -731,20 +736,29 @@ def _theme_keywords(
 
 
 def _firm_counts(
-    counts: sp.csr_matrix, rows: np.ndarray, firm: np.ndarray, min_sentences: int
+    counts: sp.csr_matrix, rows: np.ndarray, firm: np.ndarray, min_sentences: int, users: bool = True
 ) -> tuple[sp.csr_matrix, np.ndarray, int]:
     """Of the sentences `rows`: per term, the sum over firms of the share of the firm's sentences
-    that use it (1 × terms); per term, how many of the firms with `min_sentences` of them use it;
-    and how many firms those are."""
-    firms = firm[rows]
-    _, local, per_firm = np.unique(firms, return_inverse=True, return_counts=True)
+    that use it (1 × terms); per term, how many of the firms with `min_sentences` of them use it
+    (zeros unless `users`); and how many firms those are. A block of rows at a time: the sentences
+    in no theme, one class, can be most of a 2,000,000-sentence quarter."""
+    _, local, per_firm = np.unique(firm[rows], return_inverse=True, return_counts=True)
     weight = 1.0 / per_firm[local]  # each firm's sentences here add up to 1
-    part = counts[rows].tocoo()  # one entry per sentence and term it uses
-    frequency = np.bincount(part.col, weights=weight[part.row], minlength=counts.shape[1])
-    talking = per_firm[local[part.row]] >= min_sentences
-    pairs = np.unique(local[part.row][talking].astype(np.int64) * counts.shape[1] + part.col[talking])
-    users = np.bincount(pairs % counts.shape[1], minlength=counts.shape[1])
-    return sp.csr_matrix(frequency.reshape(1, -1)), users, int((per_firm >= min_sentences).sum())
+    talking = per_firm >= min_sentences
+    n_terms = counts.shape[1]
+    frequency = np.zeros(n_terms)
+    pairs = []
+    for start in range(0, len(rows), _KEYWORD_BLOCK):
+        part = counts[rows[start : start + _KEYWORD_BLOCK]].tocoo()  # a sentence and a term it uses
+        row = part.row + start
+        frequency += np.bincount(part.col, weights=weight[row], minlength=n_terms)
+        if users:
+            keep = talking[local[row]]
+            pairs.append(np.unique(local[row][keep].astype(np.int64) * n_terms + part.col[keep]))
+    used = np.zeros(n_terms, dtype=np.int64)
+    if pairs:
+        used = np.bincount(np.unique(np.concatenate(pairs)) % n_terms, minlength=n_terms)
+    return sp.csr_matrix(frequency.reshape(1, -1)), used, int(talking.sum())
 
 
 # --- writing ------------------------------------------------------------------------------------
