@@ -134,6 +134,9 @@ def test_a_subject_ten_firms_mention_in_a_few_sentences_is_one_theme_of_exactly_
     talking = {firm for firm, n in per_firm.items() if n >= SETTINGS.firm_min_sentences}
     assert talking == planted and theme["n_firms"] == len(planted)
     assert theme["kind"] == "theme"
+    # Absent from every reference quarter, it drew unusual attention: ahead of every routine theme.
+    assert theme["salience"] >= SETTINGS.salient
+    assert all(theme_id < t["theme_id"] for t in reduced["themes"] if t["kind"] == "routine")
     assert "quillon" in theme["keywords"][:5]
     assert any(" " in word for word in theme["keywords"])  # a phrase, such as "brake sensors"
     assert all("Quillon" in sentence for sentence in theme["representative_sentences"])
