@@ -222,8 +222,23 @@ def test_csv_with_a_missing_column_is_refused_naming_the_column(
     path = tmp_path / "calls.csv"
     path.write_text("transcript_id,ticker,call_date,order,role\nT1,AAA,2016-11-01,0,answer\n")
     run = _prefetch(capsys, tmp_path, path)
-    _refused(run, 1)
+    _refused(run, 2)  # the input's shape is the user's to fix, as a missing file is
     assert "CSV column(s) missing: text." in run.err
+
+
+@pytest.mark.parametrize("name", ["calls.jsonl", "calls.csv", "calls.jsonl.gz"])
+def test_an_empty_input_file_is_refused_saying_it_is_empty(
+    name: str, capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    path = tmp_path / name
+    if name.endswith(".gz"):
+        with gzip.open(path, "wt") as out:
+            out.write("\n")
+    else:
+        path.write_text("" if name.endswith(".csv") else "\n\n")
+    run = _prefetch(capsys, tmp_path, path)
+    _refused(run, 2)
+    assert f"{path} is empty" in run.err
 
 
 def test_input_with_no_calls_in_the_quarter_is_an_error_saying_so(

@@ -166,6 +166,10 @@ def test_a_quarter_never_reduced_is_a_usage_error_that_says_what_to_run(
     assert main(["report", "2021Q3", "--root", str(tmp_path / "empty")]) == 2
     message = " ".join(capsys.readouterr().err.split())
     assert "2021Q3 has no themes" in message and "ftm reduce --quarter" in message
+    # Nothing was prefetched, so the source is unknown: the run is suggested for files and for WRDS,
+    # with the root the command was given.
+    assert f"ftm run 2021Q3 --input FILE --root {tmp_path / 'empty'}" in message
+    assert f"ftm run 2021Q3 --root {tmp_path / 'empty'}` for WRDS" in message
 
 
 def test_a_range_without_trends_is_a_usage_error_that_says_to_run_trends(

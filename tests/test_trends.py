@@ -270,6 +270,7 @@ def test_a_range_with_a_quarter_not_reduced_is_a_usage_error_naming_it(
     assert main(["trends", "2020Q1..2020Q3", "--root", str(tmp_path)]) == 2
     err = " ".join(capsys.readouterr().err.split())  # as one line, however the terminal wrapped it
     assert "2020Q2, 2020Q3 of 2020Q1..2020Q3 have no themes" in err and "ftm run 2020Q1..2020Q3" in err
+    assert f"--root {tmp_path}" in err  # the hint runs where the data is
     assert not (tmp_path / "trends").exists()
 
 

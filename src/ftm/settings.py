@@ -714,7 +714,10 @@ def _describe(error: ValidationError, layers: list[tuple[str, dict[str, Any]]], 
         else:
             message = problem["msg"]
         lines.append(f"  {key} ({_where(key, layers, path)}): {message}")
-    lines.append("Run `ftm config` to see every setting and where it comes from.")
+    lines.append(
+        "Every setting, with its default and what it does: ftm.toml in ftm's checkout, or "
+        "`ftm config` once the settings load."
+    )
     return "\n".join(lines)
 
 

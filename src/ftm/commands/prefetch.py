@@ -102,7 +102,7 @@ def prefetch(
     backend: BackendOption = "local",
     detach: DetachOption = False,
 ) -> None:
-    """Turn one quarter's earnings calls into cleaned sentence chunks and a manifest.
+    """Turn a quarter's (or a range's) earnings calls into cleaned sentence chunks and a manifest.
 
     From WRDS (the default source): one connection, so one Duo approval; one transcript
     version per call; each call linked to GVKEY and PERMNO as of its UTC call date, the

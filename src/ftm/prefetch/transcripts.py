@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import shlex
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from ftm import __version__, layout
 from ftm.errors import DataError, UsageError
 from ftm.prefetch.sources import DATE_FORMATS, Call, CallList, Source, open_source
 from ftm.prefetch.text import CallText, Preprocessor
-from ftm.quarters import Quarter
+from ftm.quarters import Quarter, quarters_label
 from ftm.schemas import (
     SENTENCES,
     ChunkInfo,
@@ -370,6 +371,28 @@ def sentence_rows(
         table = store.read_table(f"{layout.prefetch_folder(quarter)}/{chunk}", SENTENCES, columns=columns)
         parts.append(table.filter(pc.is_in(table.column("sentence_id"), value_set=wanted)))
     return pa.concat_tables(parts) if parts else schema.empty_table()
+
+
+def run_command(store: Store, quarters: list[Quarter]) -> str:
+    """The `ftm run` that makes these quarters from the source they were prefetched from: with
+    --input where a quarter came from a file; for both sources where none was prefetched, since
+    `ftm run` without --input reads WRDS."""
+    label = quarters_label(quarters)
+    inputs = set()
+    for quarter in quarters:
+        if store.exists(layout.prefetch_manifest(quarter)):
+            source = read_manifest(store, quarter).source
+            if source.get("kind") == "files" and source.get("path"):
+                inputs.add(str(source["path"]))
+            elif source.get("kind"):
+                inputs.add("")
+    if len(inputs) == 1:
+        (path,) = inputs
+        return f"`{store.command(f'run {label}' + (f' --input {shlex.quote(path)}' if path else ''))}`"
+    return (
+        f"`{store.command(f'run {label} --input FILE')}` for transcript files (or "
+        f"`{store.command(f'run {label}')}` for WRDS)"
+    )
 
 
 def linked_firms(store: Store, quarter: Quarter) -> tuple[int, int]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ftm import __version__, layout
 from ftm.errors import DataError, SettingsError, UsageError
+from ftm.prefetch import run_command
 from ftm.quarters import Quarter, quarters_label
 from ftm.report.content import ContentProgress, gather
 from ftm.report.page import render
@@ -84,8 +85,8 @@ def _check_inputs(store: Store, quarters: list[Quarter], label: str) -> None:
     if missing:
         raise UsageError(
             f"{', '.join(missing)} {'has' if len(missing) == 1 else 'have'} no themes in {store.uri()}: "
-            f"run `{store.command(f'run {label}')}`, or `ftm reduce --quarter` for "
-            f"{'it' if len(missing) == 1 else 'each'}"
+            f"run {run_command(store, quarters)}, or `{store.command('reduce --quarter QUARTER')}` "
+            f"for {'it' if len(missing) == 1 else 'each'}"
         )
     if len(quarters) > 1 and not store.exists(layout.trends(label)):
         raise UsageError(

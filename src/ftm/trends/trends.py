@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from ftm import layout
 from ftm.errors import UsageError
-from ftm.prefetch import read_manifest, sentence_rows
+from ftm.prefetch import read_manifest, run_command, sentence_rows
 from ftm.quarters import Quarter, quarters_label
 from ftm.schemas import (
     FIRM_THEME_EXPOSURE,
@@ -83,8 +83,8 @@ def trends_range(
     if missing:
         raise UsageError(
             f"{', '.join(missing)} of {label} {'has' if len(missing) == 1 else 'have'} no themes in "
-            f"{store.uri()}: run `ftm run {label}` (prefetch, submit, reduce and name where "
-            "missing), or `ftm reduce --quarter` for each"
+            f"{store.uri()}: run {run_command(store, quarters)} (prefetch, submit, reduce and name "
+            f"where missing), or `{store.command('reduce --quarter QUARTER')}` for each"
         )
     found: dict[Quarter, QuarterThemes] = {q: t for q, t in themes.items() if t is not None}
     on_progress(TrendsProgress("lineages"))

@@ -111,6 +111,8 @@ class FilesSource:
         self._offsets.clear()
         scan = _Scan(quarter, self.quarter_rule)
         try:
+            if _is_empty(self.path):
+                raise UsageError(f"{self.path} is empty: give a transcript file with calls in it")
             with _open_binary(self.path) as stream:
                 if self.format == "jsonl":
                     self._scan_jsonl(stream, scan)
@@ -205,8 +207,10 @@ class FilesSource:
         missing = [name for name in required if name not in columns]
         if not {"call_date", "fiscal_quarter"} & set(columns):
             missing.append("call_date or fiscal_quarter")
-        if missing:
-            raise DataError(
+        if not columns:
+            raise UsageError(f"{self.path} is empty: give a transcript file with calls in it")
+        if missing:  # the input's shape, as a missing file is: the user's to fix (exit 2)
+            raise UsageError(
                 f"{self.path}: CSV column(s) missing: {', '.join(missing)}. A transcript CSV has "
                 f"one row per component with columns {', '.join(required)}, and call_date or "
                 "fiscal_quarter (company_name, role, speaker, permno, gvkey optional)."
@@ -362,3 +366,12 @@ def _first_error(error: ValidationError) -> str:
     first = error.errors()[0]
     where = ".".join(str(part) for part in first["loc"])
     return f"{where}: {first['msg']}"
+
+
+def _is_empty(path: Path) -> bool:
+    """Whether the input holds nothing but whitespace (a gzip file: once decompressed)."""
+    with _open_binary(path) as stream:
+        while chunk := stream.read(1 << 16):
+            if chunk.strip():
+                return False
+    return True
