@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ftm.errors import DataError
+from ftm.errors import UsageError
 from ftm.prefetch.sources import Call, CallList, Component
 from ftm.prefetch.sources.files import FilesSource
 from ftm.quarters import Quarter
@@ -214,14 +214,14 @@ def test_csv_with_an_empty_permno_cell_keeps_the_call_without_a_permno(tmp_path:
 def test_csv_without_text_column_is_refused_naming_the_column(tmp_path: Path) -> None:
     columns = [name for name in CSV_COLUMNS if name != "text"]
     path = _write_csv(tmp_path / "calls.csv", _csv_rows(RECORDS), columns)
-    with pytest.raises(DataError, match=r"missing: text\b"):
+    with pytest.raises(UsageError, match=r"missing: text\b"):  # the input's shape: exit 2
         _read(path)
 
 
 def test_csv_without_any_time_column_is_refused_naming_both_choices(tmp_path: Path) -> None:
     columns = [name for name in CSV_COLUMNS if name not in ("call_date", "fiscal_quarter")]
     path = _write_csv(tmp_path / "calls.csv", _csv_rows(RECORDS), columns)
-    with pytest.raises(DataError, match="call_date or fiscal_quarter"):
+    with pytest.raises(UsageError, match="call_date or fiscal_quarter"):
         _read(path)
 
 
