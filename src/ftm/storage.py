@@ -105,9 +105,9 @@ class Store:
         (a read-only or immutable folder, a bucket the credentials may not write) is a SettingsError
         naming it, not a traceback after minutes of work. The probe's name starts with `_`, which
         dataset readers skip, and it is removed at once."""
-        probe = f"_ftm-write-check-{uuid.uuid4().hex}"
         try:
             if self.is_s3:
+                probe = f"_ftm-write-check-{uuid.uuid4().hex}"
                 self.write_bytes(probe, b"")
                 self.delete(probe)
                 return
@@ -115,8 +115,7 @@ class Store:
             folder = Path(self._base)
             while not folder.exists() and folder != folder.parent:
                 folder = folder.parent
-            (folder / probe).write_bytes(b"")
-            (folder / probe).unlink()
+            probe_folder(folder)
         except OSError as error:
             raise SettingsError(
                 f"cannot write to the storage root {self.uri()} ({error.strerror or error}): choose a "
@@ -378,6 +377,15 @@ def _s3_filesystem(endpoint_url: str | None, region: str | None) -> pafs.S3FileS
     if region:
         options["region"] = region
     return pafs.S3FileSystem(**options)
+
+
+def probe_folder(folder: Path) -> None:
+    """Writes and removes an empty file in a local folder: an OSError says why it cannot be
+    written, before any work rather than after it. The name starts with `_`, which dataset readers
+    skip, should a kill leave it behind."""
+    probe = folder / f"_ftm-write-check-{uuid.uuid4().hex}"
+    probe.write_bytes(b"")
+    probe.unlink()
 
 
 def _json_bytes(value: Any) -> bytes:

@@ -7,7 +7,6 @@ nothing fetched. content.py reads what the page shows; page.py writes the page.
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -21,7 +20,7 @@ from ftm.report.content import ContentProgress, gather
 from ftm.report.page import render
 from ftm.schemas import content_hash
 from ftm.settings import FtmSettings
-from ftm.storage import Store
+from ftm.storage import Store, probe_folder
 
 ReportProgress = ContentProgress
 
@@ -103,10 +102,8 @@ def _local_target(out: Path) -> Path:
         raise UsageError(
             f"--out {out}: the folder {target.parent} does not exist; create it or choose another"
         )
-    probe = target.parent / f".ftm-write-check-{uuid.uuid4().hex}"
     try:
-        probe.write_bytes(b"")
-        probe.unlink()
+        probe_folder(target.parent)
     except OSError as error:
         raise SettingsError(
             f"--out {out}: cannot write to {target.parent} ({error.strerror or error}): choose a folder "
