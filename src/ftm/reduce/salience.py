@@ -14,6 +14,13 @@ sentences, each with its mean embedding and its share of each reference quarter'
 - **Attention this quarter** (`attention_share`): each of the quarter's sentences falls in its
   nearest cell; a firm's attention to a theme is the share of its sentences in the theme's cells,
   and the quarter's is the mean over its firms, so that every call counts the same.
+- **Language the reference has no cell for**: a sentence nearer to one of the quarter's themes than
+  to every reference cell counts for that theme itself. Without this, a subject new since the
+  reference was built fell in cells that belong to older themes, and its own theme got no
+  attention at all: a brake-sensor recall planted in ten firms' calls came out at salience 0 with
+  fp32 embeddings. About a quarter of an ordinary quarter's sentences are such (25 to 30 % of
+  2020Q3 and 2021Q3 of the test corpus), and the ranks of those quarters and of the bundled 2016Q4
+  sample hardly moved: their subjects do have cells.
 - **Ordinary attention** (`baseline_share`): the reference quarters' shares of the theme's cells,
   and their **median**. A median over many years is robust to the few quarters of any one event:
   the pandemic drew attention in 10 of the 25 reference quarters, and its ordinary level stays that
@@ -75,16 +82,21 @@ def load_ordinary_attention() -> OrdinaryAttention | None:
     )
 
 
-def nearest(vectors: np.ndarray, mean: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+def nearest(
+    vectors: np.ndarray, mean: np.ndarray, centroids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Each row of `vectors` (embeddings as stored) its nearest of `centroids` (unit rows in the
-    centred space): the centroid with the highest cosine to the row less `mean`, a block at a time."""
+    centred space), and the cosine to it, a block at a time."""
     found = np.empty(len(vectors), dtype=np.int64)
+    cosine = np.empty(len(vectors), dtype=np.float32)
     for start in range(0, len(vectors), _BLOCK_ROWS):
         block = vectors[start : start + _BLOCK_ROWS].astype(np.float32) - mean
-        # Every row's norm is positive after centring unless it is the mean itself; the argmax of
-        # cosines does not need the rows' lengths.
-        found[start : start + len(block)] = np.argmax(block @ centroids.T, axis=1)
-    return found
+        block /= np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
+        similarity = block @ centroids.T
+        best = np.argmax(similarity, axis=1)
+        found[start : start + len(block)] = best
+        cosine[start : start + len(block)] = similarity[np.arange(len(block)), best]
+    return found, cosine
 
 
 def attention(
@@ -100,11 +112,15 @@ def attention(
     cells = reference.cells - mean
     cells /= np.maximum(np.linalg.norm(cells, axis=1, keepdims=True), 1e-12)
     theme_of_cell = np.argmax(cells @ centroids.T, axis=1)
-    cell = nearest(embeddings, mean, cells)
+    cell, to_cell = nearest(embeddings, mean, cells)
+    own, to_theme = nearest(embeddings, mean, centroids)
+    # A sentence nearer to a theme of this quarter than to any reference cell is language the
+    # reference has no cell for: it counts for that theme itself, not for its nearest cell's.
+    theme = np.where(to_theme > to_cell, own, theme_of_cell[cell])
     per_firm = np.bincount(firm, minlength=n_firms).astype(np.float64)
     weights = 1.0 / per_firm[firm]  # each firm's sentences add up to 1
     firms_present = max(int((per_firm > 0).sum()), 1)
-    share = np.bincount(theme_of_cell[cell], weights=weights, minlength=len(centroids)) / firms_present
+    share = np.bincount(theme, weights=weights, minlength=len(centroids)) / firms_present
     per_quarter = np.zeros((len(centroids), reference.mass.shape[1]))
     np.add.at(per_quarter, theme_of_cell, reference.mass)
     return share, np.median(per_quarter, axis=1)

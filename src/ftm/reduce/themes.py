@@ -499,8 +499,9 @@ class _Tables:
         )
         self.centroids = self._centroids()
         # The embeddings' last use: at 2,000,000 sentences they are 1.5 GB, held no longer than
-        # needed beside the keywords' counts (the reduce's peak memory).
-        sentences.embeddings = sentences.embeddings[:0]
+        # needed beside the keywords' counts (the reduce's peak memory). A new empty array, not a
+        # slice: a slice is a view that keeps the whole buffer alive.
+        sentences.embeddings = np.empty((0, self.dimensions), sentences.embeddings.dtype)
         self.keywords = _theme_keywords(members, sentences.firm, vocabulary, config)
         self.theme_topics, self.topics_per_theme = self._theme_topics(part_files)
 
