@@ -62,11 +62,14 @@ def main() -> None:
         "--root", type=Path, help="storage root for the prefetch (default: a temporary folder)"
     )
     parser.add_argument("--out", type=Path, default=TARGET)
+    parser.add_argument(
+        "--calls", type=int, default=CALLS_PER_QUARTER, help="calls drawn per quarter (default: %(default)s)"
+    )
     args = parser.parse_args()
     corpus.require(args.corpus)
     with tempfile.TemporaryDirectory() as scratch:
         root = args.root or Path(scratch)
-        chosen = choose_calls(args.corpus)
+        chosen = choose_calls(args.corpus, args.calls)
         quarters = prefetch(args.corpus, chosen, root)
         texts, quarter_of, weights = read_sentences(root, quarters)
         write_reference(texts, quarter_of, weights, quarters, args.out)
@@ -79,8 +82,8 @@ def _quarter(record: dict) -> str | None:
     return record.get("fiscal_quarter")
 
 
-def choose_calls(path: Path) -> dict[str, list[str]]:
-    """Per quarter with enough calls, the tickers of `CALLS_PER_QUARTER` of them, drawn seeded."""
+def choose_calls(path: Path, calls: int = CALLS_PER_QUARTER) -> dict[str, list[str]]:
+    """Per quarter with enough calls, the tickers of `calls` of them, drawn seeded."""
     tickers: dict[str, set[str]] = defaultdict(set)
     with gzip.open(path, "rt") as lines:
         for line in lines:
@@ -91,9 +94,9 @@ def choose_calls(path: Path) -> dict[str, list[str]]:
     rng = np.random.default_rng(SEED)
     chosen = {}
     for quarter in sorted(tickers):
-        if len(tickers[quarter]) >= MIN_CALLS:
+        if len(tickers[quarter]) >= max(MIN_CALLS, calls):
             firms = sorted(tickers[quarter])
-            chosen[quarter] = sorted(rng.choice(firms, size=CALLS_PER_QUARTER, replace=False).tolist())
+            chosen[quarter] = sorted(rng.choice(firms, size=calls, replace=False).tolist())
     return chosen
 
 
