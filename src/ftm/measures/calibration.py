@@ -67,7 +67,10 @@ def centred_similarities(embeddings: np.ndarray, mean: np.ndarray, queries: np.n
     out = np.empty((len(embeddings), len(centred)), np.float32)
     for start in range(0, len(embeddings), BLOCK):
         block = _unit(embeddings[start : start + BLOCK].astype(np.float32) - mean)
-        out[start : start + len(block)] = block @ centred.T
+        for column, query in enumerate(centred):
+            # One product per query, not one for all: a matrix product's rounding depends on its
+            # shape, and a subject's similarities must not depend on what is measured beside it.
+            out[start : start + len(block), column] = block @ query
     return out
 
 
