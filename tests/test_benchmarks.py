@@ -73,6 +73,15 @@ BENCHMARKS = {
             r"^inflation: lineage (\d+|None), Spearman \S+, in \d of 2 quarters$",
         ),
     ),
+    "measure.py": Benchmark(
+        "--quarters 2021Q3 --firms 3 --workers 1 --root {folder}/root --out {folder}/out --scale 10000 "
+        "--corpus {corpus}",
+        (
+            r"^ftm measure over 2021Q3: \d+ s on \d+ cores",
+            rf"^pandemic +\d+ \| +{NUMBER} \({NUMBER}/{NUMBER}\)",
+            r"^scale: calibration over 10,000 sentences: 1 subject [\d.]+ s, 10 subjects [\d.]+ s$",
+        ),
+    ),
     "map.py": Benchmark(
         "--firms 1 --calls 2 --workers 1 --precisions fp32 --force --wait 0 --corpus {corpus}",
         (

@@ -18,7 +18,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 SPINE = "spine"
-STAGES = ("prefetch", "map", "reduce", "name", "trends", "report", "aws")
+STAGES = ("prefetch", "map", "reduce", "name", "trends", "measures", "report", "aws")
 LEVEL = {SPINE: 0, **dict.fromkeys(STAGES, 1), "backends": 2, "runs": 3, "commands": 4}
 # Packages that hold spine data rather than a stage.
 SPINE_PACKAGES = {"sample"}

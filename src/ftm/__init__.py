@@ -19,6 +19,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0+unknown"
 
 from ftm.errors import DataError, FtmError, PartialFailure, SchemaError, SettingsError, UsageError
+from ftm.measures import Subject, measure
 from ftm.name import read_names
 from ftm.prefetch import PrefetchProgress, PrefetchResult, prefetch_quarter, read_manifest
 from ftm.quarters import Quarter
@@ -35,10 +36,12 @@ __all__ = [
     "Quarter",
     "SchemaError",
     "SettingsError",
+    "Subject",
     "Store",
     "UsageError",
     "__version__",
     "load_settings",
+    "measure",
     "prefetch_quarter",
     "read_manifest",
     "read_names",

@@ -211,3 +211,41 @@ DATASETS = {
 def dataset_files(name: str, quarter: Quarter | str = "*") -> str:
     """The glob of an output's files in every quarter, or in one (see DATASETS)."""
     return DATASETS[name](quarter)  # type: ignore[arg-type]
+
+
+# --- measures ---------------------------------------------------------------------------------
+
+
+def measure_folder(name: str) -> str:
+    """One measured subject (`ftm measure --name NAME`): its panel, evidence and subject record."""
+    return f"measures/{name}"
+
+
+def measure_firm_quarter(name: str) -> str:
+    return f"{measure_folder(name)}/firm_quarter.parquet"
+
+
+def measure_sentences(name: str) -> str:
+    return f"{measure_folder(name)}/sentences.parquet"
+
+
+def measure_subject(name: str) -> str:
+    return f"{measure_folder(name)}/subject.json"
+
+
+def measure_quarter_folder(name: str, quarter: Quarter) -> str:
+    """One quarter's measure, kept so that a killed run goes on from the quarters done."""
+    return f"{measure_folder(name)}/_quarters/{quarter}"
+
+
+def measure_quarter_firms(name: str, quarter: Quarter) -> str:
+    return f"{measure_quarter_folder(name, quarter)}/firm_quarter.parquet"
+
+
+def measure_quarter_sentences(name: str, quarter: Quarter) -> str:
+    return f"{measure_quarter_folder(name, quarter)}/sentences.parquet"
+
+
+def measure_calibration(name: str, quarter: Quarter) -> str:
+    """Written after the quarter's two tables: the quarter is done when it is there."""
+    return f"{measure_quarter_folder(name, quarter)}/calibration.json"

@@ -227,6 +227,35 @@ FIRMS = pa.schema(
 )
 
 
+# A measured subject's panel (`ftm measure`): one row per prefetched firm and quarter, exposed or
+# not, so that a zero is a measured zero and the panel merges as it is.
+MEASURE_FIRM_QUARTER = pa.schema(
+    [
+        pa.field("quarter", pa.string(), nullable=False),
+        pa.field("firm_id", pa.string(), nullable=False),
+        pa.field("permno", pa.int64()),
+        pa.field("gvkey", pa.string()),
+        pa.field("earnings_call_date", pa.date32()),  # the firm's first call date in the quarter
+        pa.field("n_sentences", pa.int32(), nullable=False),  # its sentences about the subject
+        pa.field("share", pa.float64()),  # those over all its prefetched sentences; null without any
+        pa.field("positive", pa.int32(), nullable=False),
+        pa.field("negative", pa.int32(), nullable=False),
+        pa.field("uncertainty", pa.int32(), nullable=False),
+        pa.field("net_tone", pa.float64()),  # (positive - negative) / (positive + negative); null at 0
+    ]
+)
+
+# The evidence behind a measure: every sentence counted, with its similarity to the subject.
+MEASURE_SENTENCES = pa.schema(
+    [
+        pa.field("quarter", pa.string(), nullable=False),
+        pa.field("firm_id", pa.string(), nullable=False),
+        pa.field("sentence_id", pa.string(), nullable=False),
+        pa.field("similarity", pa.float32(), nullable=False),
+        pa.field("text", pa.string()),  # as spoken
+    ]
+)
+
 def pandas_integers(*columns: str) -> dict[bytes, bytes]:
     """Parquet metadata that has pandas read these nullable integer columns as `Int64`: without
     it a PERMNO column with a gap becomes float, and 10107 prints as 10107.0."""
@@ -474,3 +503,31 @@ class LineageRegistry(Record):
     next_lineage_id: int  # never reused, also after a quarter is matched again
     quarters: list[QuarterLineages] = Field(default_factory=list)
     updated_at: datetime
+
+
+class MeasureCalibration(Record):
+    """`measures/NAME/_quarters/Q/calibration.json`: one quarter's threshold, written after the
+    quarter's two tables; a rerun keeps the quarter when `subject_hash` is the subject's."""
+
+    quarter: str
+    subject_hash: str  # of the description, examples, embedding path and rule
+    threshold: float  # on the cosine to the re-centred query
+    pseudo_relevant_similarity: float  # the median cosine of the nearest sentences to it
+    n_sentences: int  # embedded sentences of the quarter
+    n_selected: int  # of them about the subject
+    n_firms: int  # prefetched firms
+    n_firms_exposed: int  # with at least one selected sentence
+
+
+class MeasureSubject(Record):
+    """`measures/NAME/subject.json`, written last: what was measured and how, to reproduce and cite."""
+
+    name: str
+    description: str
+    examples: list[str] = Field(default_factory=list)
+    subject_hash: str
+    model: str  # embedding.model
+    embedding: dict[str, str]  # the path the description was embedded on (device, backend, precision)
+    rule: dict[str, Any]  # the calibration rule and its constants
+    quarters: list[MeasureCalibration]
+    ftm_version: str

@@ -4,6 +4,7 @@ firm's topics out (`intermediate/firm-topics/`), with the batch's checkpoint, fa
 
 from ftm.map import records
 from ftm.map.batch import BatchResult, MapProgress, run_batch
+from ftm.map.embedding import Embedder
 from ftm.map.records import read_checkpoint, read_failures
 
-__all__ = ["BatchResult", "MapProgress", "read_checkpoint", "read_failures", "records", "run_batch"]
+__all__ = ["BatchResult", "Embedder", "MapProgress", "read_checkpoint", "read_failures", "records", "run_batch"]

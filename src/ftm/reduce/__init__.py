@@ -3,6 +3,15 @@ the prefetch's words); the themes many firms talk about, their sentences, their 
 firm x theme exposure panel out (`themes/quarter=Q/`). Start with `themes.py`; `clustering.py`
 finds the themes, `kinds.py` tells reporting language apart."""
 
-from ftm.reduce.themes import ReduceProgress, ReduceResult, reduce_quarter
+from ftm.reduce.sentences import QuarterSentences, read_sentences, texts_of
+from ftm.reduce.themes import ReduceProgress, ReduceResult, mapped_state, reduce_quarter
 
-__all__ = ["ReduceProgress", "ReduceResult", "reduce_quarter"]
+__all__ = [
+    "QuarterSentences",
+    "ReduceProgress",
+    "ReduceResult",
+    "mapped_state",
+    "read_sentences",
+    "reduce_quarter",
+    "texts_of",
+]

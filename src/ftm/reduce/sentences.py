@@ -68,15 +68,23 @@ def read_sentences(
     manifest: PrefetchManifest,
     embedding_files: list[str],
     on_progress: Callable[[int, int], None] = lambda done, total: None,
+    with_text: bool = True,
 ) -> QuarterSentences:
     """Reads the embedding parts' ids, then the prefetch chunks' text columns, then the embeddings
-    part by part into their place (progress per part): one copy of them in memory, never two."""
+    part by part into their place (progress per part): one copy of them in memory, never two.
+
+    Without `with_text` (a measure, which needs the embeddings and the firms' keys only), the
+    chunks' key columns are read instead of their text: `cleaned_text` is empty and `has_number`
+    all False."""
     firms_col, ids_col = [], []
     for path in embedding_files:
         table = store.read_table(path, SENTENCE_EMBEDDINGS, columns=["firm_id", "sentence_id"])
         firms_col.append(table.column("firm_id").combine_chunks())
         ids_col.append(table.column("sentence_id").combine_chunks())
-    texts, firms = _prefetched_texts(store, quarter, manifest)
+    if with_text:
+        texts, firms = _prefetched_texts(store, quarter, manifest)
+    else:
+        texts, firms = None, read_firm_keys(store, quarter, manifest)
     firm_arr = pa.chunked_array(firms_col, pa.string()).combine_chunks()
     if len(firm_arr) == 0:
         empty = pa.array([], pa.string())
@@ -118,6 +126,9 @@ def read_sentences(
     assert embeddings is not None
     firm_ids = sorted(pc.unique(firm_arr).to_pylist())
     firm = pc.index_in(firm_arr, value_set=pa.array(firm_ids, pa.string())).to_numpy().astype(np.int32)
+    if texts is None:
+        no_text = pa.nulls(0, pa.string())
+        return QuarterSentences(firm_ids, firm, ids, embeddings, no_text, np.zeros(len(ids), bool), firms)
     rows = pa.table({"sentence_id": ids, "row": pa.array(np.arange(len(ids)), pa.int64())})
     joined = rows.join(texts, "sentence_id", join_type="left outer").sort_by("row")
     missing = joined.column("cleaned_text").null_count
@@ -159,20 +170,43 @@ def _prefetched_texts(
                 }
             )
         )
-        for item in pc.value_counts(table.column("firm_id")).to_pylist():
-            counts[item["values"]] = counts.get(item["values"], 0) + item["counts"]
-        # A firm's ids as on its first row (a firm's rows never span two chunks).
-        firsts = table.group_by("firm_id", use_threads=False).aggregate(
-            [(name, "first") for name in _KEY_COLUMNS[1:]]
-        )
-        for row in firsts.to_pylist():
-            firms[row["firm_id"]] = FirmKeys(*(row[f"{name}_first"] for name in _KEY_COLUMNS[1:]), 0)
+        _count_firm_keys(table, firms, counts)
+    return pa.concat_tables(parts) if parts else pa.table({}), _with_counts(manifest, firms, counts)
+
+
+def read_firm_keys(store: Store, quarter: Quarter, manifest: PrefetchManifest) -> dict[str, FirmKeys]:
+    """Every prefetched firm's ids and sentence count, reading only the chunks' key columns (a
+    measure needs the panel's keys and denominators, not the text)."""
+    firms: dict[str, FirmKeys] = {}
+    counts: dict[str, int] = {}
+    for chunk in sorted(set(manifest.firm_to_chunk.values())):
+        path = f"{layout.prefetch_folder(quarter)}/{chunk}"
+        _count_firm_keys(store.read_table(path, SENTENCES, columns=_KEY_COLUMNS), firms, counts)
+    return _with_counts(manifest, firms, counts)
+
+
+def _count_firm_keys(table: pa.Table, firms: dict[str, FirmKeys], counts: dict[str, int]) -> None:
+    """Adds a chunk's firms (their ids as on their first row) and sentence counts."""
+    for item in pc.value_counts(table.column("firm_id")).to_pylist():
+        counts[item["values"]] = counts.get(item["values"], 0) + item["counts"]
+    # A firm's ids as on its first row (a firm's rows never span two chunks).
+    firsts = table.group_by("firm_id", use_threads=False).aggregate(
+        [(name, "first") for name in _KEY_COLUMNS[1:]]
+    )
+    for row in firsts.to_pylist():
+        firms[row["firm_id"]] = FirmKeys(*(row[f"{name}_first"] for name in _KEY_COLUMNS[1:]), 0)
+
+
+def _with_counts(
+    manifest: PrefetchManifest, firms: dict[str, FirmKeys], counts: dict[str, int]
+) -> dict[str, FirmKeys]:
+    """Every firm of the manifest with its sentence count (0 and no ids for one without rows)."""
     for firm_id in manifest.firm_to_chunk:
         keys = firms.get(firm_id) or FirmKeys(None, None, None, None, 0)
         firms[firm_id] = FirmKeys(
             keys.firm_name, keys.permno, keys.gvkey, keys.earnings_call_date, counts.get(firm_id, 0)
         )
-    return pa.concat_tables(parts) if parts else pa.table({}), firms
+    return firms
 
 
 def texts_of(store: Store, quarter: Quarter, sentence_ids: Iterable[str]) -> dict[str, str]:

@@ -173,6 +173,27 @@ def map_state(store: Store, quarter: Quarter) -> MapState:
     return MapState(len(batches), missing, unfinished, parts, embeddings, failed, without)
 
 
+def mapped_state(store: Store, quarter: Quarter, *, allow_partial: bool | None = False) -> MapState:
+    """The map's state, refused (a usage error naming the command to run) unless complete with
+    sentence embeddings; `allow_partial` True accepts an incomplete map, None refuses it without
+    offering --allow-partial (for a stage that has no such flag)."""
+    state = map_state(store, quarter)
+    if not state.complete and not allow_partial:
+        partial = "" if allow_partial is None else ", or pass --allow-partial to reduce the batches done so far"
+        raise UsageError(
+            f"the map of {quarter} is incomplete: of {state.n_batches} batches, {state.describe()}. "
+            f"Run `{store.command(f'submit --quarter {quarter}')}` to finish it (`{store.command('watch')}` "
+            f"shows why batches stopped){partial}."
+        )
+    if state.without_embeddings:
+        raise UsageError(
+            f"{quarter} was mapped by an ftm that did not store sentence embeddings "
+            f"({_listed(state.without_embeddings)}), which the reduce needs: run "
+            f"`{store.command(f'submit --quarter {quarter} --new')}` to map it again"
+        )
+    return state
+
+
 def reduce_quarter(
     settings: FtmSettings,
     quarter: Quarter,
@@ -183,20 +204,7 @@ def reduce_quarter(
     """Finds the quarter's themes and writes themes, theme_sentences, theme_topics and
     firm_theme_exposure (see the module docstring)."""
     store = Store.from_settings(settings.storage)
-    state = map_state(store, quarter)
-    if not state.complete and not allow_partial:
-        raise UsageError(
-            f"the map of {quarter} is incomplete: of {state.n_batches} batches, {state.describe()}. "
-            f"Run `{store.command(f'submit --quarter {quarter}')}` to finish it (`{store.command('watch')}` "
-            "shows why batches "
-            "stopped), or pass --allow-partial to reduce the batches done so far."
-        )
-    if state.without_embeddings:
-        raise UsageError(
-            f"{quarter} was mapped by an ftm that did not store sentence embeddings "
-            f"({_listed(state.without_embeddings)}), which the reduce needs: run "
-            f"`{store.command(f'submit --quarter {quarter} --new')}` to map it again"
-        )
+    state = mapped_state(store, quarter, allow_partial=allow_partial)
     manifest = read_manifest(store, quarter)
     sentences = read_sentences(
         store,

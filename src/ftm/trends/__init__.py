@@ -4,6 +4,7 @@ Loughran-McDonald tone, and one row per lineage and quarter with its trend), wit
 registry that keeps ids stable (`trends/_lineages.json`). Start with `trends.py`; `lineages.py`
 matches themes across quarters, `tone.py` counts tone words."""
 
+from ftm.trends.tone import count_tone, net_tone
 from ftm.trends.trends import TrendsProgress, TrendsResult, firm_theme_tone, trends_range
 
-__all__ = ["TrendsProgress", "TrendsResult", "firm_theme_tone", "trends_range"]
+__all__ = ["TrendsProgress", "TrendsResult", "count_tone", "firm_theme_tone", "net_tone", "trends_range"]
