@@ -38,7 +38,7 @@ def named(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _readme_block(language: str) -> str:
     """The README's one code block in `language` that joins the names, with its storage root."""
     blocks = re.findall(rf"^```{language}\n(.*?)^```", README.read_text(), re.MULTILINE | re.DOTALL)
-    blocks = [block for block in blocks if "names/quarter=" in block]
+    blocks = [block for block in blocks if "theme_names" in block]
     assert len(blocks) == 1, f"README should show one {language} block joining names, not {len(blocks)}"
     assert README_ROOT in blocks[0] and str(QUARTER) in blocks[0]
     return blocks[0]

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import pytest
 
 from chat_server import ChatServer, expected_name
@@ -363,7 +362,7 @@ def test_a_quarter_without_themes_gets_an_empty_theme_names_file_and_its_topic_n
     assert main(["name", "--quarter", str(QUARTER)]) == 0
     err = " ".join(capsys.readouterr().err.split())
     assert "no themes to name in 2016Q4: reduce found none" in err
-    themes = pq.read_table(Path(store.root, layout.theme_names(QUARTER)))
+    themes = store.read_table(layout.theme_names(QUARTER), THEME_NAMES)  # `quarter` as the schema's
     assert themes.num_rows == 0 and themes.schema.equals(THEME_NAMES)
     assert len(_names(store)) == 30
 

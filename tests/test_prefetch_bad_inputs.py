@@ -284,7 +284,7 @@ def test_rerunning_a_finished_quarter_says_it_is_done_and_changes_nothing(
     assert first.summary["already_done"] is False
 
     files = sorted(p for p in first.root.rglob("*") if p.is_file())
-    assert any(p.name == "manifest.json" for p in files) and any(p.suffix == ".parquet" for p in files)
+    assert any(p.name == "_manifest.json" for p in files) and any(p.suffix == ".parquet" for p in files)
     old = 1_000_000_000  # 2001: any rewrite would move the modification time to now
     for file in files:
         os.utime(file, ns=(old * 10**9, old * 10**9))

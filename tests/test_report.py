@@ -179,8 +179,8 @@ def test_a_range_without_trends_is_a_usage_error_that_says_to_run_trends(
     root = tmp_path / "root"
     shutil.copytree(reported["root"], root)
     later = QUARTER.next()
-    for folder in (layout.themes_folder, layout.prefetch_folder):
-        shutil.copytree(root / folder(QUARTER), root / folder(later))
+    for name in ("themes", "theme_sentences", "theme_topics", "firm_theme_exposure", "firms", "sentences"):
+        shutil.copytree(root / layout.dataset(name, QUARTER), root / layout.dataset(name, later))
     assert main(["report", f"{QUARTER}..{later}", "--root", str(root)]) == 2
     message = " ".join(capsys.readouterr().err.split())
     assert f"{QUARTER}..{later} has no trends" in message and f"ftm trends {QUARTER}..{later}" in message

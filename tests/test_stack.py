@@ -14,10 +14,12 @@ import pytest
 from botocore.stub import Stubber
 from cfnlint.decode.cfn_yaml import loads
 
+from ftm import layout
 from ftm.aws import stack
 from ftm.backends.aws_batch import RETRY_RULES
 from ftm.cli import main
 from ftm.errors import FtmError, UsageError
+from ftm.quarters import Quarter
 from ftm.settings import AwsSettings, load_settings
 
 # moto skips the bucket policy (no CloudFormation support for it) and says so; the stack completes.
@@ -664,7 +666,8 @@ def test_destroy_refuses_while_the_stacks_bucket_holds_data(
     deployed: dict[str, Any], capsys: pytest.CaptureFixture
 ) -> None:
     bucket = deployed["aws"]["bucket"]
-    boto3.client("s3").put_object(Bucket=bucket, Key="ftm/themes/quarter=2023Q1/themes.parquet", Body=b"x")
+    key = f"ftm/{layout.themes(Quarter.parse('2023Q1'))}"
+    boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=b"x")
     assert main(["destroy", "--yes"]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert f"aws s3 rm s3://{bucket} --recursive" in err

@@ -282,12 +282,17 @@ def test_every_theme_topic_exists_and_holds_half_its_sentences_in_its_theme(redu
     assert [t["n_topics"] for t in reduced["themes"]] == [counted[t["theme_id"]] for t in reduced["themes"]]
 
 
+def _file(root: Path, name: str) -> Path:
+    """An output of the reduce, by its dataset's name (OUTPUTS)."""
+    return root / layout.dataset(name, QUARTER) / f"{name}.parquet"
+
+
 def test_two_runs_give_identical_files(reduced: dict[str, Any], source: tuple[Path, Path, Any]) -> None:
-    folder = reduced["root"] / layout.themes_folder(QUARTER)
-    first = {name: (folder / f"{name}.parquet").read_bytes() for name in OUTPUTS}
-    assert _reduce(reduced["root"], source[1])[0] == 0
-    assert {name: (folder / f"{name}.parquet").read_bytes() for name in OUTPUTS} == first
-    metadata = json.loads(pq.read_schema(folder / "themes.parquet").metadata[METADATA_KEY])
+    root = reduced["root"]
+    first = {name: _file(root, name).read_bytes() for name in OUTPUTS}
+    assert _reduce(root, source[1])[0] == 0
+    assert {name: _file(root, name).read_bytes() for name in OUTPUTS} == first
+    metadata = json.loads(pq.read_schema(_file(root, "themes")).metadata[METADATA_KEY])
     assert metadata["partial"] is False and metadata["missing_batches"] == []
     assert reduced["summary"]["partial"] is False and reduced["summary"]["n_themes"] == len(reduced["themes"])
 
@@ -297,24 +302,22 @@ def test_a_reduce_killed_while_writing_then_run_again_writes_the_same_files(
 ) -> None:
     root = tmp_path / "root"
     shutil.copytree(source[0], root)
-    folder = root / layout.themes_folder(QUARTER)
     command = [sys.executable, "-m", "ftm", "--config", str(source[1]), "reduce", "--quarter", str(QUARTER)]
     child = subprocess.Popen([*command, "--root", str(root)], start_new_session=True)
     deadline = time.monotonic() + 300
-    while not (folder / "theme_sentences.parquet").exists():  # killed between two of its files
+    while not _file(root, "theme_sentences").exists():  # killed between two of its files
         assert child.poll() is None and time.monotonic() < deadline
         time.sleep(0.02)
     os.killpg(child.pid, signal.SIGKILL)
     child.wait()
     # Files appear in WRITE_ORDER, themes last, so `ftm name` never finds a half run: whenever the
     # kill lands, what exists is a prefix of that order (on a fast machine, sometimes all of it).
-    written = [(folder / f"{name}.parquet").exists() for name in WRITE_ORDER]
+    written = [_file(root, name).exists() for name in WRITE_ORDER]
     state = dict(zip(WRITE_ORDER, written, strict=True))
     assert written[0] and written == sorted(written, reverse=True), state
     assert _reduce(root, source[1])[0] == 0
-    expected = reduced["root"] / layout.themes_folder(QUARTER)
     for name in OUTPUTS:
-        assert (folder / f"{name}.parquet").read_bytes() == (expected / f"{name}.parquet").read_bytes()
+        assert _file(root, name).read_bytes() == _file(reduced["root"], name).read_bytes()
 
 
 def test_reduce_on_s3_writes_the_same_files(
@@ -331,7 +334,7 @@ def test_reduce_on_s3_writes_the_same_files(
     code = main(["--config", str(source[1]), "reduce", "--quarter", str(QUARTER), "--root", s3_root])
     assert code == 0
     for name in OUTPUTS:
-        path = f"{layout.themes_folder(QUARTER)}/{name}.parquet"
+        path = f"{layout.dataset(name, QUARTER)}/{name}.parquet"
         assert remote.read_bytes(path) == reduced["store"].read_bytes(path)
 
 
@@ -352,14 +355,14 @@ def test_an_incomplete_map_is_refused_naming_its_batches_and_accepted_with_allow
     err = " ".join(capsys.readouterr().err.split())
     assert f"without a checkpoint ({second})" in err and f"unfinished ({first})" in err
     assert "--allow-partial" in err and "Traceback" not in err
-    assert not store.list(layout.themes_folder(QUARTER))
+    assert not store.list(layout.themes_root())
 
     code, summary = _reduce(root, source[1], "--allow-partial", "--json")
     assert code == 0 and summary is not None
     assert summary["partial"] is True
     assert (summary["missing_batches"], summary["unfinished_batches"]) == ([second], [first])
     for name in OUTPUTS:
-        schema = pq.read_schema(root / layout.themes_folder(QUARTER) / f"{name}.parquet")
+        schema = pq.read_schema(_file(root, name))
         metadata = json.loads(schema.metadata[METADATA_KEY])
         assert (metadata["partial"], metadata["missing_batches"]) == (True, [second])
     # Only the first batch's firms: the sentences its checkpoint lists.

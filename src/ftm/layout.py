@@ -1,11 +1,15 @@
 """Every artifact's path, relative to the storage root; nothing else spells a path, and
 docs/architecture.md lists them all.
 
-The layout matches what the earlier AWS pipeline wrote, so its prefetched quarters stay readable.
-Names that start with an underscore are ftm's own bookkeeping, which dataset readers skip.
+Every output is a dataset: a folder of `quarter=Q` folders (hive partitioning) holding that
+output's Parquet files only, each file with `quarter` as a column too. Names that start with an
+underscore are ftm's own bookkeeping, which dataset readers skip. Files of the earlier layout
+(`moved`) are moved here by `ftm.migrate`.
 """
 
 from __future__ import annotations
+
+import re
 
 from ftm.quarters import Quarter
 
@@ -18,7 +22,7 @@ def batch_id(index: int) -> str:
 
 
 def prefetch_folder(quarter: Quarter) -> str:
-    return f"prefetch/transcripts/quarter={quarter}"
+    return _partition(DATASETS["sentences"], quarter)
 
 
 def prefetch_chunk(quarter: Quarter, index: int) -> str:
@@ -30,7 +34,8 @@ def chunk_name(index: int) -> str:
 
 
 def prefetch_manifest(quarter: Quarter) -> str:
-    return f"{prefetch_folder(quarter)}/manifest.json"
+    """Named with `_` so that dataset readers skip it (an earlier ftm named it manifest.json)."""
+    return f"{prefetch_folder(quarter)}/_manifest.json"
 
 
 def prefetch_checkpoint(quarter: Quarter) -> str:
@@ -50,7 +55,7 @@ def prefetch_staged_part(quarter: Quarter, index: int) -> str:
 
 
 def batch_plan(quarter: Quarter) -> str:
-    return f"manifests/quarter={quarter}/batches.jsonl"
+    return f"{_partition('manifests', quarter)}/batches.jsonl"
 
 
 def run_record(run_id: str) -> str:
@@ -61,7 +66,7 @@ def array_batches(quarter: Quarter, name: str) -> str:
     """The batch ids of one AWS Batch array job, in child-index order (a JSON list): a resumed
     run's unfinished batches are not a range of the plan, and 10,000 ids are too many for the
     job's overrides (8,192 characters)."""
-    return f"manifests/quarter={quarter}/arrays/{name}.json"
+    return f"{_partition('manifests', quarter)}/arrays/{name}.json"
 
 
 def code_package(sha256: str) -> str:
@@ -78,7 +83,7 @@ def job_settings(sha256: str) -> str:
 
 
 def firm_topics_folder(quarter: Quarter) -> str:
-    return f"intermediate/firm-topics/quarter={quarter}"
+    return _partition(DATASETS["firm_topics"], quarter)
 
 
 def firm_topics_part(quarter: Quarter, batch: str, part: int) -> str:
@@ -87,7 +92,7 @@ def firm_topics_part(quarter: Quarter, batch: str, part: int) -> str:
 
 def sentence_embeddings_folder(quarter: Quarter) -> str:
     """Every mapped sentence's embedding, for the reduce, which never embeds again."""
-    return f"intermediate/sentence-embeddings/quarter={quarter}"
+    return _partition(DATASETS["sentence_embeddings"], quarter)
 
 
 def sentence_embeddings_part(quarter: Quarter, batch: str, part: int) -> str:
@@ -95,7 +100,7 @@ def sentence_embeddings_part(quarter: Quarter, batch: str, part: int) -> str:
 
 
 def progress_folder(quarter: Quarter) -> str:
-    return f"progress/quarter={quarter}"
+    return _partition("progress", quarter)
 
 
 def batch_checkpoint(quarter: Quarter, batch: str) -> str:
@@ -112,46 +117,63 @@ def batch_progress(quarter: Quarter, batch: str) -> str:
 
 # --- reduce and name --------------------------------------------------------------------------
 
+# Every output is a dataset of its own: one folder whose `quarter=Q` folders hold nothing but that
+# output's Parquet files (and, for the prefetch, ftm's own `_`-named files, which dataset readers
+# skip), so pandas, polars and duckdb read a quarter's folder or the dataset's folder in one call.
+# A reduce writes five outputs and a name two: each gets its folder under `themes/` or `names/`.
+# The file keeps the output's name, so a file read alone still says what it holds.
 
-def themes_folder(quarter: Quarter) -> str:
-    return f"themes/quarter={quarter}"
+
+def themes_root() -> str:
+    """The folder of the reduce's five datasets."""
+    return "themes"
+
+
+def names_root() -> str:
+    """The folder of the name's two datasets and its cache."""
+    return "names"
+
+
+def _reduced(name: str, quarter: Quarter) -> str:
+    return f"{_partition(f'{themes_root()}/{name}', quarter)}/{name}.parquet"
+
+
+def _named(name: str, quarter: Quarter) -> str:
+    return f"{_partition(f'{names_root()}/{name}', quarter)}/{name}.parquet"
 
 
 def themes(quarter: Quarter) -> str:
-    return f"{themes_folder(quarter)}/themes.parquet"
+    return _reduced("themes", quarter)
 
 
 def theme_sentences(quarter: Quarter) -> str:
-    return f"{themes_folder(quarter)}/theme_sentences.parquet"
+    return _reduced("theme_sentences", quarter)
 
 
 def theme_topics(quarter: Quarter) -> str:
-    return f"{themes_folder(quarter)}/theme_topics.parquet"
+    return _reduced("theme_topics", quarter)
 
 
 def theme_firms(quarter: Quarter) -> str:
-    return f"{themes_folder(quarter)}/firms.parquet"
+    return _reduced("firms", quarter)
 
 
 def firm_theme_exposure(quarter: Quarter) -> str:
-    return f"{themes_folder(quarter)}/firm_theme_exposure.parquet"
-
-
-def names_folder(quarter: Quarter) -> str:
-    return f"names/quarter={quarter}"
+    return _reduced("firm_theme_exposure", quarter)
 
 
 def topic_names(quarter: Quarter) -> str:
-    return f"{names_folder(quarter)}/topic_names.parquet"
+    return _named("topic_names", quarter)
 
 
 def theme_names(quarter: Quarter) -> str:
-    return f"{names_folder(quarter)}/theme_names.parquet"
+    return _named("theme_names", quarter)
 
 
 def name_cache_entry(quarter: Quarter, key: str) -> str:
-    """One cached LLM reply, content-addressed by a hash of prompt, model and prompt version."""
-    return f"{names_folder(quarter)}/_cache/{key}.json"
+    """One cached LLM reply, content-addressed by a hash of prompt, model and prompt version;
+    under `_cache`, which dataset readers skip, beside the names' datasets rather than in one."""
+    return f"{_partition(f'{names_root()}/_cache', quarter)}/{key}.json"
 
 
 # --- trends -----------------------------------------------------------------------------------
@@ -190,27 +212,72 @@ def report(label: str) -> str:
 
 # --- outputs as datasets ----------------------------------------------------------------------
 
-# Each output as the files of one dataset, for readers that take a glob (polars, duckdb) or a
-# list of files (pandas). A folder read trips over manifest.json beside the chunks, and over the
-# `quarter=` folder, which readers take for a partition column clashing with the files' own
-# `quarter`; the glob names only the output's files and readers leave partitioning off.
+# Each output's dataset folder, by the name README and the tests use.
 DATASETS = {
-    "sentences": lambda quarter: f"{prefetch_folder(quarter)}/chunk_*.parquet",
-    "firm_topics": lambda quarter: f"{firm_topics_folder(quarter)}/batch_*_part_*.parquet",
-    "sentence_embeddings": lambda quarter: f"{sentence_embeddings_folder(quarter)}/batch_*_part_*.parquet",
-    "themes": themes,
-    "theme_sentences": theme_sentences,
-    "theme_topics": theme_topics,
-    "firm_theme_exposure": firm_theme_exposure,
-    "firms": theme_firms,
-    "theme_names": theme_names,
-    "topic_names": topic_names,
+    "sentences": "prefetch/transcripts",
+    "firm_topics": "intermediate/firm-topics",
+    "sentence_embeddings": "intermediate/sentence-embeddings",
+    "themes": f"{themes_root()}/themes",
+    "theme_sentences": f"{themes_root()}/theme_sentences",
+    "theme_topics": f"{themes_root()}/theme_topics",
+    "firm_theme_exposure": f"{themes_root()}/firm_theme_exposure",
+    "firms": f"{themes_root()}/firms",
+    "theme_names": f"{names_root()}/theme_names",
+    "topic_names": f"{names_root()}/topic_names",
 }
 
 
-def dataset_files(name: str, quarter: Quarter | str = "*") -> str:
-    """The glob of an output's files in every quarter, or in one (see DATASETS)."""
-    return DATASETS[name](quarter)  # type: ignore[arg-type]
+def dataset(name: str, quarter: Quarter | None = None) -> str:
+    """An output's dataset folder (see DATASETS), or its folder of one quarter: what pandas,
+    polars and duckdb read in one call, with `quarter` as a column either way."""
+    return DATASETS[name] if quarter is None else _partition(DATASETS[name], quarter)
+
+
+PARTITION = "quarter"  # the hive partition column: the folder `quarter=Q` and the files' column
+
+
+def quarter_of(path: str) -> str | None:
+    """The quarter a path's `quarter=Q` folder gives its files, or None outside one."""
+    for part in path.split("/")[:-1]:
+        key, _, value = part.partition("=")
+        if key == PARTITION and value:
+            return value
+    return None
+
+
+def _partition(folder: str, quarter: Quarter | str) -> str:
+    return f"{folder}/{PARTITION}={quarter}"
+
+
+# --- the layout of an earlier ftm -------------------------------------------------------------
+
+# Before every output was a dataset, a quarter's reduce wrote its five files into one folder
+# `themes/quarter=Q/`, the name its two and its cache into `names/quarter=Q/`, and the prefetch
+# named its manifest `manifest.json`, which dataset readers do not skip. `ftm.migrate` moves such
+# files to where `moved` says; these are the folders it looks in.
+EARLIER_ROOTS = ("prefetch/transcripts", "themes", "names")
+
+_EARLIER = re.compile(
+    r"(?:prefetch/transcripts/quarter=(?P<prefetched>[^/]+)/manifest\.json"
+    r"|themes/quarter=(?P<reduced>[^/]+)/(?P<output>themes|theme_sentences|theme_topics|firm_theme_exposure|firms)\.parquet"
+    r"|names/quarter=(?P<named>[^/]+)/(?P<names>theme_names|topic_names)\.parquet"
+    r"|names/quarter=(?P<cached>[^/]+)/_cache/(?P<key>[^/]+)\.json)"
+)
+
+
+def moved(path: str) -> str | None:
+    """Where a file of the earlier layout belongs now; None for any other path."""
+    match = _EARLIER.fullmatch(path)
+    if match is None:
+        return None
+    found = match.groupdict()
+    if found["prefetched"]:
+        return prefetch_manifest(found["prefetched"])  # type: ignore[arg-type]
+    if found["reduced"]:
+        return _reduced(found["output"], found["reduced"])  # type: ignore[arg-type]
+    if found["named"]:
+        return _named(found["names"], found["named"])  # type: ignore[arg-type]
+    return name_cache_entry(found["cached"], found["key"])  # type: ignore[arg-type]
 
 
 # --- measures ---------------------------------------------------------------------------------

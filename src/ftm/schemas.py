@@ -317,6 +317,8 @@ def conform(table: pa.Table, schema: pa.Schema, where: str) -> pa.Table:
         if field.name not in table.column_names:
             raise SchemaError(f"{where}: column {field.name!r} is missing (expected {field.type})")
         column = table.column(field.name)
+        if pa.types.is_dictionary(column.type) and not pa.types.is_dictionary(field.type):
+            column = column.cast(column.type.value_type)  # `quarter` as a file stores it (storage.py)
         if not _compatible(field.type, column.type):
             if pa.types.is_null(column.type) and field.nullable:
                 column = column.cast(field.type)
@@ -369,7 +371,7 @@ class InputProblem(Record):
 
 
 class PrefetchManifest(Record):
-    """`manifest.json`: written last and atomically; a quarter without one is not prefetched."""
+    """`_manifest.json`: written last and atomically; a quarter without one is not prefetched."""
 
     quarter: str
     source: dict[str, Any] = Field(default_factory=dict)

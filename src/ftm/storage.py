@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from ftm import layout
 from ftm.errors import DataError, FtmError, SettingsError
 from ftm.schemas import conform
 from ftm.settings import StorageSettings
@@ -226,7 +227,7 @@ class Store:
     # --- JSON --------------------------------------------------------------------------------
 
     def read_json(self, path: str) -> Any:
-        """Reads JSON, plain or gzip-compressed (the earlier pipeline gzipped manifest.json)."""
+        """Reads JSON, plain or gzip-compressed (the earlier pipeline gzipped its manifest)."""
         data = self.read_bytes(path)
         if data[:2] == _GZIP_MAGIC:
             data = gzip.decompress(data)
@@ -273,6 +274,7 @@ class Store:
         """Writes a Parquet file atomically and returns its size in bytes."""
         if schema is not None:
             table = conform(table, schema, self.uri(path))
+        table = _partitioned(table, layout.quarter_of(path))
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, compression="zstd", use_dictionary=_dictionary_columns(table.schema))
         data = sink.getvalue().to_pybytes()
@@ -386,6 +388,29 @@ def probe_folder(folder: Path) -> None:
     probe = folder / f"_ftm-write-check-{uuid.uuid4().hex}"
     probe.write_bytes(b"")
     probe.unlink()
+
+
+def _partitioned(table: pa.Table, quarter: str | None) -> pa.Table:
+    """A file in a `quarter=Q` folder carries `quarter` (the folder's, where the table has none),
+    dictionary-encoded: pandas (pyarrow) reads a hive folder's `quarter` as a dictionary and
+    refuses to merge it with a plain string column of the same name ("Field quarter has
+    incompatible types"), while polars and duckdb read either. In the file, a quarter read alone
+    (or one file) still has its quarter. `conform` decodes it again."""
+    if quarter is None:
+        return table
+    name = layout.PARTITION
+    if name in table.column_names:
+        index = table.column_names.index(name)
+        column = table.column(index)
+        if pa.types.is_dictionary(column.type):
+            return table
+        encoded = column.cast(pa.string()).dictionary_encode()
+        field = pa.field(name, encoded.type, table.schema.field(index).nullable)
+        return table.set_column(index, field, encoded)
+    encoded = pa.DictionaryArray.from_arrays(
+        pa.array([0] * table.num_rows, pa.int32()), pa.array([quarter], pa.string())
+    )
+    return table.append_column(pa.field(name, encoded.type, nullable=False), encoded)
 
 
 def _json_bytes(value: Any) -> bytes:

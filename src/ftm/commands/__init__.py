@@ -12,9 +12,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console, ConsoleDimensions
+from rich.markup import escape
 from rich.progress import Progress, ProgressColumn
 from typer.core import TyperCommand, TyperGroup
 
+from ftm import migrate
 from ftm.settings import FtmSettings, load_settings
 from ftm.storage import Store
 
@@ -170,9 +172,14 @@ def settings_from(ctx: typer.Context, **flags: Any) -> FtmSettings:
 
 
 def writable_store(settings: FtmSettings) -> Store:
-    """The storage root, checked writable before a command that writes starts any work."""
+    """The storage root, checked writable before a command that writes starts any work, and
+    moved to the current layout if an earlier ftm wrote it (`ftm.migrate`)."""
     store = Store.from_settings(settings.storage)
     store.check_writable()
+    moved = migrate.upgrade(store)
+    if moved:
+        where = escape(store.uri())
+        stderr.print(f"moved {plural(moved, 'file')} of an earlier ftm's layout in {where}", highlight=False)
     return store
 
 

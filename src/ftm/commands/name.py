@@ -113,8 +113,9 @@ def name(
     Many topics go in one request (llm.topics_per_request) and many requests are in flight at
     once (llm.concurrency), each starting with the same instructions so the server can reuse its
     prefix cache. A request that keeps failing gives keyword names (source "keywords"), which the
-    next run asks for again. Writes names/quarter=Q/theme_names.parquet (keyed by theme_id) and
-    topic_names.parquet (firm_id, topic_id), which join the themes and the panel as they are.
+    next run asks for again. Writes names/theme_names/quarter=Q/theme_names.parquet (keyed by
+    theme_id) and names/topic_names/quarter=Q/topic_names.parquet (firm_id, topic_id), which join
+    the themes and the panel as they are.
 
     With --serve (llm.serve) no endpoint needs to be running: ftm starts llm.serve_command
     ("vllm serve", arguments from llm.serve_args) on 127.0.0.1:llm.serve_port, waits until the model

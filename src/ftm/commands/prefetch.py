@@ -271,7 +271,7 @@ def _report(result: PrefetchResult, folder: str, store: Store | None = None) -> 
         f"[green]prefetched {manifest.quarter}[/]: {plural(manifest.n_firms, 'firm')}, "
         f"{plural(manifest.n_calls, 'call')}, {plural(manifest.n_sentences, 'sentence')} in "
         f"{plural(manifest.n_chunks, 'chunk')}{resumed}\n"
-        f"  → {escape(folder)}/ (manifest.json, chunk_*.parquet)",
+        f"  → {escape(folder)}/ (chunk_*.parquet, and _manifest.json)",
         highlight=False,
     )
     by_label = int(manifest.source.get("calls_by", {}).get("fiscal_quarter", 0))
@@ -299,7 +299,7 @@ def _report(result: PrefetchResult, folder: str, store: Store | None = None) -> 
         shown = "; ".join(f"{p.where}: {p.reason}" for p in manifest.input_problems[:3])
         stderr.print(
             f"[yellow]{manifest.n_input_problems} input record(s) could not be used[/] "
-            f"(listed in manifest.json under input_problems): {escape(shown)}",
+            f"(listed in _manifest.json under input_problems): {escape(shown)}",
             highlight=False,
         )
     stderr.print(

@@ -27,7 +27,7 @@ from ftm.commands import (
 )
 from ftm.commands.batch_job import BackendOption, DetachOption, run_as_job, wants_batch
 from ftm.commands.ranges import each_quarter
-from ftm.quarters import Quarter, parse_quarters
+from ftm.quarters import parse_quarters
 from ftm.reduce import ReduceProgress, ReduceResult, reduce_quarter
 from ftm.storage import Store
 
@@ -49,10 +49,10 @@ Examples:
   # as an AWS Batch job on the CPU queue
   ftm reduce --quarter 2023Q1 --backend batch
 
-Writes themes/quarter=Q/themes.parquet (kind theme first, then reporting language),
-theme_sentences.parquet (the evidence: one row per sentence and theme), theme_topics.parquet and
-firm_theme_exposure.parquet (one row per firm and theme, with PERMNO, GVKEY and the share of the
-firm's sentences). Running it again rewrites the same files. Exit codes: 0 done, 2 the map is
+Writes themes/NAME/quarter=Q/NAME.parquet, one dataset per NAME: themes (kind theme first,
+then reporting language), theme_sentences (the evidence: one row per sentence and theme),
+theme_topics, firm_theme_exposure (one row per firm and theme, with PERMNO, GVKEY and the share
+of the firm's sentences) and firms. Running it again rewrites the same files. Exit codes: 0 done, 2 the map is
 incomplete or the quarter was never submitted, 1 the data breaks its contract.
 """
 
@@ -118,14 +118,15 @@ def reduce(
         )
     if as_json:
         summary = asdict(result)
-        summary["location"] = store.uri(layout.themes_folder(the_quarter))
+        summary["location"] = store.uri(layout.themes_root())
         summary["elapsed_s"] = round(display.elapsed, 3)
         print_json(summary)
     _report(result, store, display.elapsed)
 
 
 def _report(result: ReduceResult, store: Store, elapsed: float) -> None:
-    folder = store.uri(layout.themes_folder(Quarter.parse(result.quarter)))
+    folder = store.uri(layout.themes_root())
+    quarter = f"{layout.PARTITION}={result.quarter}"
     if result.partial:
         stderr.print(
             f"[yellow]partial map[/]: of {result.n_batches} batches, "
@@ -139,8 +140,8 @@ def _report(result: ReduceResult, store: Store, elapsed: float) -> None:
         f"{result.n_routine:,} routine and {result.n_reporting:,} of reporting language; "
         f"{result.n_exposed_firms:,} firms exposed, "
         f"{result.n_exposure_rows:,} panel rows\n"
-        f"  → {escape(folder)}/ (themes, theme_sentences, theme_topics, firm_theme_exposure; firms: "
-        "every firm and why it is in the panel or not)",
+        f"  → {escape(folder)}/NAME/{quarter}/ for NAME themes, theme_sentences, theme_topics, "
+        "firm_theme_exposure and firms (every firm and why it is in the panel or not)",
         highlight=False,
     )
     if result.top_themes:

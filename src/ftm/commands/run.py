@@ -43,7 +43,7 @@ Examples:
   # on AWS Batch (after `ftm deploy`): prefetched here, the rest as jobs
   ftm run 2020Q1..2021Q4 --backend batch --batch-size 1000
 
-Each step is skipped where its output is there: a quarter's prefetch (manifest.json), its map
+Each step is skipped where its output is there: a quarter's prefetch (_manifest.json), its map
 (every batch finished), its reduce (themes.parquet) and its names; trends are always made anew
 from the reduced quarters, and so is the page (reports/RANGE.html). Killed at any point, the
 same command goes on where it stopped and ends with the same files. `ftm reduce --quarter Q`

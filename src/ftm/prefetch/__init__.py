@@ -1,5 +1,5 @@
 """Prefetch: a quarter of earnings calls from a source (`sources/`: files or WRDS) in, cleaned and
-chunked sentences out (`prefetch/transcripts/quarter=Q/chunk_NNNN.parquet` and `manifest.json`).
+chunked sentences out (`prefetch/transcripts/quarter=Q/chunk_NNNN.parquet` and `_manifest.json`).
 Start with `transcripts.py` (the stage); `text.py` is the spaCy preprocessing."""
 
 from ftm.prefetch.text import distinct_keywords

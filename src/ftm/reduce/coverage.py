@@ -1,5 +1,5 @@
 """Which firms of the quarter the panel covers, and why the others are not in it: one row per
-firm the prefetch kept or skipped (`themes/quarter=Q/firms.parquet`). The panel holds a row only
+firm the prefetch kept or skipped (`themes/firms/quarter=Q/firms.parquet`). The panel holds a row only
 where a firm has sentences in a theme, so this table is its denominator: a firm absent from the
 panel is here with its status and the reason the prefetch or the map recorded.
 

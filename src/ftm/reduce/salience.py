@@ -84,9 +84,7 @@ def load_ordinary_attention() -> OrdinaryAttention | None:
     )
 
 
-def nearest(
-    vectors: np.ndarray, mean: np.ndarray, centroids: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def nearest(vectors: np.ndarray, mean: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each row of `vectors` (embeddings as stored) its nearest of `centroids` (unit rows in the
     centred space), and the cosine to it, a block at a time."""
     found = np.empty(len(vectors), dtype=np.int64)

@@ -1,5 +1,5 @@
-"""Trends: a range of reduced quarters in (`themes/quarter=Q/` and the prefetched sentences' text);
-themes followed through time out (`trends/RANGE/`: lineages, the firm × theme × quarter panel with
+"""Trends: a range of reduced quarters in (`themes/NAME/quarter=Q/` and the prefetched sentences'
+text); themes followed through time out (`trends/RANGE/`: lineages, the firm × theme × quarter panel with
 Loughran-McDonald tone, and one row per lineage and quarter with its trend), with the lineage
 registry that keeps ids stable (`trends/_lineages.json`). Start with `trends.py`; `lineages.py`
 matches themes across quarters, `tone.py` counts tone words."""

@@ -1,4 +1,4 @@
-"""Trends (`ftm trends RANGE`): a range's reduced quarters in (`themes/quarter=Q/`, with the
+"""Trends (`ftm trends RANGE`): a range's reduced quarters in (`themes/NAME/quarter=Q/`, with the
 prefetched sentences' text for tone); themes followed through the quarters out
 (`trends/RANGE/`): `lineages.parquet`, the long firm × theme × quarter panel
 `firm_theme_quarter.parquet` and, last, `trends.parquet`, one row per lineage and quarter.
