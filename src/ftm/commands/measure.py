@@ -19,7 +19,7 @@ EXAMPLES = """\
 Examples:
 
   # one subject over a range of mapped quarters
-  ftm measure "supply chain disruptions and shortages" 2021Q1..2021Q4 --name supply_chain
+  ftm measure "supply chain disruptions" 2021Q1..2021Q4 --name supply_chain
 
   # several subjects from a file, a summary as JSON on stdout
   ftm measure 2020Q1..2021Q4 --subjects subjects.toml --json
