@@ -87,6 +87,21 @@ def test_the_quarters_report_opens_offline_with_a_bar_per_investment_theme(repor
         assert names.loc[first, "name"] in page.inner_text("#theme-detail h2")
 
 
+def test_a_themes_firm_counts_agree_and_each_says_what_it_counts(reported: dict[str, Any]) -> None:
+    """One definition of a theme's firms (the panel's: two sentences or more in it), and the table
+    of every firm with a sentence in it names its own count beside that one."""
+    themes, exposure = reported["themes"], reported["exposure"]
+    talking_per_theme = exposure[exposure.n_sentences_any >= 2].groupby("theme_id").size()
+    assert talking_per_theme.reindex(themes.theme_id, fill_value=0).tolist() == themes.n_firms.tolist()
+    first = themes[themes.kind == "theme"].sort_values("theme_id").iloc[0]  # the one shown first
+    rows = exposure[exposure.theme_id == first.theme_id]
+    talking = int(first.n_firms)
+    with opened(reported["page"]) as browser:
+        detail = browser.page.inner_text("#theme-detail")
+    assert f"Talked about by {talking} firms (two sentences or more each)" in detail
+    assert f"Every firm with a sentence in it ({len(rows)}; the panel's rows, {talking} of them" in detail
+
+
 def test_a_themes_firms_sort_by_a_column_when_its_heading_is_clicked(reported: dict[str, Any]) -> None:
     with opened(reported["page"]) as browser:
         page = browser.page
