@@ -18,7 +18,8 @@ Scale: the calibration alone (two passes of one matrix product over float16 embe
 
     .venv/bin/python benchmarks/measure.py                  # ~2 min on 2 cores once the map is cached
     .venv/bin/python benchmarks/measure.py --mapped /tmp/ftm-bench-themes/map-ab650e97df79
-    .venv/bin/python benchmarks/measure.py --quarters 2021Q3 --firms 3 --workers 1 --root /tmp/small --scale 10000
+    .venv/bin/python benchmarks/measure.py --quarters 2021Q3 --firms 3 --workers 1 \
+        --root /tmp/small --scale 10000
 
 `--firms N` maps only the first N firms (the smoke test, tests/test_benchmarks.py). The measure
 writes into a hard-linked copy of the cached quarter (`--out`), never into the cache.
@@ -61,11 +62,15 @@ def main() -> None:
     parser.add_argument("--quarters", default="2020Q3,2021Q3")
     parser.add_argument("--corpus", type=Path, default=themes.corpus.PATH)
     parser.add_argument("--root", type=Path, default=Path("/tmp/ftm-bench-themes"), help="themes.py's cache")
-    parser.add_argument("--out", type=Path, default=Path("/tmp/ftm-bench-measure"), help="where measure writes")
+    parser.add_argument(
+        "--out", type=Path, default=Path("/tmp/ftm-bench-measure"), help="where measure writes"
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="map workers")
     parser.add_argument("--firms", type=int, help="only the quarter's first N firms (default: all)")
     parser.add_argument(
-        "--mapped", type=Path, help="a storage root with the quarters already mapped (skips themes.py's cache)"
+        "--mapped",
+        type=Path,
+        help="a storage root with the quarters already mapped (skips themes.py's cache)",
     )
     parser.add_argument("--scale", type=int, default=2_000_000, help="sentences of the scale check")
     parser.add_argument("--json", action="store_true")
@@ -81,7 +86,17 @@ def main() -> None:
     subjects.write_text("".join(f'{_name(e)} = "{d}"\n' for e, d in DESCRIPTIONS.items()))
     start = time.perf_counter()
     label = ",".join(str(q) for q in quarters)
-    command = [sys.executable, "-m", "ftm", "measure", label, "--subjects", str(subjects), "--root", str(root)]
+    command = [
+        sys.executable,
+        "-m",
+        "ftm",
+        "measure",
+        label,
+        "--subjects",
+        str(subjects),
+        "--root",
+        str(root),
+    ]
     subprocess.run(command, check=True)
     report: dict[str, Any] = {
         "machine": themes.machine(),
@@ -134,7 +149,9 @@ def evaluate_quarter(root: Path, quarter: Quarter, queries: np.ndarray) -> dict[
         cosine = cosines[index].reindex(sentences.sentence_id.to_numpy()).fillna(-1).to_numpy() >= 0.5
         counts = {
             "ftm measure": panel.n_sentences.reindex(firms.index, fill_value=0),
-            "words": _per_firm(sentences, sentences.raw_text.str.contains(words, case=False, regex=True), firms),
+            "words": _per_firm(
+                sentences, sentences.raw_text.str.contains(words, case=False, regex=True), firms
+            ),
             "cos 0.5": _per_firm(sentences, pd.Series(cosine, index=sentences.index), firms),
         }
         exposed = set(truth[truth >= themes.MIN_SENTENCES].index)
@@ -189,7 +206,10 @@ def scale(n: int) -> dict[str, float]:
 
 def print_report(report: dict[str, Any]) -> None:
     machine = report["machine"]
-    print(f"ftm measure over {', '.join(report['quarters'])}: {report['measure_s']:.0f} s on {machine['cores']} cores ({machine['cpu']})")
+    print(
+        f"ftm measure over {', '.join(report['quarters'])}: {report['measure_s']:.0f} s "
+        f"on {machine['cores']} cores ({machine['cpu']})"
+    )
     for event, description in report["descriptions"].items():
         print(f"  {event}: {description!r}")
     for quarter, results in report["quarters"].items():

@@ -4,12 +4,20 @@ storage roots on a local folder and on that S3, so the same test runs against bo
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+
+# A shell without job control starts its background commands (`make test &` in a script) with
+# SIGINT ignored, and a child inherits that: then the tests' own Ctrl-C (SIGINT to a child's process
+# group) never reaches ftm. Python installs its handler only where SIGINT was not ignored, so this
+# puts it back, for pytest and, through exec's reset of handled signals, for every child.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 if TYPE_CHECKING:
     from ftm.storage import Store

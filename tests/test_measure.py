@@ -58,7 +58,9 @@ def _run(config: Path, *args: str) -> tuple[int, str, str]:
 
 
 @pytest.fixture(scope="module")
-def measured(source: tuple[Path, Path, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def measured(
+    source: tuple[Path, Path, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
     root = _copy(source, tmp_path_factory.mktemp("measured"))
     code, out, err = _run(source[1], DESCRIPTION, str(QUARTER), "--name", NAME, "--root", str(root), "--json")
     assert code == 0, err
@@ -101,7 +103,9 @@ def test_the_planted_subject_is_found_for_the_planted_firms_only(source, measure
 def test_the_panel_is_what_the_evidence_says(source, measured) -> None:
     panel, evidence = measured["panel"].set_index("firm_id"), measured["evidence"]
     root = measured["root"]
-    chunks = pd.concat(pd.read_parquet(p) for p in (root / layout.prefetch_folder(QUARTER)).glob("chunk_*.parquet"))
+    chunks = pd.concat(
+        pd.read_parquet(p) for p in (root / layout.prefetch_folder(QUARTER)).glob("chunk_*.parquet")
+    )
     totals = chunks.groupby("firm_id").size()
     counts = evidence.groupby("firm_id").size().reindex(panel.index, fill_value=0)
     assert (panel.n_sentences == counts).all()
@@ -110,7 +114,11 @@ def test_the_panel_is_what_the_evidence_says(source, measured) -> None:
         assert (None if pd.isna(panel.permno[firm]) else panel.permno[firm]) == what["permno"]
         assert panel.gvkey[firm] == what["gvkey"]
     tone = count_tone(evidence.text.tolist())
-    by_firm = pd.DataFrame(tone, columns=["positive", "negative", "uncertainty"]).groupby(evidence.firm_id.to_numpy()).sum()
+    by_firm = (
+        pd.DataFrame(tone, columns=["positive", "negative", "uncertainty"])
+        .groupby(evidence.firm_id.to_numpy())
+        .sum()
+    )
     by_firm = by_firm.reindex(panel.index, fill_value=0)
     assert (panel[["positive", "negative", "uncertainty"]] == by_firm).all().all()
     assert evidence.text.isin(chunks.raw_text).all() and evidence.sentence_id.isin(chunks.sentence_id).all()
@@ -118,7 +126,9 @@ def test_the_panel_is_what_the_evidence_says(source, measured) -> None:
 
 def test_the_threshold_is_recorded_and_reproducible(source, measured, tmp_path: Path) -> None:
     [calibration] = measured["subject"]["quarters"]
-    assert calibration["threshold"] == pytest.approx(RELATIVE * calibration["pseudo_relevant_similarity"], abs=1e-5)
+    assert calibration["threshold"] == pytest.approx(
+        RELATIVE * calibration["pseudo_relevant_similarity"], abs=1e-5
+    )
     assert measured["evidence"].similarity.min() >= calibration["threshold"] - 1e-6
     assert measured["subject"]["description"] == DESCRIPTION and measured["subject"]["ftm_version"]
     assert measured["summary"]["subjects"][NAME]["quarters"][0]["threshold"] == calibration["threshold"]
@@ -162,7 +172,10 @@ def test_a_killed_run_goes_on_to_the_same_files(source, measured, tmp_path: Path
         first = (measured["root"] / layout.measure_folder(NAME) / name).read_bytes()
         assert (root / layout.measure_folder(NAME) / name).read_bytes() == first, name
     fresh = _copy(source, tmp_path / "fresh")
-    assert subprocess.run([*command[:-1], str(fresh)], env=environment, stderr=subprocess.DEVNULL).returncode == 0
+    assert (
+        subprocess.run([*command[:-1], str(fresh)], env=environment, stderr=subprocess.DEVNULL).returncode
+        == 0
+    )
     for name in OUTPUTS:
         path = layout.measure_folder("weather") + "/" + name
         assert (root / path).read_bytes() == (fresh / path).read_bytes(), name

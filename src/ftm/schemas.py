@@ -256,6 +256,7 @@ MEASURE_SENTENCES = pa.schema(
     ]
 )
 
+
 def pandas_integers(*columns: str) -> dict[bytes, bytes]:
     """Parquet metadata that has pandas read these nullable integer columns as `Int64`: without
     it a PERMNO column with a gap becomes float, and 10107 prints as 10107.0."""

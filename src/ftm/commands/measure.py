@@ -53,11 +53,15 @@ def measure(
     ],
     name: Annotated[
         str | None,
-        typer.Option("--name", help="The measure's name (its folder); default: the description's first words."),
+        typer.Option(
+            "--name", help="The measure's name (its folder); default: the description's first words."
+        ),
     ] = None,
     subjects_file: Annotated[
         Path | None,
-        typer.Option("--subjects", help="A TOML file of subjects: NAME = \"description\", or tables.", show_default=False),
+        typer.Option(
+            "--subjects", help='A TOML file of subjects: NAME = "description", or tables.', show_default=False
+        ),
     ] = None,
     root: RootOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a summary as JSON to stdout.")] = False,
@@ -95,7 +99,10 @@ def _subjects_and_quarters(
 ) -> tuple[list[Subject], str]:
     if subjects_file is not None:
         if len(arguments) != 1 or name is not None:
-            raise UsageError("with --subjects, give the quarters alone (and no --name): ftm measure QUARTERS --subjects FILE")
+            raise UsageError(
+                "with --subjects, give the quarters alone (and no --name): "
+                "ftm measure QUARTERS --subjects FILE"
+            )
         return read_subjects(subjects_file), arguments[0]
     if len(arguments) != 2:
         raise UsageError(
@@ -115,11 +122,16 @@ def _progress(state: MeasureProgress) -> None:
 
 def report(result: MeasureResult, store: Store) -> None:
     reused = f"; {len(result.reused)} quarter(s) already measured were kept" if result.reused else ""
-    stderr.print(f"[green]measured {len(result.subjects)} subject(s) over {len(result.quarters)} quarter(s)[/]{reused}")
+    stderr.print(
+        f"[green]measured {len(result.subjects)} subject(s) over {len(result.quarters)} quarter(s)[/]{reused}"
+    )
     for name in result.subjects:
         cells = ", ".join(
             f"{c.quarter}: {c.n_firms_exposed:,} of {c.n_firms:,} firms (threshold {c.threshold:.3f})"
             for c in result.calibrations[name]
         )
         location = escape(store.uri(layout.measure_folder(name)))
-        stderr.print(f"  {escape(name)}: {cells}\n  → {location}/ (firm_quarter, sentences, subject.json)", highlight=False)
+        stderr.print(
+            f"  {escape(name)}: {cells}\n  → {location}/ (firm_quarter, sentences, subject.json)",
+            highlight=False,
+        )

@@ -7,4 +7,12 @@ from ftm.map.batch import BatchResult, MapProgress, run_batch
 from ftm.map.embedding import Embedder
 from ftm.map.records import read_checkpoint, read_failures
 
-__all__ = ["BatchResult", "Embedder", "MapProgress", "read_checkpoint", "read_failures", "records", "run_batch"]
+__all__ = [
+    "BatchResult",
+    "Embedder",
+    "MapProgress",
+    "read_checkpoint",
+    "read_failures",
+    "records",
+    "run_batch",
+]

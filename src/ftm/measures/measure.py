@@ -81,7 +81,9 @@ def measure(
         wanted = parse_quarters(quarters)
     else:
         wanted = sorted({q if isinstance(q, Quarter) else Quarter.parse(q) for q in quarters})
-    result = measure_subjects(settings or load_settings(None), store, wanted, subjects_from(subjects), on_progress)
+    result = measure_subjects(
+        settings or load_settings(None), store, wanted, subjects_from(subjects), on_progress
+    )
     frames = [
         result.panels[name].to_pandas().assign(subject=name)[["subject", *MEASURE_FIRM_QUARTER.names]]
         for name in result.subjects
@@ -107,18 +109,26 @@ def measure_subjects(
     path = {key: embedder.model_info()[key] for key in ("device", "backend", "precision", "dimensions")}
     queries = np.stack([_query(embedder, subject) for subject in subjects])
     hashes = {subject.name: _subject_hash(subject, settings.embedding.model, path) for subject in subjects}
-    result = MeasureResult([str(q) for q in quarters], [s.name for s in subjects], {s.name: [] for s in subjects})
+    result = MeasureResult(
+        [str(q) for q in quarters], [s.name for s in subjects], {s.name: [] for s in subjects}
+    )
     for done, quarter in enumerate(quarters):
         due = [i for i, s in enumerate(subjects) if _done(store, s.name, quarter, hashes[s.name]) is None]
         if due:
             on_progress(MeasureProgress("reading", str(quarter), done, len(quarters)))
             manifest = read_manifest(store, quarter)
-            sentences = read_sentences(store, quarter, manifest, states[quarter].embedding_files, with_text=False)
+            sentences = read_sentences(
+                store, quarter, manifest, states[quarter].embedding_files, with_text=False
+            )
             if sentences.n == 0:
-                raise DataError(f"the map of {quarter} embedded no sentence of any firm: `ftm watch` shows why")
+                raise DataError(
+                    f"the map of {quarter} embedded no sentence of any firm: `ftm watch` shows why"
+                )
             on_progress(MeasureProgress("measuring", str(quarter), done, len(quarters)))
             chosen = [subjects[i] for i in due]
-            _measure_quarter(store, quarter, sentences, chosen, calibrate(sentences.embeddings, queries[due]), hashes)
+            _measure_quarter(
+                store, quarter, sentences, chosen, calibrate(sentences.embeddings, queries[due]), hashes
+            )
             del sentences  # 1.5 GB at 2,000,000 sentences: gone before the next quarter's
         else:
             result.reused.append(str(quarter))

@@ -4,11 +4,12 @@ optionally, example sentences; from the command line or a TOML file of many."""
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from ftm.errors import UsageError
 
@@ -43,10 +44,7 @@ def name_from(description: str) -> str:
 def subjects_from(value: Mapping[str, Any] | list[Subject]) -> list[Subject]:
     """Subjects from a list, or a mapping as the TOML file has it: NAME = "description", or a
     table with `description` and optional `examples` (a list of sentences)."""
-    if isinstance(value, list):
-        subjects = value
-    else:
-        subjects = [_subject(name, entry) for name, entry in value.items()]
+    subjects = value if isinstance(value, list) else [_subject(n, e) for n, e in value.items()]
     if not subjects:
         raise UsageError("no subject to measure: give a description, or a --subjects file with one")
     names = [subject.name for subject in subjects]

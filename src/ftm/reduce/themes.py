@@ -179,7 +179,9 @@ def mapped_state(store: Store, quarter: Quarter, *, allow_partial: bool | None =
     offering --allow-partial (for a stage that has no such flag)."""
     state = map_state(store, quarter)
     if not state.complete and not allow_partial:
-        partial = "" if allow_partial is None else ", or pass --allow-partial to reduce the batches done so far"
+        partial = (
+            "" if allow_partial is None else ", or pass --allow-partial to reduce the batches done so far"
+        )
         raise UsageError(
             f"the map of {quarter} is incomplete: of {state.n_batches} batches, {state.describe()}. "
             f"Run `{store.command(f'submit --quarter {quarter}')}` to finish it (`{store.command('watch')}` "
