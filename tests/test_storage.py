@@ -50,6 +50,15 @@ def test_json_round_trip_and_listing(store: Store) -> None:
     assert store.list("nothing/here") == []
 
 
+def test_a_folder_lists_its_own_files_and_folders_without_going_below(store: Store) -> None:
+    for path in ("t/quarter=A/x.json", "t/quarter=A/_cache/k.json", "t/quarter=B/y.json", "t/z.json"):
+        store.write_json(path, {})
+    assert store.folders("t") == ["t/quarter=A", "t/quarter=B"]
+    assert store.list("t/quarter=A", recursive=False) == ["t/quarter=A/x.json"]
+    assert store.list("t/quarter=A") == ["t/quarter=A/_cache/k.json", "t/quarter=A/x.json"]
+    assert store.folders("missing") == [] and store.list("missing", recursive=False) == []
+
+
 def test_json_reads_gzip_compressed_manifests(store: Store) -> None:
     store.write_bytes("manifest.json", gzip.compress(json.dumps({"quarter": "2016Q4"}).encode()))
     assert store.read_json("manifest.json") == {"quarter": "2016Q4"}

@@ -254,8 +254,11 @@ def _partition(folder: str, quarter: Quarter | str) -> str:
 # Before every output was a dataset, a quarter's reduce wrote its five files into one folder
 # `themes/quarter=Q/`, the name its two and its cache into `names/quarter=Q/`, and the prefetch
 # named its manifest `manifest.json`, which dataset readers do not skip. `ftm.migrate` moves such
-# files to where `moved` says; these are the folders it looks in.
-EARLIER_ROOTS = ("prefetch/transcripts", "themes", "names")
+# files to where `moved` says. These are the folders whose `quarter=Q` folders it looks in, and
+# whether below those too (the name cache): a prefetch quarter's folder is the current layout's as
+# well, and only its own files can be the earlier manifest, so its chunks are listed, not its
+# staging, and no writing command lists every quarter's outputs to find nothing.
+EARLIER_ROOTS = {"prefetch/transcripts": False, "themes": True, "names": True}
 
 _EARLIER = re.compile(
     r"(?:prefetch/transcripts/quarter=(?P<prefetched>[^/]+)/manifest\.json"

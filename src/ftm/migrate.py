@@ -34,7 +34,13 @@ from ftm.storage import Store
 
 def upgrade(store: Store) -> int:
     """Moves every file of the earlier layout in `store` to its place now; how many it moved."""
-    listed = [path for root in layout.EARLIER_ROOTS for path in store.list(root)]
+    listed = [
+        path
+        for root, below in layout.EARLIER_ROOTS.items()
+        for folder in store.folders(root)
+        if layout.quarter_of(f"{folder}/") is not None  # a `quarter=Q` folder, not a dataset's
+        for path in store.list(folder, recursive=below)
+    ]
     moves = [(path, new) for path in listed if (new := layout.moved(path))]
     markers = {layout.prefetch_manifest, layout.themes}
     # Markers last (module docstring); sorted() is stable, so the rest keep the listing's order.

@@ -198,17 +198,23 @@ class Store:
             os.unlink(temporary)
         return True
 
-    def list(self, prefix: str) -> list[str]:
-        """Files under a folder, as sorted paths relative to the root; temporary files left out."""
-        selector = pafs.FileSelector(self._full(prefix), recursive=True, allow_not_found=True)
+    def list(self, prefix: str, recursive: bool = True) -> list[str]:
+        """Files under a folder (or only those directly in it), as sorted paths relative to the
+        root; temporary files left out."""
+        return sorted(
+            path for path in self._entries(prefix, recursive, pafs.FileType.File) if ".tmp-" not in path
+        )
+
+    def folders(self, prefix: str) -> list[str]:
+        """The folders directly in a folder, as sorted paths relative to the root."""
+        return sorted(self._entries(prefix, False, pafs.FileType.Directory))
+
+    def _entries(self, prefix: str, recursive: bool, kind: pafs.FileType) -> list[str]:
+        selector = pafs.FileSelector(self._full(prefix), recursive=recursive, allow_not_found=True)
         start = len(self._base) + 1 if self._base else 0
         with self._access(prefix, "list"):
             found = self.fs.get_file_info(selector)
-        return sorted(
-            info.path[start:]
-            for info in found
-            if info.type == pafs.FileType.File and ".tmp-" not in info.path
-        )
+        return [info.path[start:] for info in found if info.type == kind]
 
     def size(self, path: str) -> int:
         with self._access(path):
