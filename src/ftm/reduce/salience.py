@@ -55,9 +55,9 @@ import numpy as np
 from ftm.reduce.references import shipped
 
 _REFERENCE = "ordinary_attention.npz"
-# Sentences compared with the cells at once: bounds memory, since the block's cosines to 1,500
-# cells are 1,500 floats a sentence (16,384 rows: 100 MB; 65,536 rows put 0.4 GB on the reduce's
-# peak at 2,000,000 sentences).
+# Sentences compared with the cells and themes at once: bounds memory, since the block's cosines
+# to 1,500 cells and some hundred themes are about 2,000 floats a sentence (16,384 rows: 130 MB;
+# 65,536 rows put 0.4 GB on the reduce's peak at 2,000,000 sentences).
 _BLOCK_ROWS = 1 << 14
 
 
@@ -84,19 +84,17 @@ def load_ordinary_attention() -> OrdinaryAttention | None:
     )
 
 
-def nearest(vectors: np.ndarray, mean: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def nearest(vectors: np.ndarray, mean: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     """Each row of `vectors` (embeddings as stored) its nearest of `centroids` (unit rows in the
-    centred space), and the cosine to it, a block at a time."""
+    centred space): the centroid with the highest cosine to the row less `mean`, a block at a time
+    (the first of equals)."""
     found = np.empty(len(vectors), dtype=np.int64)
-    cosine = np.empty(len(vectors), dtype=np.float32)
     for start in range(0, len(vectors), _BLOCK_ROWS):
         block = vectors[start : start + _BLOCK_ROWS].astype(np.float32) - mean
-        block /= np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
-        similarity = block @ centroids.T
-        best = np.argmax(similarity, axis=1)
-        found[start : start + len(block)] = best
-        cosine[start : start + len(block)] = similarity[np.arange(len(block)), best]
-    return found, cosine
+        # Every row's norm is positive after centring unless it is the mean itself; the argmax of
+        # cosines does not need the rows' lengths.
+        found[start : start + len(block)] = np.argmax(block @ centroids.T, axis=1)
+    return found
 
 
 def attention(
@@ -112,11 +110,12 @@ def attention(
     cells = reference.cells - mean
     cells /= np.maximum(np.linalg.norm(cells, axis=1, keepdims=True), 1e-12)
     theme_of_cell = np.argmax(cells @ centroids.T, axis=1)
-    cell, to_cell = nearest(embeddings, mean, cells)
-    own, to_theme = nearest(embeddings, mean, centroids)
-    # A sentence nearer to a theme of this quarter than to any reference cell is language the
-    # reference has no cell for: it counts for that theme itself, not for its nearest cell's.
-    theme = np.where(to_theme > to_cell, own, theme_of_cell[cell])
+    # One pass over the sentences, each to the nearest of the cells and the themes: a sentence
+    # nearer to a theme of this quarter than to every reference cell is language the reference has
+    # no cell for, and counts for that theme itself, not for its nearest cell's (cells first, so
+    # a tie goes to the cell).
+    theme_of = np.concatenate([theme_of_cell, np.arange(len(centroids))])
+    theme = theme_of[nearest(embeddings, mean, np.concatenate([cells, centroids]))]
     per_firm = np.bincount(firm, minlength=n_firms).astype(np.float64)
     weights = 1.0 / per_firm[firm]  # each firm's sentences add up to 1
     firms_present = max(int((per_firm > 0).sum()), 1)
