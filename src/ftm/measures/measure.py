@@ -100,9 +100,9 @@ def measure_subjects(
 ) -> MeasureResult:
     """The stage: checks every quarter is mapped before any work, embeds the descriptions, measures
     each quarter not done yet, then writes each subject's files (see the module docstring)."""
-    states = {}
+    manifests, states = {}, {}
     for quarter in quarters:
-        read_manifest(store, quarter)  # a quarter never prefetched: "run ftm prefetch Q"
+        manifests[quarter] = read_manifest(store, quarter)  # never prefetched: "run ftm prefetch Q"
         states[quarter] = mapped_state(store, quarter, allow_partial=None)
     on_progress(MeasureProgress("embedding", total=len(quarters)))
     embedder = Embedder(settings.embedding)
@@ -116,9 +116,8 @@ def measure_subjects(
         due = [i for i, s in enumerate(subjects) if _done(store, s.name, quarter, hashes[s.name]) is None]
         if due:
             on_progress(MeasureProgress("reading", str(quarter), done, len(quarters)))
-            manifest = read_manifest(store, quarter)
             sentences = read_sentences(
-                store, quarter, manifest, states[quarter].embedding_files, with_text=False
+                store, quarter, manifests[quarter], states[quarter].embedding_files, with_text=False
             )
             if sentences.n == 0:
                 raise DataError(
