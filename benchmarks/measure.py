@@ -13,13 +13,18 @@ Two baselines in the same run, on the same sentences: **words**, the description
 (less English stop words) as a keyword pattern; **cos 0.5**, a plain cosine of at least 0.5
 between a sentence's stored embedding and the description's.
 
-Scale: the calibration alone (two passes of one matrix product over float16 embeddings) on
-`--scale` random unit vectors, for 1 and 10 subjects.
+Scale (`--scale-root`): `ftm measure` itself, as a child process, over a mapped quarter of that
+root (`benchmarks/reduce.py --keep DIR` builds 2,000,000 sentences as 2016Q4), first with one
+subject, then with the ten of SCALE_SUBJECTS: wall time from the command's start to its end, so
+Python's start, the model's load, reading the quarter's embeddings, the calibration and writing
+are all in it. Without `--scale-root`, the calibration alone on `--scale` random unit vectors.
 
     .venv/bin/python benchmarks/measure.py                  # ~2 min on 2 cores once the map is cached
     .venv/bin/python benchmarks/measure.py --mapped /tmp/ftm-bench-themes/map-ab650e97df79
     .venv/bin/python benchmarks/measure.py --quarters 2021Q3 --firms 3 --workers 1 \
         --root /tmp/small --scale 10000
+    .venv/bin/python benchmarks/measure.py --mapped /tmp/ftm-bench-themes/map-ab650e97df79 \
+        --scale-root /tmp/bench/q2m                         # a 2,000,000-sentence quarter
 
 `--firms N` maps only the first N firms (the smoke test, tests/test_benchmarks.py). The measure
 writes into a hard-linked copy of the cached quarter (`--out`), never into the cache.
@@ -55,6 +60,17 @@ DESCRIPTIONS = {
     "inflation": "rising prices and cost inflation",
 }
 SYSTEMS = ("ftm measure", "words", "cos 0.5")
+# Ten subjects a user might measure at once, for the scale check only (no ground truth).
+SCALE_SUBJECTS = {
+    **{_event.replace(" ", "_"): _text for _event, _text in DESCRIPTIONS.items()},
+    "climate": "climate change, carbon emissions and the energy transition",
+    "tariffs": "tariffs and trade disputes with China",
+    "ai": "artificial intelligence and machine learning",
+    "cyber": "cyber attacks and data security breaches",
+    "labour": "labour shortages and difficulty hiring workers",
+    "rates": "interest rate increases by the Federal Reserve",
+    "tax": "the corporate tax reform and the lower tax rate",
+}
 
 
 def main() -> None:
@@ -73,6 +89,9 @@ def main() -> None:
         help="a storage root with the quarters already mapped (skips themes.py's cache)",
     )
     parser.add_argument("--scale", type=int, default=2_000_000, help="sentences of the scale check")
+    parser.add_argument(
+        "--scale-root", type=Path, help="a storage root with one mapped quarter: time the command on it"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     themes.corpus.require(args.corpus)
@@ -107,7 +126,10 @@ def main() -> None:
     queries = _description_embeddings()
     for quarter in quarters:
         report["quarters"][str(quarter)] = evaluate_quarter(root, quarter, queries)
-    report["scale"] = scale(args.scale)
+    if args.scale_root:
+        report["scale"] = scale_command(args.scale_root, args.out / "scale")
+    else:
+        report["scale"] = scale(args.scale)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:
@@ -204,6 +226,31 @@ def scale(n: int) -> dict[str, float]:
     return seconds
 
 
+def scale_command(source: Path, out: Path) -> dict[str, Any]:
+    """Seconds of `ftm measure` over the one mapped quarter of `source` (in a hard-linked copy),
+    with 1 subject, then 10."""
+    quarters = sorted(path.name.split("=", 1)[1] for path in (source / "manifests").glob("quarter=*"))
+    if len(quarters) != 1:
+        raise SystemExit(f"{source}: expected one mapped quarter, found {quarters or 'none'}")
+    root = _linked_copy(source, out / source.name)
+    seconds: dict[str, Any] = {"quarter": quarters[0]}
+    for count in (1, 10):
+        shutil.rmtree(root / "measures", ignore_errors=True)
+        subjects = root / f"subjects-{count}.toml"
+        chosen = list(SCALE_SUBJECTS.items())[:count]
+        subjects.write_text("".join(f'{name} = "{text}"\n' for name, text in chosen))
+        command = [sys.executable, "-m", "ftm", "measure", quarters[0], "--subjects", str(subjects)]
+        start = time.perf_counter()
+        subprocess.run([*command, "--root", str(root)], check=True, capture_output=True)
+        seconds[f"{count}_subjects_s"] = round(time.perf_counter() - start, 2)
+    panel = pq.read_table(root / layout.measure_firm_quarter("pandemic"), columns=["firm_id"])
+    seconds["n_firms"] = panel.num_rows
+    seconds["n_sentences"] = json.loads((root / layout.measure_subject("pandemic")).read_text())["quarters"][
+        0
+    ]["n_sentences"]
+    return seconds
+
+
 def print_report(report: dict[str, Any]) -> None:
     machine = report["machine"]
     print(
@@ -225,10 +272,12 @@ def print_report(report: dict[str, Any]) -> None:
                 cells.append(f"{e['f1']:.2f} ({e['recall']:.2f}/{e['precision']:.2f}) {rho:>7s}")
             print(f"{event:13s} {row['exposed']:7d} | " + " | ".join(cells))
     s = report["scale"]
-    print(
-        f"\nscale: calibration over {s['n_sentences']:,} sentences: 1 subject {s['1_subjects_s']:.1f} s, "
-        f"10 subjects {s['10_subjects_s']:.1f} s"
+    what = (
+        f"`ftm measure` over {s['quarter']} ({s['n_firms']:,} firms, {s['n_sentences']:,} sentences)"
+        if "quarter" in s
+        else f"calibration over {s['n_sentences']:,} random sentences"
     )
+    print(f"\nscale: {what}: 1 subject {s['1_subjects_s']:.1f} s, 10 subjects {s['10_subjects_s']:.1f} s")
 
 
 if __name__ == "__main__":

@@ -307,7 +307,11 @@ def _batches(texts: Sequence[str], size: int) -> Iterator[np.ndarray]:
 
 def _load(path: str, name: str, device: str) -> Any:
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as transformers_logging
 
+    # transformers draws a "Loading weights" bar on stderr for every load, which would interleave
+    # with ftm's own progress (and a batch job's log) for a load of a second or less.
+    transformers_logging.disable_progress_bar()
     try:
         return SentenceTransformer(path, device=device)
     except Exception as error:  # hub, file and config errors all mean "cannot load this model"

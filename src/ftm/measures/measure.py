@@ -44,7 +44,7 @@ from ftm.schemas import (
 )
 from ftm.settings import FtmSettings, load_settings
 from ftm.storage import Store
-from ftm.trends import count_tone, net_tone
+from ftm.trends.tone import count_tone, net_tone
 
 
 @dataclass(frozen=True)
@@ -124,10 +124,8 @@ def measure_subjects(
                     f"the map of {quarter} embedded no sentence of any firm: `ftm watch` shows why"
                 )
             on_progress(MeasureProgress("measuring", str(quarter), done, len(quarters)))
-            chosen = [subjects[i] for i in due]
-            _measure_quarter(
-                store, quarter, sentences, chosen, calibrate(sentences.embeddings, queries[due]), hashes
-            )
+            calibrated = calibrate(sentences.embeddings, queries[due], path["device"])
+            _measure_quarter(store, quarter, sentences, [subjects[i] for i in due], calibrated, hashes)
             del sentences  # 1.5 GB at 2,000,000 sentences: gone before the next quarter's
         else:
             result.reused.append(str(quarter))

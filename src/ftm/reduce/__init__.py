@@ -3,6 +3,7 @@ the prefetch's words); the themes many firms talk about, their sentences, their 
 firm x theme exposure panel out (`themes/NAME/quarter=Q/`). Start with `themes.py`; `clustering.py`
 finds the themes, `kinds.py` tells reporting language apart."""
 
+from ftm.reduce.clustering import mean_embedding
 from ftm.reduce.sentences import QuarterSentences, read_sentences, texts_of
 from ftm.reduce.themes import ReduceProgress, ReduceResult, mapped_state, reduce_quarter
 
@@ -11,6 +12,7 @@ __all__ = [
     "ReduceProgress",
     "ReduceResult",
     "mapped_state",
+    "mean_embedding",
     "read_sentences",
     "reduce_quarter",
     "texts_of",

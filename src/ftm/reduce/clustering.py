@@ -110,6 +110,15 @@ class Vectors:
         return out
 
 
+def mean_embedding(embeddings: np.ndarray) -> np.ndarray:
+    """The quarter's mean embedding (float32), summed in float64 block by block: the direction
+    every earnings-call sentence shares, which the reduce and the measure take away."""
+    total = np.zeros(embeddings.shape[1], dtype=np.float64)
+    for start in range(0, len(embeddings), _BLOCK_ROWS):
+        total += embeddings[start : start + _BLOCK_ROWS].sum(axis=0, dtype=np.float64)
+    return (total / max(len(embeddings), 1)).astype(np.float32)
+
+
 def sentence_vectors(
     embeddings: np.ndarray,
     counts: sp.csr_matrix | None,
@@ -118,10 +127,7 @@ def sentence_vectors(
     seed: int,
 ) -> Vectors:
     """The quarter's sentence vectors: `counts` is the sentences × words count matrix."""
-    mean = np.zeros(embeddings.shape[1], dtype=np.float64)
-    for start in range(0, len(embeddings), _BLOCK_ROWS):
-        mean += embeddings[start : start + _BLOCK_ROWS].astype(np.float64).sum(axis=0)
-    mean = (mean / max(len(embeddings), 1)).astype(np.float32)
+    mean = mean_embedding(embeddings)
     words = None
     if counts is not None and lexical_weight > 0 and counts.shape[1] > lexical_dimensions:
         words = _word_vectors(counts, lexical_dimensions, seed)
