@@ -141,13 +141,13 @@ def test_watch_over_a_range_with_no_runs_says_how_to_start_one(
 
 def test_the_run_ends_with_the_ranges_report_a_line_chart_per_theme(finished: dict[str, Any]) -> None:
     """The page `ftm run` wrote last, in chromium: every investment theme of each quarter, chosen
-    in the theme table, shows its lineage's share of firms by quarter as a line chart."""
+    in the theme table, shows its lineage's measured share of firms by quarter as a line chart."""
     from browser import opened, plotted
 
     root = finished["root"]
     path = root / layout.report(RANGE)
     trends = pq.read_table(root / layout.trends(RANGE)).to_pandas()
-    share = trends.pivot(index="lineage_id", columns="quarter", values="firm_share") * 100
+    share = trends.pivot(index="lineage_id", columns="quarter", values="share_of_firms") * 100
     with opened(path) as browser:
         page = browser.page
         assert browser.errors == [] and set(browser.requests) == {path.resolve().as_uri()}

@@ -8,22 +8,27 @@ The end-to-end run on real transcripts is in test_run.py."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from ftm import layout
 from ftm.cli import main
+from ftm.map import records
+from ftm.plan import write_plan
 from ftm.quarters import Quarter, parse_quarters
 from ftm.schemas import (
     FIRM_THEME_EXPOSURE,
     SENTENCES,
     THEME_SENTENCES,
     THEMES,
+    Batch,
+    BatchCheckpoint,
     ChunkInfo,
     PrefetchManifest,
 )
@@ -38,7 +43,12 @@ FIRMS = ["AAA", "BBB", "CCC", "DDD", "EEE"]
 
 
 def _subject(number: int, seed: int = 0) -> np.ndarray:
-    """Subject `number`'s own direction, a little perturbed by `seed` (another quarter's view)."""
+    """Subject `number`'s own direction, a little perturbed by `seed` (another quarter's view).
+    Subject 6 is a narrower part of subject 0: mostly its direction, partly its own."""
+    if number == 6:
+        part = np.zeros(DIMENSIONS)
+        part[6] = 0.45
+        return _subject(0, seed) + part
     vector = np.zeros(DIMENSIONS)
     vector[number] = 1.0
     vector += np.random.default_rng(1000 * number + seed).normal(0, 0.05, DIMENSIONS)
@@ -46,19 +56,32 @@ def _subject(number: int, seed: int = 0) -> np.ndarray:
 
 
 def write_quarter(
-    root: Path, quarter: str, subjects: list[int], firms_of: dict[int, list[str]], seed: int = 0
+    root: Path,
+    quarter: str,
+    subjects: list[int],
+    firms_of: dict[int, list[str]],
+    seed: int = 0,
+    unthemed: dict[int, list[str]] | None = None,
 ) -> None:
     """A reduced quarter: theme i is subject `subjects[i]`, talked about by `firms_of[subject]`,
     two sentences per firm; every firm also has one sentence in no theme. Theme sentences carry
-    one positive word ("strong") and, in odd subjects, one negative word ("decline")."""
+    one positive word ("strong") and, in odd subjects, one negative word ("decline"). `unthemed`
+    subjects are talked about the same way (two sentences per firm) but are in no theme."""
     store, q = Store(str(root)), Quarter.parse(quarter)
     rows: dict[str, list] = {name: [] for name in SENTENCES.names}
     members: dict[str, list] = {name: [] for name in THEME_SENTENCES.names}
     per_firm: dict[str, list[str]] = {firm: [] for firm in FIRMS}
+    vector_of: dict[str, np.ndarray] = {}  # what the map would have embedded
+    noise = np.random.default_rng(seed)
 
-    def sentence(firm: str, text: str) -> str:
+    def sentence(firm: str, text: str, subject: int | None = None) -> str:
         sentence_id = f"{firm}-{quarter}/{len(per_firm[firm])}"
         per_firm[firm].append(sentence_id)
+        if subject is None:  # about nothing: a direction no subject has
+            vector = COMMON + np.concatenate([np.zeros(8), noise.normal(0, 1, DIMENSIONS - 8)])
+        else:
+            vector = COMMON + _subject(subject, seed) + noise.normal(0, 0.02, DIMENSIONS)
+        vector_of[sentence_id] = vector / np.linalg.norm(vector)
         for name, value in {
             "firm_id": firm,
             "firm_name": f"{firm} Inc",
@@ -82,10 +105,13 @@ def write_quarter(
             for k in range(2):
                 tone = "with a decline in orders" if subject % 2 else "with steady orders"
                 text = f"Subject {subject} is strong this quarter, {tone}, part {k}."
-                for name, value in zip(
-                    THEME_SENTENCES.names, [theme_id, firm, sentence(firm, text), 0.9, True], strict=True
-                ):
+                said = sentence(firm, text, subject)
+                for name, value in zip(THEME_SENTENCES.names, [theme_id, firm, said, 0.9, True], strict=True):
                     members[name].append(value)
+    for subject, firms in (unthemed or {}).items():
+        for firm in firms:
+            for k in range(2):
+                sentence(firm, f"Subject {subject} came up again, part {k}.", subject)
     for firm in FIRMS:
         sentence(firm, "Nothing of note was said here at all.")
     order = np.lexsort((rows["position"], rows["firm_id"]))
@@ -100,6 +126,7 @@ def write_quarter(
         chunks=[ChunkInfo(file=layout.chunk_name(0), n_firms=len(FIRMS), n_rows=chunk.num_rows, bytes=0)],
     )
     store.write_json(layout.prefetch_manifest(q), manifest.to_json())
+    _write_map(store, q, chunk, vector_of)
     store.write_table(layout.theme_sentences(q), pa.table(members, schema=THEME_SENTENCES))
     exposure: dict[str, list] = {name: [] for name in FIRM_THEME_EXPOSURE.names}
     for theme_id, subject in enumerate(subjects):
@@ -135,6 +162,28 @@ def write_quarter(
         for f in THEMES
     ]
     store.write_table(layout.themes(q), pa.table(themes, schema=pa.schema(fields)))
+
+
+def _write_map(store: Store, quarter: Quarter, chunk: pa.Table, vector_of: dict[str, np.ndarray]) -> None:
+    """The map's outputs the trends measure from: one finished batch, its sentence embeddings."""
+    ids = chunk.column("sentence_id").to_pylist()
+    vectors = np.stack([vector_of[sentence_id] for sentence_id in ids]).astype(np.float16)
+    embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float16()), DIMENSIONS)
+    part = layout.sentence_embeddings_part(quarter, "batch_000", 0)
+    store.write_table(
+        part, pa.table({"firm_id": chunk.column("firm_id"), "sentence_id": ids, "embedding": embedding})
+    )
+    write_plan(store, quarter, [Batch(batch_id="batch_000", firm_ids=FIRMS)])
+    checkpoint = BatchCheckpoint(
+        batch_id="batch_000",
+        attempt=1,
+        completed_firm_ids=FIRMS,
+        part_files=[],
+        embedding_files=[part],
+        finished=True,
+        updated_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    )
+    records.write_checkpoint(store, quarter, checkpoint)
 
 
 def _settings(root: Path):
@@ -207,30 +256,88 @@ def test_the_panel_carries_the_lineage_ids_and_tone_of_each_firms_sentences(tmp_
     assert len(panel) == (3 + 4 + 3) + (2 + 3 + 1 + 3) + (3 + 5 + 3)  # one row per firm and theme
 
 
+def _lineage_of_subject(root: Path, label: str) -> pd.Series:
+    return (
+        _read(root, label, "lineages")
+        .assign(subject=lambda frame: frame.keywords.map(lambda words: int(words[0].removeprefix("subject"))))
+        .groupby("subject")
+        .lineage_id.first()
+    )
+
+
 def test_trends_flag_emerging_and_fading_by_the_documented_rule(tmp_path: Path) -> None:
     _three_quarters(tmp_path)
     trends_range(_settings(tmp_path), parse_quarters("2020Q1..2020Q3"))
     trends = _read(tmp_path, "2020Q1..2020Q3", "trends")
-    lineage = (
-        _read(tmp_path, "2020Q1..2020Q3", "lineages")
-        .assign(subject=lambda frame: frame.keywords.map(lambda words: int(words[0][-1])))
-        .groupby("subject")
-        .lineage_id.first()
-    )
-    flag = trends.set_index(["lineage_id", "quarter"]).trend
-    share = trends.set_index(["lineage_id", "quarter"]).firm_share
+    lineage = _lineage_of_subject(tmp_path, "2020Q1..2020Q3")
+    grid = trends.set_index(["lineage_id", "quarter"])
+    flag, share = grid.trend, grid.share_of_firms
     assert len(trends) == 4 * 3  # every lineage in every quarter
+    # The measured share is the firms with 2 sentences about the subject: here, its theme's firms.
+    themed = trends.theme_id.notna()
+    assert (trends.share_of_firms[themed] == trends.firm_share[themed]).all()
+    assert (trends.share_of_firms[~themed] == 0).all()
     # A quarter is flagged only with trends.window (2) quarters before it in the range.
     assert flag[(lineage[0], "2020Q1")] is None and flag[(lineage[0], "2020Q2")] is None
     assert all(flag[(lineage[subject], "2020Q2")] is None for subject in lineage.index)
-    assert flag[(lineage[0], "2020Q3")] == "steady"
+    assert flag[(lineage[0], "2020Q3")] == "steady" and grid.momentum[(lineage[0], "2020Q3")] == 0
     assert share[(lineage[1], "2020Q2")] == pytest.approx(1 / 5)  # 4 firms, then 1
-    assert flag[(lineage[1], "2020Q3")] == "fading"  # absent: 0 against the mean of 4/5 and 1/5
+    # Absent: 0 of 5 firms against 4 and 1 of the same firms before, McNemar's z = -5 / sqrt(5).
+    assert flag[(lineage[1], "2020Q3")] == "fading"
+    assert grid.momentum[(lineage[1], "2020Q3")] == pytest.approx(0 - 5 / 10)
     assert share[(lineage[2], "2020Q1")] == 0
-    assert flag[(lineage[2], "2020Q3")] == "emerging"  # 5 firms against the mean of 0 and 2
-    mean = trends.set_index(["lineage_id", "quarter"]).mean_net_tone
-    assert mean[(lineage[1], "2020Q1")] == 0.0 and mean[(lineage[0], "2020Q1")] == 1.0
-    assert np.isnan(mean[(lineage[1], "2020Q3")])
+    assert flag[(lineage[2], "2020Q3")] == "emerging"  # 5 firms against 0, then 2: z = 8 / sqrt(8)
+    # Tone over the measured sentences: odd subjects say "strong" and "decline" in each.
+    tone = grid.net_tone
+    assert tone[(lineage[1], "2020Q1")] == 0.0 and tone[(lineage[0], "2020Q1")] == 1.0
+    assert (grid.positive[(lineage[1], "2020Q1")], grid.negative[(lineage[1], "2020Q1")]) == (8, 8)
+    assert np.isnan(tone[(lineage[1], "2020Q3")])
+    assert grid.net_tone_change[(lineage[0], "2020Q3")] == 0.0
+
+
+def test_a_subject_talked_about_in_one_quarter_only_is_measured_near_zero_around_it_and_emerging(
+    tmp_path: Path,
+) -> None:
+    write_quarter(tmp_path, "2021Q1", [0, 1], SPREAD, seed=1)
+    write_quarter(tmp_path, "2021Q2", [0, 2, 1], {**SPREAD, 2: FIRMS}, seed=2)
+    write_quarter(tmp_path, "2021Q3", [1, 0], SPREAD, seed=3)
+    settings = load_settings(None, overrides={"storage": {"root": str(tmp_path)}, "trends": {"window": 1}})
+    result = trends_range(settings, parse_quarters("2021Q1..2021Q3"))
+    lineage = _lineage_of_subject(tmp_path, "2021Q1..2021Q3")[2]
+    rows = _read(tmp_path, "2021Q1..2021Q3", "trends").set_index(["lineage_id", "quarter"]).loc[lineage]
+    assert rows.share_of_firms.tolist() == [0.0, 1.0, 0.0]
+    assert rows.measured_sentences.tolist() == [0, 10, 0]
+    assert rows.trend.tolist() == [None, "emerging", "fading"]
+    assert result.flagged_quarters == ["2021Q2", "2021Q3"] and result.unflagged_reason is None
+    assert result.rising[0]["lineage_id"] != lineage  # it fell in the last quarter
+    assert {row["lineage_id"] for row in result.rising} >= {lineage}
+
+
+def test_a_lineage_without_a_theme_in_a_quarter_still_has_its_measured_share_there(tmp_path: Path) -> None:
+    write_quarter(tmp_path, "2021Q1", [0, 1], SPREAD, seed=1)
+    # Three firms still talk about subject 1 in 2021Q2, but no theme of that quarter holds it.
+    write_quarter(tmp_path, "2021Q2", [0], SPREAD, seed=2, unthemed={1: FIRMS[2:]})
+    write_quarter(tmp_path, "2021Q3", [1, 0], SPREAD, seed=3)
+    trends_range(_settings(tmp_path), parse_quarters("2021Q1..2021Q3"))
+    lineage = _lineage_of_subject(tmp_path, "2021Q1..2021Q3")[1]
+    rows = _read(tmp_path, "2021Q1..2021Q3", "trends").set_index(["lineage_id", "quarter"]).loc[lineage]
+    assert rows.theme_id.isna().tolist() == [False, True, False]
+    assert rows.share_of_firms.tolist() == [4 / 5, 3 / 5, 4 / 5]
+    assert rows.firm_share.tolist() == [4 / 5, 0.0, 4 / 5]
+
+
+def test_a_narrower_theme_that_starts_a_lineage_links_to_its_parent(tmp_path: Path) -> None:
+    write_quarter(tmp_path, "2021Q1", [0, 1], SPREAD, seed=1)
+    # Subject 6 is a part of subject 0 (see _subject), beside subject 0's own theme.
+    write_quarter(tmp_path, "2021Q2", [0, 6, 1], {**SPREAD, 6: FIRMS[3:]}, seed=2)
+    trends_range(_settings(tmp_path), parse_quarters("2021Q1..2021Q2"))
+    lineage = _lineage_of_subject(tmp_path, "2021Q1..2021Q2")
+    lineages = _read(tmp_path, "2021Q1..2021Q2", "lineages").set_index("lineage_id")
+    parents = lineages.parent_lineage_id.groupby(level=0).first()
+    assert parents[lineage[6]] == lineage[0]
+    assert parents.drop(lineage[6]).isna().all()
+    trends = _read(tmp_path, "2021Q1..2021Q2", "trends")
+    assert (trends[trends.lineage_id == lineage[6]].parent_lineage_id == lineage[0]).all()
 
 
 def test_a_quarter_added_later_keeps_every_earlier_lineage_id(tmp_path: Path) -> None:

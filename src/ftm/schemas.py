@@ -165,26 +165,44 @@ LINEAGES = pa.schema(
         # Cosine of the theme's centroid to the lineage's when it joined (both less their quarter's
         # mean); null for the theme that started the lineage.
         pa.field("similarity", pa.float32()),
+        # The lineage a theme that started a new one was nearest to, when near enough to be its
+        # narrower part (trends.parent_similarity); null otherwise.
+        pa.field("parent_lineage_id", pa.int32()),
     ]
 )
 
-# One row per lineage and quarter of the range (a full grid: a quarter without the lineage has
-# 0 firms and a null theme), sorted by lineage, then quarter.
+# One row per lineage and quarter of the range (a full grid), sorted by lineage, then quarter. The
+# series is measured (trends/measured.py): the firms with at least reduce.firm_min_sentences
+# sentences about the lineage's subject, in every quarter, whether or not a theme joined it there.
 TRENDS = pa.schema(
     [
         pa.field("lineage_id", pa.int32(), nullable=False),
         pa.field("quarter", pa.string(), nullable=False),
+        pa.field("parent_lineage_id", pa.int32()),  # as in lineages.parquet
+        pa.field("lineage_kind", pa.string()),  # its themes' most common kind in the range
+        pa.field("share_of_firms", pa.float64(), nullable=False),  # measured, of the prefetched firms
+        pa.field("measured_firms", pa.int32(), nullable=False),
+        pa.field("measured_sentences", pa.int32(), nullable=False),
+        pa.field("threshold", pa.float64(), nullable=False),  # on the centred cosine to its query
+        # The quarter's theme in the lineage, if any: its id, kind, salience, n_firms, the share of
+        # the prefetched firms that is, and sentences (0 and null without one).
         pa.field("theme_id", pa.int32()),
         pa.field("kind", pa.string()),
-        pa.field("n_firms", pa.int32(), nullable=False),  # the theme's n_firms
-        pa.field("firm_share", pa.float64(), nullable=False),  # of the quarter's prefetched firms
+        pa.field("salience", pa.float32()),
+        pa.field("n_firms", pa.int32(), nullable=False),
+        pa.field("firm_share", pa.float64(), nullable=False),
         pa.field("n_sentences", pa.int32(), nullable=False),
-        pa.field("positive", pa.int64(), nullable=False),  # Loughran-McDonald words, all firms
+        # Loughran-McDonald words over the measured sentences; net_tone (positive - negative) /
+        # (positive + negative), null without either; its change since the range's first quarter
+        # with a net_tone.
+        pa.field("positive", pa.int64(), nullable=False),
         pa.field("negative", pa.int64(), nullable=False),
         pa.field("uncertainty", pa.int64(), nullable=False),
-        pa.field("mean_net_tone", pa.float64()),  # mean of the firms' net_tone; null without one
-        # "emerging", "fading" or "steady" against the trends.window quarters before (trends.py);
-        # null where the range has no quarter before.
+        pa.field("net_tone", pa.float64()),
+        pa.field("net_tone_change", pa.float64()),
+        # Share of the firms with history exposed now less then, over the trends.window quarters
+        # before; "emerging", "fading" or "steady" (trends.py); null without those quarters.
+        pa.field("momentum", pa.float64()),
         pa.field("trend", pa.string()),
     ]
 )
@@ -495,6 +513,8 @@ class QuarterLineages(Record):
     themes_sha256: str  # of the themes.parquet matched: a quarter reduced again is matched again
     lineage_of_theme: dict[str, int]  # theme id (as text: JSON keys) → lineage id
     similarity: dict[str, float] = Field(default_factory=dict)  # theme id → cosine when it joined
+    # A theme that started a lineage → the known lineage it is a narrower part of, if any.
+    parent_of_theme: dict[str, int] = Field(default_factory=dict)
 
 
 class LineageRegistry(Record):
@@ -506,6 +526,14 @@ class LineageRegistry(Record):
     next_lineage_id: int  # never reused, also after a quarter is matched again
     quarters: list[QuarterLineages] = Field(default_factory=list)
     updated_at: datetime
+
+    def parents(self) -> dict[int, int]:
+        """Lineage id → its parent lineage, for the lineages started with one."""
+        return {
+            entry.lineage_of_theme[theme]: parent
+            for entry in self.quarters
+            for theme, parent in entry.parent_of_theme.items()
+        }
 
 
 class MeasureCalibration(Record):

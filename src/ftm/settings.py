@@ -407,6 +407,15 @@ class TrendsSettings(Section):
             "one lineage (benchmarks/README.md, Trends)"
         ),
     )
+    parent_similarity: float = Field(
+        0.7,
+        ge=-1.0,
+        le=1.0,
+        description=(
+            "cosine at which a theme that starts a lineage records its nearest known lineage as its "
+            "parent (a narrower part of that subject)"
+        ),
+    )
     window: int = Field(
         2,
         ge=1,
@@ -415,7 +424,10 @@ class TrendsSettings(Section):
     change_ratio: float = Field(
         1.5,
         gt=1.0,
-        description="emerging: share of firms at least this times the window's mean; fading: at most 1/this",
+        description=(
+            "emerging: the measured share of firms with history at least this times theirs over the "
+            "window (and a significant rise); fading: at most 1/this"
+        ),
     )
 
 

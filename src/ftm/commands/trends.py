@@ -23,12 +23,16 @@ Examples:
   # a list of quarters, and a summary as JSON on stdout
   ftm trends 2020Q1,2020Q3,2021Q1 --json
 
-Writes trends/RANGE/lineages.parquet (each theme's lineage), firm_theme_quarter.parquet (the
-long panel: firm x theme x quarter with PERMNO, GVKEY, the call date, exposure and
-Loughran-McDonald tone) and trends.parquet (lineage x quarter: firms, their share of the
-quarter's firms, sentences, tone and the emerging or fading flag). Lineage ids are kept in
-trends/_lineages.json: a quarter added later never renumbers the others. Running it again
-rewrites the same files.
+  # flags against the one quarter before (the default compares with two)
+  FTM_TRENDS__WINDOW=1 ftm trends 2021Q3..2021Q4
+
+Writes trends/RANGE/lineages.parquet (each theme's lineage and its parent),
+firm_theme_quarter.parquet (the long panel: firm x theme x quarter with PERMNO, GVKEY, the call
+date, exposure and Loughran-McDonald tone) and trends.parquet (lineage x quarter: the measured
+share of firms talking about the lineage's subject, whether or not a theme of that quarter
+joined it; the theme it had, with its salience; tone and its change; momentum and the emerging
+or fading flag). Lineage ids are kept in trends/_lineages.json: a quarter added later never
+renumbers the others. Running it again rewrites the same files.
 """
 
 
@@ -42,10 +46,13 @@ def trends(
 
     A theme joins the lineage of an earlier quarter's theme when their centroids, each less its
     quarter's mean, have a cosine of at least trends.min_similarity (one theme per lineage and
-    quarter); the others start lineages. A lineage is emerging in a quarter when its share of
-    firms is at least trends.change_ratio times its mean over the trends.window quarters before,
-    fading at that mean divided by the ratio or less; a quarter is flagged only when all of those
-    quarters are in the range. Every quarter must be reduced first.
+    quarter); the others start lineages, with a parent at trends.parent_similarity. Each lineage
+    is then measured in every quarter from the sentence embeddings the map stored: the firms with
+    at least reduce.firm_min_sentences sentences about its subject. It is emerging in a quarter
+    when, among firms with calls in the trends.window quarters before, its share is at least
+    trends.change_ratio times theirs then and the rise is significant (McNemar), fading the other
+    way round; a quarter is flagged only when all of those quarters are in the range. Every
+    quarter must be reduced first.
     """
     the_quarters = parse_quarters(quarters)
     settings = settings_from(ctx, storage__root=root)
@@ -57,8 +64,10 @@ def trends(
 
 
 def _progress(state: TrendsProgress) -> None:
-    if state.phase == "quarter":
-        stderr.print(f"trends: {state.quarter} ({state.done + 1} of {state.total})", highlight=False)
+    if state.phase in ("calibrating", "measuring"):
+        stderr.print(
+            f"trends: {state.phase} {state.quarter} ({state.done + 1} of {state.total})", highlight=False
+        )
 
 
 def report(result: TrendsResult, store: Store) -> None:
@@ -79,9 +88,16 @@ def report(result: TrendsResult, store: Store) -> None:
     ]
     if flagged:
         stderr.print(f"  investment themes: {'; '.join(flagged)}", highlight=False)
-    if not result.flagged_quarters:
+    if result.rising:
         stderr.print(
-            "  no emerging or fading flags: a quarter is flagged against the trends.window quarters "
-            "before it, all of which must be in the range; give a longer range",
-            highlight=False,
+            f"  rising most in {result.rising[0]['quarter']} (share of firms, momentum):", highlight=False
         )
+        for row in result.rising[:5]:
+            salience = "" if row["salience"] is None else f", salience {row['salience']:.2f}"
+            stderr.print(
+                f"    lineage {row['lineage_id']}: {escape(', '.join(row['keywords']))} "
+                f"{row['share_of_firms']:.1%}, {row['momentum']:+.1%}{salience} ({row['trend']})",
+                highlight=False,
+            )
+    if result.unflagged_reason:
+        stderr.print(f"  {result.unflagged_reason}", highlight=False)

@@ -91,10 +91,16 @@ def calibrate(embeddings: np.ndarray, queries: np.ndarray, device: str = "cpu") 
     second = centred_similarities(embeddings, mean, np.stack(recentred), device)
     calibrated = []
     for column in second.T:
-        top = np.sort(column)[len(column) - k :]
-        median = float(np.median(top))
+        median = nearest_median(column)
         calibrated.append(Calibrated(column, RELATIVE * median, median))
     return calibrated
+
+
+def nearest_median(similarity: np.ndarray, k: int = PSEUDO_RELEVANT) -> float:
+    """The median cosine of the k (`PSEUDO_RELEVANT`) sentences nearest a query: what the rule's
+    threshold is relative to."""
+    k = max(min(k, len(similarity)), 1)
+    return float(np.median(np.partition(similarity, len(similarity) - k)[len(similarity) - k :]))
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:

@@ -1,7 +1,8 @@
 """What the report shows, read from storage into one JSON-able document: every firm once, and for
 each quarter its themes (names, keywords, firms, representative sentences), its firm × theme
 cells with exposure and tone, and a few evidence sentences per firm; for a range, the lineages'
-share of firms by quarter with their trend flags.
+measured share of firms by quarter with their trend flags, momentum, salience and tone, the
+lineages rising most in the last quarter first.
 
 The document is columnar (a list per column, not an object per row) and its numbers are scaled
 integers (a share in ten-thousandths, a tone in hundredths), because it is inlined in the page:
@@ -241,7 +242,10 @@ def _lineage_of(trends: pd.DataFrame, quarter: Quarter) -> dict[int, int]:
 
 
 def _lineages(trends: pd.DataFrame, quarters: list[Quarter], pages: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per lineage, its share of firms and trend flag in each quarter, named after its latest theme."""
+    """Per lineage, its measured share of firms, trend flag and net tone in each quarter, its
+    momentum in the last flagged quarter, its latest salience and its tone's change over the
+    range, named after its latest theme. Investment themes first, then by that momentum (rising
+    most first; lineages without one last, by their peak share)."""
     labels = [str(quarter) for quarter in quarters]
     named: dict[int, tuple[str, str]] = {}
     for page in pages:  # in quarter order: a later quarter's theme names the lineage
@@ -250,22 +254,39 @@ def _lineages(trends: pd.DataFrame, quarters: list[Quarter], pages: list[dict[st
             if lineage is not None:
                 named[lineage] = (name, kind)
     grid = trends.set_index(["lineage_id", "quarter"])
-    ids = sorted(int(lineage) for lineage in trends.lineage_id.unique())
+    flagged = trends[trends.momentum.notna()]
+    last = flagged[flagged.quarter == flagged.quarter.max()].set_index("lineage_id").momentum
+    latest = trends.dropna(subset=["salience"]).sort_values("quarter").groupby("lineage_id").salience.last()
+    change = trends.dropna(subset=["net_tone_change"]).sort_values("quarter").groupby("lineage_id")
+    change = change.net_tone_change.last()
+    peak = trends.groupby("lineage_id").share_of_firms.max()
+
+    def rank(lineage: int) -> tuple[int, int, float, float, int]:
+        kind = named.get(lineage, ("", "theme"))[1]
+        momentum = last.get(lineage)
+        missing = momentum is None or pd.isna(momentum)
+        return (kind != "theme", missing, 0.0 if missing else -momentum, -peak[lineage], lineage)
+
+    ids = sorted((int(lineage) for lineage in trends.lineage_id.unique()), key=rank)
+
+    def series(lineage: int, column: str) -> pd.Series:
+        return grid.loc[lineage][column].reindex(labels)
+
     return {
         "quarters": labels,
         "id": ids,
         "name": [named.get(lineage, (f"lineage {lineage}", ""))[0] for lineage in ids],
         "kind": [named.get(lineage, ("", "theme"))[1] for lineage in ids],
-        "share": [
-            _scaled(grid.loc[lineage].firm_share.reindex(labels).fillna(0.0), 10_000) for lineage in ids
-        ],
-        "n_firms": [
-            grid.loc[lineage].n_firms.reindex(labels).fillna(0).astype(int).tolist() for lineage in ids
-        ],
+        "share": [_scaled(series(lineage, "share_of_firms").fillna(0.0), 10_000) for lineage in ids],
+        "n_firms": [series(lineage, "measured_firms").fillna(0).astype(int).tolist() for lineage in ids],
         "trend": [
-            [value if isinstance(value, str) else None for value in grid.loc[lineage].trend.reindex(labels)]
+            [value if isinstance(value, str) else None for value in series(lineage, "trend")]
             for lineage in ids
         ],
+        "tone": [_scaled(series(lineage, "net_tone"), 100) for lineage in ids],
+        "momentum": _scaled(pd.Series([last.get(lineage) for lineage in ids], dtype=float), 10_000),
+        "salience": _scaled(pd.Series([latest.get(lineage) for lineage in ids], dtype=float), 100),
+        "tone_change": _scaled(pd.Series([change.get(lineage) for lineage in ids], dtype=float), 100),
     }
 
 

@@ -17,6 +17,11 @@ lineages already known, each represented by its theme in the known quarter neare
 earlier one on a tie), when the cosine is at least `trends.min_similarity`; a theme left over
 starts a new lineage, numbered in theme order. Quarters are matched oldest first.
 
+A theme that starts a lineage while its nearest known lineage is at `trends.parent_similarity` or
+more (and not free, or not near enough, to be matched) is a narrower part of that subject (the
+pandemic splitting into vaccines, remote work and reopening): the new lineage records it as its
+parent (`parent_lineage_id`), in the registry as it is assigned.
+
 The registry (`trends/_lineages.json`) keeps every assignment made in the storage root, so
 adding a quarter to a range, before or after, never renumbers the lineages of the quarters
 already matched. A quarter whose themes changed (reduced again with other settings: the file's
@@ -83,7 +88,11 @@ def read_registry(store: Store, min_similarity: float) -> LineageRegistry:
 
 
 def assign(
-    store: Store, registry: LineageRegistry, themes: dict[Quarter, QuarterThemes], min_similarity: float
+    store: Store,
+    registry: LineageRegistry,
+    themes: dict[Quarter, QuarterThemes],
+    min_similarity: float,
+    parent_similarity: float = 1.0,
 ) -> tuple[LineageRegistry, list[str]]:
     """The registry with every quarter of `themes` matched; the quarters newly matched (oldest
     first). Known quarters whose themes are unchanged keep their lineages as they are."""
@@ -112,7 +121,9 @@ def assign(
     }
     next_id = registry.next_lineage_id
     for quarter in to_match:
-        entry, next_id = _match(quarter, loaded[quarter], usable, loaded, next_id, min_similarity)
+        entry, next_id = _match(
+            quarter, loaded[quarter], usable, loaded, next_id, min_similarity, parent_similarity
+        )
         known[str(quarter)] = usable[str(quarter)] = entry
     quarters = [known[label] for label in sorted(known, key=Quarter.parse)]
     updated = LineageRegistry(
@@ -128,11 +139,14 @@ def _match(
     loaded: dict[Quarter, QuarterThemes],
     next_id: int,
     min_similarity: float,
+    parent_similarity: float,
 ) -> tuple[QuarterLineages, int]:
     lineage_ids, representatives = _representatives(quarter, known, loaded)
     theme_ids = current.theme_id
     lineage_of: dict[str, int] = {}
     similarity: dict[str, float] = {}
+    parent_of: dict[str, int] = {}
+    cosines = np.zeros((len(theme_ids), 0))
     if lineage_ids and theme_ids:
         cosines = current.vectors @ representatives.T
         rows, columns = np.nonzero(cosines >= min_similarity)
@@ -148,12 +162,20 @@ def _match(
             lineage_of[key] = lineage_ids[column]
             similarity[key] = round(float(cosines[row, column]), 6)
             taken.add(column)
-    for theme_id in theme_ids:  # themes that joined no lineage start one, in theme order
+    for row, theme_id in enumerate(theme_ids):  # themes that joined no lineage start one, in order
         if str(theme_id) not in lineage_of:
             lineage_of[str(theme_id)] = next_id
             next_id += 1
+            if cosines.shape[1]:
+                nearest = int(np.argmax(cosines[row]))  # the lower id on a tie
+                if cosines[row, nearest] >= parent_similarity:
+                    parent_of[str(theme_id)] = lineage_ids[nearest]
     entry = QuarterLineages(
-        quarter=str(quarter), themes_sha256=current.sha256, lineage_of_theme=lineage_of, similarity=similarity
+        quarter=str(quarter),
+        themes_sha256=current.sha256,
+        lineage_of_theme=lineage_of,
+        similarity=similarity,
+        parent_of_theme=parent_of,
     )
     return entry, next_id
 

@@ -6,11 +6,21 @@ prefetched sentences' text for tone); themes followed through the quarters out
 Lineages come from lineages.py (one id per subject, kept when quarters are added); tone from
 tone.py (Loughran-McDonald counts over the firm's sentences in the theme, `raw_text`).
 
-The trend flag of a lineage in a quarter compares its share of the quarter's firms with the mean
-share over the `trends.window` calendar quarters before it that are in the range (a quarter
-without the lineage counts 0): `emerging` at `trends.change_ratio` times that mean or more (or
-any share after none), `fading` at that mean divided by the ratio or less, `steady` between;
-null when no quarter of the window is in the range, or the lineage is absent then and before.
+A lineage's series is measured, not inherited (measured.py): in every quarter of the range, the
+firms with at least `reduce.firm_min_sentences` sentences about its subject, whether or not one of
+the quarter's themes joined it; `share_of_firms` is theirs, and `theme_id`, `n_firms` and
+`firm_share` say which theme it had there, if any. Tone (`positive`, `negative`, `uncertainty`,
+`net_tone`) is over the measured sentences, and `net_tone_change` is against the lineage's first
+quarter of the range with tone.
+
+Momentum compares a lineage's measured attention with its own recent quarters, among firms with
+history: for each of the `trends.window` calendar quarters before it (all must be in the range),
+the firms prefetched in both; `momentum` is the share of them exposed now less the share exposed
+then, pooled over the window. The flag is `emerging` when the share now is at least
+`trends.change_ratio` times the share then and McNemar's z over those firms (exposed now and not
+then, against the reverse) is at least `_Z`; `fading` the other way round; `steady` otherwise;
+null without enough quarters before (the result says so) or without a firm in common. This is not
+salience (the theme's attention against ordinary language over years), which sits beside it.
 
 Nothing time-dependent is written and every table is sorted: the same reduced quarters and
 registry give byte-identical files, so a killed run, run again, writes the same files.
@@ -19,7 +29,7 @@ registry give byte-identical files, so a killed run, run again, writes the same 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -27,6 +37,7 @@ import pyarrow as pa
 
 from ftm import layout
 from ftm.errors import UsageError
+from ftm.map.embedding import resolve_device
 from ftm.prefetch import read_manifest, run_command, sentence_rows
 from ftm.quarters import Quarter, quarters_label
 from ftm.schemas import (
@@ -40,6 +51,13 @@ from ftm.schemas import (
 from ftm.settings import FtmSettings, TrendsSettings
 from ftm.storage import Store
 from ftm.trends.lineages import QuarterThemes, assign, read_quarter_themes, read_registry
+from ftm.trends.measured import (
+    LineageQueries,
+    MeasuredQuarter,
+    lineage_queries,
+    measure_lineages,
+    measured_frame,
+)
 from ftm.trends.tone import count_tone, net_tone
 
 
@@ -48,7 +66,7 @@ class TrendsProgress:
     """What the progress callback is told: "lineages", then "quarter" once per quarter (done of
     total), then "writing"."""
 
-    phase: str
+    phase: str  # also "calibrating" and "measuring" per quarter (the measured series)
     quarter: str = ""
     done: int = 0
     total: int = 0
@@ -66,6 +84,8 @@ class TrendsResult:
     fading: dict[str, int]
     files: dict[str, str]  # artifact name → path relative to the storage root
     flagged_quarters: list[str]  # quarters with trends.window quarters before them in the range
+    unflagged_reason: str | None = None  # why no quarter has flags, when none has
+    rising: list[dict[str, object]] = field(default_factory=list)  # lineages rising most at the end
 
 
 def trends_range(
@@ -90,23 +110,39 @@ def trends_range(
     on_progress(TrendsProgress("lineages"))
     config = settings.trends
     registry = read_registry(store, config.min_similarity)
-    registry, newly = assign(store, registry, found, config.min_similarity)
+    registry, newly = assign(store, registry, found, config.min_similarity, config.parent_similarity)
     if newly:  # before any range's files, which it numbers
         store.write_json(layout.lineage_registry(), registry.to_json())
     entries = {entry.quarter: entry for entry in registry.quarters}
 
-    lineage_rows, panel_parts, trend_parts = [], [], []
+    queries = lineage_queries(found, entries)
+    thresholds, measured = measure_lineages(
+        store,
+        queries,
+        quarters,
+        settings.reduce.firm_min_sentences,
+        resolve_device(settings.embedding.device),
+        lambda step, quarter: on_progress(
+            TrendsProgress(step, str(quarter), quarters.index(quarter), len(quarters))
+        ),
+    )
+    lineage_rows, panel_parts, theme_parts = [], [], []
     for index, quarter in enumerate(quarters):
         on_progress(TrendsProgress("quarter", str(quarter), index, len(quarters)))
         entry = entries[str(quarter)]
         lineage_rows.append(_lineage_rows(found[quarter], entry))
-        panel = _panel(store, quarter, entry)
-        panel_parts.append(panel)
-        trend_parts.append(_quarter_trend(store, quarter, found[quarter], entry, panel))
+        panel_parts.append(_panel(store, quarter, entry))
+        theme_parts.append(_quarter_themes(store, quarter, found[quarter], entry))
     on_progress(TrendsProgress("writing"))
+    parents = registry.parents()
     lineages = pd.concat(lineage_rows, ignore_index=True).sort_values(["lineage_id", "quarter"])
+    lineages["parent_lineage_id"] = lineages.lineage_id.map(parents).astype("Int32")
     panel = pd.concat(panel_parts, ignore_index=True).sort_values(["quarter", "firm_id", "theme_id"])
-    trends = _flag(_grid(pd.concat(trend_parts, ignore_index=True), quarters), quarters, config)
+    series = measured_frame(queries, thresholds, measured)
+    trends = _grid(series, pd.concat(theme_parts, ignore_index=True), parents)
+    momentum = _momentum(queries, measured, quarters, config)
+    trends = trends.merge(momentum, on=["lineage_id", "quarter"], how="left", validate="one_to_one")
+    trends = trends.sort_values(["lineage_id", "quarter"])
 
     built = {
         "lineages": (layout.lineages(label), _table(lineages, LINEAGES)),
@@ -116,8 +152,9 @@ def trends_range(
     for path, table in built.values():
         store.write_table(path, table)
     present = lineages.groupby("lineage_id").quarter.nunique()
-    investment = trends[trends.kind == "theme"]
+    investment = trends[trends.lineage_kind == "theme"]
     flagged = investment.groupby(["quarter", "trend"]).size()
+    flagged_quarters = sorted(set(trends.quarter[trends.trend.notna()]))
     return TrendsResult(
         label=label,
         quarters=[str(quarter) for quarter in quarters],
@@ -128,7 +165,9 @@ def trends_range(
         emerging={str(q): int(flagged.get((str(q), "emerging"), 0)) for q in quarters},
         fading={str(q): int(flagged.get((str(q), "fading"), 0)) for q in quarters},
         files={name: path for name, (path, _) in built.items()},
-        flagged_quarters=sorted(set(trends.quarter[trends.trend.notna()])),
+        flagged_quarters=flagged_quarters,
+        unflagged_reason=None if flagged_quarters else _why_unflagged(quarters, config),
+        rising=rising(trends, lineages),
     )
 
 
@@ -200,16 +239,14 @@ def _sentence_tone(store: Store, quarter: Quarter, sentence_ids: np.ndarray) -> 
     )
 
 
-def _quarter_trend(
-    store: Store, quarter: Quarter, themes: QuarterThemes, entry: QuarterLineages, panel: pd.DataFrame
+def _quarter_themes(
+    store: Store, quarter: Quarter, themes: QuarterThemes, entry: QuarterLineages
 ) -> pd.DataFrame:
-    """One row per theme of the quarter: its lineage, firms, share of the quarter's firms,
-    sentences and tone."""
+    """One row per theme of the quarter: its lineage, kind, salience, firms and their share of the
+    quarter's prefetched firms, and sentences."""
     n_firms = max(len(read_manifest(store, quarter).firm_to_chunk), 1)
     table = themes.table
     ids = table.column("theme_id").to_pylist()
-    tone = panel.groupby("theme_id")[["positive", "negative", "uncertainty"]].sum()
-    mean_tone = panel.groupby("theme_id").net_tone.mean()  # NaN (no tone) left out
     firms = np.asarray(table.column("n_firms").to_pylist(), dtype=np.int64)
     return pd.DataFrame(
         {
@@ -217,55 +254,138 @@ def _quarter_trend(
             "quarter": str(quarter),
             "theme_id": ids,
             "kind": table.column("kind").to_pylist(),
+            "salience": table.column("salience").to_pylist(),
             "n_firms": firms,
             "firm_share": firms / n_firms,
             "n_sentences": table.column("n_sentences").to_pylist(),
-            "positive": tone.positive.reindex(ids, fill_value=0).to_numpy(),
-            "negative": tone.negative.reindex(ids, fill_value=0).to_numpy(),
-            "uncertainty": tone.uncertainty.reindex(ids, fill_value=0).to_numpy(),
-            "mean_net_tone": mean_tone.reindex(ids).to_numpy(),
         }
     )
 
 
-def _grid(rows: pd.DataFrame, quarters: list[Quarter]) -> pd.DataFrame:
-    """Every lineage in every quarter of the range: a quarter without it has 0 firms and no theme."""
-    index = pd.MultiIndex.from_product(
-        [sorted(rows.lineage_id.unique()), [str(q) for q in quarters]], names=["lineage_id", "quarter"]
-    )
-    grid = rows.set_index(["lineage_id", "quarter"]).reindex(index).reset_index()
-    for column in ("n_firms", "n_sentences", "positive", "negative", "uncertainty"):
+def _grid(series: pd.DataFrame, themes: pd.DataFrame, parents: dict[int, int]) -> pd.DataFrame:
+    """The measured series (every lineage in every quarter) with the quarter's theme where it had
+    one (0 firms and null theme elsewhere), the lineage's kind and parent, and the tone's change."""
+    grid = series.merge(themes, on=["lineage_id", "quarter"], how="left", validate="one_to_one")
+    for column in ("n_firms", "n_sentences"):
         grid[column] = grid[column].fillna(0).astype("int64")
     grid["firm_share"] = grid.firm_share.fillna(0.0)
     grid["theme_id"] = grid.theme_id.astype("Int32")
+    # A lineage's kind: its themes' most common kind in the range ("theme" first on a tie).
+    order = {"theme": 0, "routine": 1, "reporting": 2}
+    kinds = themes.groupby("lineage_id").kind.agg(
+        lambda values: min(values.value_counts().items(), key=lambda item: (-item[1], order.get(item[0], 3)))[
+            0
+        ]
+    )
+    grid["lineage_kind"] = grid.lineage_id.map(kinds)
+    grid["parent_lineage_id"] = grid.lineage_id.map(parents).astype("Int32")
+    grid["net_tone"] = net_tone(grid.positive.to_numpy(), grid.negative.to_numpy())
+    grid = grid.sort_values(["lineage_id", "quarter"])
+    first = grid.dropna(subset=["net_tone"]).groupby("lineage_id").net_tone.first()
+    grid["net_tone_change"] = grid.net_tone - grid.lineage_id.map(first)
     return grid
 
 
-def _flag(grid: pd.DataFrame, quarters: list[Quarter], config: TrendsSettings) -> pd.DataFrame:
-    share = grid.pivot(index="lineage_id", columns="quarter", values="firm_share")
-    in_range = {str(q) for q in quarters}
-    flags = {}
+# McNemar's z at which a change among the same firms is taken as one (5 %, two-sided): a share
+# that moves from 0.002 to 0.006 is 3 times as high but a single firm.
+_Z = 1.96
+
+
+def _momentum(
+    queries: LineageQueries,
+    measured: dict[Quarter, MeasuredQuarter],
+    quarters: list[Quarter],
+    config: TrendsSettings,
+) -> pd.DataFrame:
+    """Each lineage's momentum and trend flag per quarter (see the module docstring)."""
+    in_range = set(quarters)
+    exposure = {quarter: _exposure(found) for quarter, found in measured.items()}
+    frames = []
     for quarter in quarters:
         window, before = [], quarter
         for _ in range(config.window):
             before = before.previous()
-            if str(before) in in_range:
-                window.append(str(before))
+            if before in in_range:
+                window.append(before)
+        frame = pd.DataFrame({"lineage_id": queries.lineage_ids, "quarter": str(quarter)})
+        frame["momentum"], frame["trend"] = np.nan, None
         if len(window) < config.window:
-            # Too few quarters before it to tell a change from noise: on two quarters, 17 of 29
-            # themes came out "emerging" when only 35 of 101 lineages matched across them.
+            frames.append(frame)
             continue
-        now, baseline = share[str(quarter)], share[window].mean(axis=1)
-        flag = pd.Series("steady", index=share.index, dtype=object)
-        flag[now <= baseline / config.change_ratio] = "fading"
-        flag[(now >= config.change_ratio * baseline) & (now > 0)] = "emerging"
-        flag[(now == 0) & (baseline == 0)] = None
-        flags[str(quarter)] = flag
-    grid["trend"] = [
-        flags[quarter][lineage] if quarter in flags else None
-        for lineage, quarter in zip(grid.lineage_id, grid.quarter, strict=True)
+        now_firms, now = exposure[quarter]
+        rising = falling = exposed_now = exposed_then = 0
+        base = 0
+        for earlier in window:
+            then_firms, then = exposure[earlier]
+            common, here, there = np.intersect1d(now_firms, then_firms, return_indices=True)
+            if not len(common):
+                continue
+            a, b = now[:, here], then[:, there]
+            rising = rising + (a & ~b).sum(axis=1)
+            falling = falling + (~a & b).sum(axis=1)
+            exposed_now = exposed_now + a.sum(axis=1)
+            exposed_then = exposed_then + b.sum(axis=1)
+            base += len(common)
+        if base == 0:
+            frames.append(frame)
+            continue
+        share_now, share_then = exposed_now / base, exposed_then / base
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = np.where(rising + falling > 0, (rising - falling) / np.sqrt(rising + falling), 0.0)
+        flag = np.full(len(queries.lineage_ids), "steady", dtype=object)
+        flag[(share_now <= share_then / config.change_ratio) & (z <= -_Z)] = "fading"
+        flag[(share_now >= config.change_ratio * share_then) & (z >= _Z)] = "emerging"
+        flag[(share_now == 0) & (share_then == 0)] = None
+        frame["momentum"], frame["trend"] = share_now - share_then, flag
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _exposure(found: MeasuredQuarter) -> tuple[np.ndarray, np.ndarray]:
+    """The quarter's firm ids (sorted) and a lineages × firms matrix: exposed or not."""
+    matrix = np.zeros((len(found.exposed), len(found.firm_ids)), bool)
+    for row, firms in enumerate(found.exposed):
+        matrix[row, firms] = True
+    return np.asarray(found.firm_ids, dtype=object), matrix
+
+
+def _why_unflagged(quarters: list[Quarter], config: TrendsSettings) -> str:
+    return (
+        f"no emerging or fading flags: a quarter is flagged against the trends.window = {config.window} "
+        "quarter(s) before it, all of which must be in the range with firms that had calls in both; "
+        "give a longer range, or lower trends.window"
+    )
+
+
+# The lineages `rising` lists: those whose momentum is highest in the range's last quarter.
+_RISING = 10
+
+
+def rising(trends: pd.DataFrame, lineages: pd.DataFrame) -> list[dict[str, object]]:
+    """The investment-theme lineages whose measured attention rose most in the range's last
+    flagged quarter, with their latest keywords, share, momentum, salience and flag."""
+    flagged = trends[trends.momentum.notna() & (trends.lineage_kind == "theme")]
+    if flagged.empty:
+        return []
+    last = flagged[flagged.quarter == flagged.quarter.max()].sort_values(
+        ["momentum", "lineage_id"], ascending=[False, True]
+    )
+    latest = lineages.sort_values("quarter").groupby("lineage_id").last()
+    salience = trends.dropna(subset=["salience"]).sort_values("quarter").groupby("lineage_id").salience.last()
+    return [
+        {
+            "lineage_id": int(row.lineage_id),
+            "quarter": row.quarter,
+            "keywords": list(latest.keywords.get(row.lineage_id, []))[:6],
+            "share_of_firms": round(float(row.share_of_firms), 4),
+            "momentum": round(float(row.momentum), 4),
+            "salience": None
+            if pd.isna(salience.get(row.lineage_id))
+            else round(float(salience[row.lineage_id]), 3),
+            "trend": row.trend,
+        }
+        for row in last.head(_RISING).itertuples()
     ]
-    return grid.sort_values(["lineage_id", "quarter"])
 
 
 def _table(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:

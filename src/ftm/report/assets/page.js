@@ -359,10 +359,10 @@
   function drawTrends() {
     if (!lineages) return;
     byId("trends-section").hidden = false;
+    // In the document's order: investment themes rising most in the last quarter first.
     const order = lineages.id.map((_, at) => at);
-    const peak = (at) => Math.max(...lineages.share[at]);
-    order.sort((a, b) => (lineages.kind[a] === "theme" ? 0 : 1) - (lineages.kind[b] === "theme" ? 0 : 1) || peak(b) - peak(a));
     const top = order.filter((at) => lineages.kind[at] === "theme").slice(0, 10);
+    const signed = (value, scale, digits) => (value === null ? "–" : (value > 0 ? "+" : "") + (value / scale).toFixed(digits));
     Plotly.newPlot(
       byId("trend-lines"),
       top.map((at) => ({
@@ -393,6 +393,9 @@
         [
           { label: "Theme", value: (at) => lineages.name[at], show: (at) => lineages.name[at] },
           { label: "Kind", value: (at) => lineages.kind[at], show: (at) => lineages.kind[at] },
+          { label: "Momentum", num: true, value: (at) => lineages.momentum[at], show: (at) => signed(lineages.momentum[at], 100, 1) + (lineages.momentum[at] === null ? "" : " pts") },
+          { label: "Salience", num: true, value: (at) => lineages.salience[at], show: (at) => (lineages.salience[at] === null ? "–" : (lineages.salience[at] / 100).toFixed(2)) },
+          { label: "Tone change", num: true, value: (at) => lineages.tone_change[at], show: (at) => signed(lineages.tone_change[at], 100, 2) },
           ...lineages.quarters.map((label, qi) => ({
             label, num: true, value: (at) => lineages.share[at][qi], show: (at) => flag(at, qi),
           })),
