@@ -3,7 +3,7 @@ the prefetch's words); the themes many firms talk about, their sentences, their 
 firm x theme exposure panel out (`themes/NAME/quarter=Q/`). Start with `themes.py`; `clustering.py`
 finds the themes, `kinds.py` tells reporting language apart."""
 
-from ftm.reduce.sentences import QuarterSentences, read_sentences, texts_of
+from ftm.reduce.sentences import QuarterSentences, read_firm_keys, read_sentences, texts_of
 from ftm.reduce.themes import ReduceProgress, ReduceResult, mapped_state, reduce_quarter
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "ReduceProgress",
     "ReduceResult",
     "mapped_state",
+    "read_firm_keys",
     "read_sentences",
     "reduce_quarter",
     "texts_of",

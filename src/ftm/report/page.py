@@ -4,7 +4,8 @@ JavaScript, the document (as JSON) and the page's own script, all inline.
 The page is drawn in the browser from the document (assets/page.js), not written out as HTML
 here: 200 themes' firm tables as markup would be tens of megabytes, while drawn on demand, when
 a theme or a firm is chosen, they cost nothing until looked at. The script is assets/base.js
-(elements, tables, the firm search) followed by the view's own.
+(elements, tables, the firm search) followed by the view's own: page.js for themes, measure.js
+for a measured subject (`ftm report --measure`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ _SLOT = re.compile(r"<!--ftm:(\w+)-->")
 # A view: its template and script in ASSETS, and the page's title before the document's label.
 VIEWS = {
     "themes": ("page.html", "page.js", "ftm report"),
+    "measure": ("measure.html", "measure.js", "ftm measure"),
 }
 
 
