@@ -7,8 +7,6 @@ a quarter not mapped and bad input are one clear line and exit 2."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import re
@@ -26,16 +24,14 @@ import pytest
 
 import ftm
 from ftm import layout
-from ftm.cli import main
 from ftm.measures.calibration import RELATIVE
 from ftm.settings import load_settings
 from ftm.storage import Store
 from ftm.trends import count_tone
+from measure_inputs import DESCRIPTION, NAME, copy_mapped, run_measure
+from measure_inputs import measured as measured_root
 from reduce_inputs import PLANTED, QUARTER, mapped
 
-# Written to share no word with PLANTED (checked below), so that only meaning can find them.
-DESCRIPTION = "government regulation requiring braking monitors"
-NAME = "freight_rule"
 OUTPUTS = ("firm_quarter.parquet", "sentences.parquet", "subject.json")
 
 
@@ -44,30 +40,13 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[s
     return mapped(tmp_path_factory)
 
 
-def _copy(source: tuple[Path, Path, dict[str, Any]], folder: Path) -> Path:
-    root = folder / "root"
-    shutil.copytree(source[0], root, ignore=shutil.ignore_patterns("measures"))
-    return root
-
-
-def _run(config: Path, *args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(["--config", str(config), "measure", *args])
-    return code, out.getvalue(), err.getvalue()
-
-
 @pytest.fixture(scope="module")
-def measured(
-    source: tuple[Path, Path, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, Any]:
-    root = _copy(source, tmp_path_factory.mktemp("measured"))
-    code, out, err = _run(source[1], DESCRIPTION, str(QUARTER), "--name", NAME, "--root", str(root), "--json")
-    assert code == 0, err
+def measured(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root, _, summary = measured_root(tmp_path_factory)
     folder = root / layout.measure_folder(NAME)
     return {
         "root": root,
-        "summary": json.loads(out),
+        "summary": summary,
         "panel": pd.read_parquet(folder / "firm_quarter.parquet"),
         "evidence": pd.read_parquet(folder / "sentences.parquet"),
         "subject": json.loads((folder / "subject.json").read_text()),
@@ -133,8 +112,8 @@ def test_the_threshold_is_recorded_and_reproducible(source, measured, tmp_path: 
     assert measured["subject"]["description"] == DESCRIPTION and measured["subject"]["ftm_version"]
     assert measured["summary"]["subjects"][NAME]["quarters"][0]["threshold"] == calibration["threshold"]
     # Another root, measured afresh: the same threshold and the same bytes.
-    again = _copy(source, tmp_path)
-    code, _, err = _run(source[1], DESCRIPTION, str(QUARTER), "--name", NAME, "--root", str(again))
+    again = copy_mapped(source[0], tmp_path)
+    code, _, err = run_measure(source[1], DESCRIPTION, str(QUARTER), "--name", NAME, "--root", str(again))
     assert code == 0, err
     for name in OUTPUTS:
         first = (measured["root"] / layout.measure_folder(NAME) / name).read_bytes()
@@ -142,7 +121,7 @@ def test_the_threshold_is_recorded_and_reproducible(source, measured, tmp_path: 
 
 
 def test_the_library_and_the_command_agree(source, measured, tmp_path: Path) -> None:
-    root = _copy(source, tmp_path)
+    root = copy_mapped(source[0], tmp_path)
     frame = ftm.measure(Store(str(root)), "2016Q4", {NAME: DESCRIPTION}, settings=load_settings(source[1]))
     assert list(frame.subject.unique()) == [NAME]
     pd.testing.assert_frame_equal(frame.drop(columns="subject"), measured["panel"])
@@ -151,7 +130,7 @@ def test_the_library_and_the_command_agree(source, measured, tmp_path: Path) -> 
 def test_a_killed_run_goes_on_to_the_same_files(source, measured, tmp_path: Path) -> None:
     """Two subjects, killed with SIGKILL once the first subject's quarter is written, then run
     again: the files are those of an uninterrupted run (the fixture's, for the first subject)."""
-    root = _copy(source, tmp_path)
+    root = copy_mapped(source[0], tmp_path)
     subjects = tmp_path / "subjects.toml"
     subjects.write_text(f'{NAME} = "{DESCRIPTION}"\nweather = "storms and cold weather hurt demand"\n')
     command = [sys.executable, "-m", "ftm", "--config", str(source[1]), "measure", str(QUARTER)]
@@ -171,7 +150,7 @@ def test_a_killed_run_goes_on_to_the_same_files(source, measured, tmp_path: Path
     for name in OUTPUTS:
         first = (measured["root"] / layout.measure_folder(NAME) / name).read_bytes()
         assert (root / layout.measure_folder(NAME) / name).read_bytes() == first, name
-    fresh = _copy(source, tmp_path / "fresh")
+    fresh = copy_mapped(source[0], tmp_path / "fresh")
     assert (
         subprocess.run([*command[:-1], str(fresh)], env=environment, stderr=subprocess.DEVNULL).returncode
         == 0
@@ -182,11 +161,11 @@ def test_a_killed_run_goes_on_to_the_same_files(source, measured, tmp_path: Path
 
 
 def test_a_quarter_not_mapped_is_a_usage_error_naming_the_command(source, tmp_path: Path) -> None:
-    root = _copy(source, tmp_path)
-    code, _, err = _run(source[1], DESCRIPTION, "2016Q3..2016Q4", "--root", str(root))
+    root = copy_mapped(source[0], tmp_path)
+    code, _, err = run_measure(source[1], DESCRIPTION, "2016Q3..2016Q4", "--root", str(root))
     assert code == 2 and "ftm prefetch 2016Q3" in err
     shutil.rmtree(root / "manifests")  # prefetched, never submitted
-    code, _, err = _run(source[1], DESCRIPTION, str(QUARTER), "--root", str(root))
+    code, _, err = run_measure(source[1], DESCRIPTION, str(QUARTER), "--root", str(root))
     assert code == 2 and "ftm submit --quarter 2016Q4" in err
     assert not (root / "measures").exists()  # refused before any work
 
@@ -210,7 +189,9 @@ def test_bad_input_is_one_clear_line(args: list[str], toml: str | None, message:
         file.write_text(toml)
     config = tmp_path / "ftm.toml"
     config.write_text("")
-    code, out, err = _run(config, *[a.format(file=file) for a in args], "--root", str(tmp_path / "root"))
+    code, out, err = run_measure(
+        config, *[a.format(file=file) for a in args], "--root", str(tmp_path / "root")
+    )
     assert code == 2
     assert message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1, err

@@ -210,6 +210,12 @@ def report(label: str) -> str:
     return f"reports/{label}.html"
 
 
+def measure_report(name: str) -> str:
+    """A measured subject's page (`ftm report --measure NAME`); no quarter label starts with a
+    letter, so it never meets a quarter's page."""
+    return f"reports/measure-{name}.html"
+
+
 # --- outputs as datasets ----------------------------------------------------------------------
 
 # Each output's dataset folder, by the name README and the tests use.
@@ -286,9 +292,14 @@ def moved(path: str) -> str | None:
 # --- measures ---------------------------------------------------------------------------------
 
 
+def measures_root() -> str:
+    """The folder of every measured subject's folder."""
+    return "measures"
+
+
 def measure_folder(name: str) -> str:
     """One measured subject (`ftm measure --name NAME`): its panel, evidence and subject record."""
-    return f"measures/{name}"
+    return f"{measures_root()}/{name}"
 
 
 def measure_firm_quarter(name: str) -> str:

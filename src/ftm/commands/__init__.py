@@ -26,8 +26,8 @@ RootOption = Annotated[
     typer.Option("--root", help="Storage root: a folder or s3://bucket/prefix.", show_default=False),
 ]
 
-# The quarters a command works on (prefetch, run, trends, report), as `ftm.quarters.parse_quarters`
-# reads them.
+# The quarters a command works on (prefetch, run, trends; report has its own, optional with
+# --measure), as `ftm.quarters.parse_quarters` reads them.
 QuartersArgument = Annotated[
     str,
     typer.Argument(

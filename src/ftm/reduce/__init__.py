@@ -4,7 +4,7 @@ firm x theme exposure panel out (`themes/NAME/quarter=Q/`). Start with `themes.p
 finds the themes, `kinds.py` tells reporting language apart."""
 
 from ftm.reduce.clustering import mean_embedding
-from ftm.reduce.sentences import QuarterSentences, read_sentences, texts_of
+from ftm.reduce.sentences import QuarterSentences, read_firm_keys, read_sentences, texts_of
 from ftm.reduce.themes import ReduceProgress, ReduceResult, mapped_state, reduce_quarter
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "ReduceResult",
     "mapped_state",
     "mean_embedding",
+    "read_firm_keys",
     "read_sentences",
     "reduce_quarter",
     "texts_of",

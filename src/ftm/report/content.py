@@ -60,7 +60,7 @@ def gather(
     if len(quarters) > 1:  # a range: its lineages, and the panel with the tone `ftm trends` counted
         trends = store.read_table(layout.trends(label), TRENDS).to_pandas()
         panel = store.read_table(layout.firm_theme_quarter(label), FIRM_THEME_QUARTER).to_pandas()
-    firms = _Firms()
+    firms = Firms()
     budget = EVIDENCE_BUDGET // len(quarters)
     pages = []
     for index, quarter in enumerate(quarters):
@@ -74,7 +74,7 @@ def gather(
     return document
 
 
-class _Firms:
+class Firms:
     """Every firm of the report once, by first appearance; the page refers to firms by index."""
 
     def __init__(self) -> None:
@@ -106,13 +106,13 @@ def _quarter(
     quarter: Quarter,
     cells: pd.DataFrame,
     lineage_of: dict[int, int],
-    firms: _Firms,
+    firms: Firms,
     budget: int,
 ) -> dict[str, Any]:
     themes = store.read_table(layout.themes(quarter), THEMES, columns=_THEME_COLUMNS).to_pandas()
     themes = themes.sort_values("theme_id", ignore_index=True)
     quarter_firms = store.read_table(layout.theme_firms(quarter), FIRMS).to_pandas()
-    firms.add(_without_missing(quarter_firms))
+    firms.add(without_missing(quarter_firms))
     members = store.read_table(layout.theme_sentences(quarter), THEME_SENTENCES).to_pandas()
     kinds = themes.set_index("theme_id").kind
     examples = _representative(members)
@@ -121,7 +121,7 @@ def _quarter(
     names = _names(store, quarter, themes)
     cells = cells.assign(firm=firms.of(cells.firm_id)).sort_values(["theme_id", "firm"])
     per_theme = cells.groupby("theme_id").size().reindex(themes.theme_id, fill_value=0)
-    calls = _without_missing(quarter_firms[["firm_id", "earnings_call_date"]].dropna())
+    calls = without_missing(quarter_firms[["firm_id", "earnings_call_date"]].dropna())
     by_theme = {theme: group for theme, group in examples.groupby("theme_id", sort=False)}
     return {
         "quarter": str(quarter),
@@ -147,10 +147,13 @@ def _quarter(
             "per_theme": per_theme.astype(int).tolist(),
             "firm_step": cells.groupby("theme_id").firm.diff().fillna(cells.firm).astype(int).tolist(),
             "n": cells.n_sentences.astype(int).tolist(),
-            "share": _scaled(cells.share, 10_000),
-            "tone": _scaled(cells.net_tone, 100),
+            "share": scaled(cells.share, 10_000),
+            "tone": scaled(cells.net_tone, 100),
         },
-        "calls": {"firm": firms.of(calls.firm_id), "date": [_day(day) for day in calls.earnings_call_date]},
+        "calls": {
+            "firm": firms.of(calls.firm_id),
+            "date": [iso_day(value) for value in calls.earnings_call_date],
+        },
         "evidence": {
             "theme": evidence.theme_id.astype(int).tolist(),
             **_sentence_columns(evidence, texts, firms),
@@ -188,7 +191,7 @@ def _texts(store: Store, quarter: Quarter, sentence_ids: pd.Series) -> dict[str,
     """sentence_id → (text, call date) for the sentences the page shows."""
     table = sentence_rows(store, quarter, set(sentence_ids), ["raw_text", "earnings_call_date"])
     return {
-        sentence: (_clip(text), _day(day))
+        sentence: (clip(text), iso_day(day))
         for sentence, text, day in zip(
             table.column("sentence_id").to_pylist(),
             table.column("raw_text").to_pylist(),
@@ -198,16 +201,14 @@ def _texts(store: Store, quarter: Quarter, sentence_ids: pd.Series) -> dict[str,
     }
 
 
-def _sentences(
-    rows: pd.DataFrame, texts: dict[str, tuple[str, str | None]], firms: _Firms
-) -> list[list[Any]]:
+def _sentences(rows: pd.DataFrame, texts: dict[str, tuple[str, str | None]], firms: Firms) -> list[list[Any]]:
     """[firm, call date, text] per sentence, as a theme's examples list them."""
     columns = _sentence_columns(rows, texts, firms)
     return [list(row) for row in zip(columns["firm"], columns["date"], columns["text"], strict=True)]
 
 
 def _sentence_columns(
-    rows: pd.DataFrame, texts: dict[str, tuple[str, str | None]], firms: _Firms
+    rows: pd.DataFrame, texts: dict[str, tuple[str, str | None]], firms: Firms
 ) -> dict[str, list[Any]]:
     found = [texts.get(sentence, ("", None)) for sentence in rows.sentence_id]
     return {
@@ -277,24 +278,27 @@ def _lineages(trends: pd.DataFrame, quarters: list[Quarter], pages: list[dict[st
         "id": ids,
         "name": [named.get(lineage, (f"lineage {lineage}", ""))[0] for lineage in ids],
         "kind": [named.get(lineage, ("", "theme"))[1] for lineage in ids],
-        "share": [_scaled(series(lineage, "share_of_firms").fillna(0.0), 10_000) for lineage in ids],
+        "share": [scaled(series(lineage, "share_of_firms").fillna(0.0), 10_000) for lineage in ids],
         "n_firms": [series(lineage, "measured_firms").fillna(0).astype(int).tolist() for lineage in ids],
         "trend": [
             [value if isinstance(value, str) else None for value in series(lineage, "trend")]
             for lineage in ids
         ],
-        "tone": [_scaled(series(lineage, "net_tone"), 100) for lineage in ids],
-        "momentum": _scaled(pd.Series([last.get(lineage) for lineage in ids], dtype=float), 10_000),
-        "salience": _scaled(pd.Series([latest.get(lineage) for lineage in ids], dtype=float), 100),
-        "tone_change": _scaled(pd.Series([change.get(lineage) for lineage in ids], dtype=float), 100),
+        "tone": [scaled(series(lineage, "net_tone"), 100) for lineage in ids],
+        "momentum": scaled(pd.Series([last.get(lineage) for lineage in ids], dtype=float), 10_000),
+        "salience": scaled(pd.Series([latest.get(lineage) for lineage in ids], dtype=float), 100),
+        "tone_change": scaled(pd.Series([change.get(lineage) for lineage in ids], dtype=float), 100),
     }
 
 
-def _without_missing(frame: pd.DataFrame) -> pd.DataFrame:
+# The document's conventions, which the page of a measured subject (measure.py) keeps too.
+
+
+def without_missing(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.astype(object).where(frame.notna(), None)
 
 
-def _scaled(values: pd.Series, scale: int) -> list[int | None]:
+def scaled(values: pd.Series, scale: int) -> list[int | None]:
     return [None if pd.isna(value) else int(round(float(value) * scale)) for value in values]
 
 
@@ -302,9 +306,9 @@ def _integer(value: Any) -> int | None:
     return None if value is None or pd.isna(value) else int(value)
 
 
-def _day(value: Any) -> str | None:
+def iso_day(value: Any) -> str | None:
     return value.isoformat() if isinstance(value, date) else None
 
 
-def _clip(text: str) -> str:
+def clip(text: str) -> str:
     return text if len(text) <= MAX_CHARS else text[: MAX_CHARS - 1].rstrip() + "…"

@@ -3,7 +3,9 @@ JavaScript, the document (as JSON) and the page's own script, all inline.
 
 The page is drawn in the browser from the document (assets/page.js), not written out as HTML
 here: 200 themes' firm tables as markup would be tens of megabytes, while drawn on demand, when
-a theme or a firm is chosen, they cost nothing until looked at.
+a theme or a firm is chosen, they cost nothing until looked at. The script is assets/base.js
+(elements, tables, the firm search) followed by the view's own: page.js for themes, measure.js
+for a measured subject (`ftm report --measure`).
 """
 
 from __future__ import annotations
@@ -17,19 +19,26 @@ from typing import Any
 
 ASSETS = Path(__file__).parent / "assets"
 _SLOT = re.compile(r"<!--ftm:(\w+)-->")
+# A view: its template and script in ASSETS, and the page's title before the document's label.
+VIEWS = {
+    "themes": ("page.html", "page.js", "ftm report"),
+    "measure": ("measure.html", "measure.js", "ftm measure"),
+}
 
 
-def render(document: dict[str, Any]) -> bytes:
-    """The page, UTF-8."""
-    title = f"ftm report {document['provenance']['label']}"
+def render(document: dict[str, Any], view: str = "themes") -> bytes:
+    """The page of a view (`VIEWS`), UTF-8."""
+    template_name, script_name, heading = VIEWS[view]
+    title = f"{heading} {document['provenance']['label']}"
+    script = "\n".join((ASSETS / name).read_text(encoding="utf-8") for name in ("base.js", script_name))
     parts = {
         "title": html.escape(title),
         "style": (ASSETS / "page.css").read_text(encoding="utf-8"),
         "plotly": _code(_plotly()),
         "data": _data(document),
-        "script": _code((ASSETS / "page.js").read_text(encoding="utf-8")),
+        "script": _code(script),
     }
-    template = (ASSETS / "page.html").read_text(encoding="utf-8")
+    template = (ASSETS / template_name).read_text(encoding="utf-8")
     # One pass, so that a slot's text in an inserted part (plotly's code, a sentence) stays as it is.
     return _SLOT.sub(lambda match: parts[match.group(1)], template).encode("utf-8")
 

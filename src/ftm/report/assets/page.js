@@ -1,33 +1,14 @@
 // ftm report: draws the page from the JSON document inlined beside this script (see content.py
 // for its shape). Nothing is fetched: charts are plotly's, tables and text are built here, each
-// when first looked at, so that a page of 5,000 firms and 200 themes opens at once.
+// when first looked at, so that a page of 5,000 firms and 200 themes opens at once. Tables,
+// numbers and the firm search are base.js's (`ftmPage`), which measure.js draws with too.
 (function () {
   "use strict";
+  const { byId, PLOT_CONFIG, el, percent, tone, clip, table } = ftmPage;
   const data = JSON.parse(document.getElementById("ftm-data").textContent);
   const firms = data.firms;
   const lineages = data.lineages;
-  const byId = (id) => document.getElementById(id);
-  const PLOT_CONFIG = { displayModeBar: false, responsive: true };
-
-  function el(tag, attributes, ...children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(attributes || {})) {
-      if (key === "class") node.className = value;
-      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-      else node.setAttribute(key, value);
-    }
-    for (const child of children.flat()) {
-      if (child !== null && child !== undefined) node.append(child instanceof Node ? child : String(child));
-    }
-    return node;
-  }
-
-  const percent = (share) => (share === null ? "–" : (share / 100).toFixed(1) + "%");
-  const tone = (value) => (value === null ? "–" : (value / 100).toFixed(2));
-  const firmLabel = (index) => {
-    const name = firms.name[index];
-    return name && name !== firms.id[index] ? `${firms.id[index]} (${name})` : firms.id[index];
-  };
+  const firmLabel = (index) => ftmPage.firmLabel(firms, index);
 
   // --- each quarter's lookups, built once, when the quarter is first shown -------------------
   const prepared = new Map();
@@ -75,52 +56,6 @@
   let themeOrder = "salience";
   let chosenTheme = null;
   let chosenFirm = null;
-
-  // --- a sortable table ---------------------------------------------------------------------
-  // columns: [{label, value(row) for sorting, show(row) for the cell, num}]; rows: any values.
-  function table(columns, rows, options) {
-    const settings = Object.assign({ onPick: null, chosen: null, sortBy: null, descending: true }, options);
-    let sortBy = settings.sortBy;
-    let descending = settings.descending;
-    const body = el("tbody");
-    const heads = columns.map((column, at) =>
-      el("th", {
-        class: "sortable" + (column.num ? " num" : ""),
-        onclick: () => {
-          descending = sortBy === at ? !descending : column.num === true;
-          sortBy = at;
-          draw();
-        },
-      }, column.label)
-    );
-    function draw() {
-      const ordered = rows.slice();
-      if (sortBy !== null) {
-        const value = columns[sortBy].value;
-        ordered.sort((a, b) => {
-          const x = value(a), y = value(b);
-          if (x === y) return 0;
-          if (x === null || x === undefined) return 1;
-          if (y === null || y === undefined) return -1;
-          return (x < y ? -1 : 1) * (descending ? -1 : 1);
-        });
-      }
-      heads.forEach((head, at) => {
-        head.classList.toggle("sorted-asc", at === sortBy && !descending);
-        head.classList.toggle("sorted-desc", at === sortBy && descending);
-      });
-      body.replaceChildren(
-        ...ordered.map((item) => {
-          const cells = columns.map((column) => el("td", { class: column.num ? "num" : "" }, column.show(item)));
-          const line = el("tr", settings.onPick ? { class: "pick", onclick: () => settings.onPick(item) } : {}, cells);
-          if (settings.chosen !== null && settings.chosen(item)) line.classList.add("chosen");
-          return line;
-        })
-      );
-    }
-    draw();
-    return el("div", { class: "scroll" }, el("table", {}, el("thead", {}, el("tr", {}, heads)), body));
-  }
 
   const keywordList = (words) => el("span", { class: "keywords" }, words.map((word) => el("span", {}, word)));
   const quote = (firm, date, text) =>
@@ -288,31 +223,6 @@
     return el("button", { class: "link", type: "button", onclick: (event) => { event.stopPropagation(); showFirm(index); } }, firmLabel(index));
   }
 
-  // --- the firm search ----------------------------------------------------------------------
-  const haystack = firms.id.map((id, at) =>
-    [id, firms.name[at] || "", firms.permno[at] ?? "", firms.gvkey[at] || ""].join(" ").toLowerCase()
-  );
-
-  function search(text) {
-    const wanted = text.trim().toLowerCase();
-    const results = byId("firm-results");
-    if (!wanted) {
-      results.replaceChildren();
-      return [];
-    }
-    const exact = [], partial = [];
-    haystack.forEach((words, at) => {
-      if (firms.id[at].toLowerCase() === wanted) exact.push(at);
-      else if (words.includes(wanted)) partial.push(at);
-    });
-    const found = exact.concat(partial);
-    const items = found.slice(0, 20).map((at) => el("li", {}, el("button", { type: "button", onclick: () => showFirm(at) }, firmLabel(at))));
-    if (found.length > 20) items.push(el("li", { class: "quiet" }, `and ${found.length - 20} more: type more of the name`));
-    if (found.length === 0) items.push(el("li", { class: "quiet" }, "No firm matches."));
-    results.replaceChildren(...items);
-    return found;
-  }
-
   function showFirm(index) {
     chosenFirm = index;
     const parts = [
@@ -421,10 +331,6 @@
     }
   }
 
-  function clip(text, most) {
-    return text.length <= most ? text : text.slice(0, most - 1) + "…";
-  }
-
   function showQuarter(index) {
     if (index === current && prepared.has(index) && byId("theme-bars").childElementCount) return;
     current = index;
@@ -442,15 +348,6 @@
   drawProvenance();
   showQuarter(current);
   drawTrends();
-  const input = byId("firm-search");
-  input.addEventListener("input", () => search(input.value));
-  input.addEventListener("keydown", (event) => {
-    if (event.key === "Enter") {
-      const found = search(input.value);
-      if (found.length) showFirm(found[0]);
-    }
-  });
-  // For whoever measures or tests the page: drawn, and how long it took from navigation.
-  window.ftmReport = { ready: true, drawnMs: performance.now(), chosenTheme: () => chosenTheme, chosenFirm: () => chosenFirm };
-  document.body.dataset.ready = "true";
+  ftmPage.firmSearch(firms, showFirm);
+  ftmPage.ready({ chosenTheme: () => chosenTheme, chosenFirm: () => chosenFirm });
 })();
