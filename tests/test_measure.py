@@ -27,7 +27,7 @@ from ftm import layout
 from ftm.measures.calibration import RELATIVE
 from ftm.settings import load_settings
 from ftm.storage import Store
-from ftm.trends import count_tone
+from ftm.tone import count_tone
 from measure_inputs import DESCRIPTION, NAME, copy_mapped, run_measure
 from measure_inputs import measured as measured_root
 from reduce_inputs import PLANTED, QUARTER, mapped

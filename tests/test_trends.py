@@ -34,8 +34,8 @@ from ftm.schemas import (
 )
 from ftm.settings import load_settings
 from ftm.storage import Store
+from ftm.tone import count_tone, net_tone
 from ftm.trends import trends_range
-from ftm.trends.tone import count_tone, net_tone
 
 DIMENSIONS = 16
 COMMON = np.ones(DIMENSIONS) * 3.0  # what every quarter's themes share

@@ -4,7 +4,7 @@ firm's topics out (`intermediate/firm-topics/`), with the batch's checkpoint, fa
 
 from ftm.map import records
 from ftm.map.batch import BatchResult, MapProgress, run_batch
-from ftm.map.embedding import Embedder
+from ftm.map.embedding import Embedder, resolve_device
 from ftm.map.records import read_checkpoint, read_failures
 
 __all__ = [
@@ -14,5 +14,6 @@ __all__ = [
     "read_checkpoint",
     "read_failures",
     "records",
+    "resolve_device",
     "run_batch",
 ]

@@ -4,15 +4,20 @@ prefetched firms); each firm's exposure to each subject per quarter, with Loughr
 and the sentences behind it, out (`measures/NAME/`). Start with `measure.py`; `calibration.py`
 is the rule that says which sentences are about a subject, `subjects.py` reads what to measure."""
 
+from ftm.measures.calibration import PSEUDO_RELEVANT, RELATIVE, centred_similarities, nearest_median
 from ftm.measures.measure import MeasureProgress, MeasureResult, measure, measure_subjects
 from ftm.measures.subjects import Subject, name_from, read_subjects
 
 __all__ = [
+    "PSEUDO_RELEVANT",
+    "RELATIVE",
     "MeasureProgress",
     "MeasureResult",
     "Subject",
+    "centred_similarities",
     "measure",
     "measure_subjects",
     "name_from",
+    "nearest_median",
     "read_subjects",
 ]

@@ -44,7 +44,7 @@ from ftm.schemas import (
 )
 from ftm.settings import FtmSettings, load_settings
 from ftm.storage import Store
-from ftm.trends.tone import count_tone, net_tone
+from ftm.tone import count_tone, net_tone
 
 
 @dataclass(frozen=True)

@@ -31,14 +31,14 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ftm.measures.calibration import PSEUDO_RELEVANT, RELATIVE, centred_similarities, nearest_median
+from ftm.measures import PSEUDO_RELEVANT, RELATIVE, centred_similarities, nearest_median
 from ftm.prefetch import read_manifest
 from ftm.quarters import Quarter
 from ftm.reduce import QuarterSentences, mapped_state, mean_embedding, read_sentences, texts_of
 from ftm.schemas import QuarterLineages
 from ftm.storage import Store
+from ftm.tone import count_tone
 from ftm.trends.lineages import QuarterThemes
-from ftm.trends.tone import count_tone
 
 # Lineages whose similarities are held at once: 64 columns of float32 are 512 MB at 2,000,000
 # sentences. Each column is its own product (centred_similarities), so grouping changes no value.

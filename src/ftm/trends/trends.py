@@ -4,7 +4,8 @@ prefetched sentences' text for tone); themes followed through the quarters out
 `firm_theme_quarter.parquet` and, last, `trends.parquet`, one row per lineage and quarter.
 
 Lineages come from lineages.py (one id per subject, kept when quarters are added); tone from
-tone.py (Loughran-McDonald counts over the firm's sentences in the theme, `raw_text`).
+ftm.tone (Loughran-McDonald counts over the firm's sentences in the theme, `raw_text`);
+the measured series from measured.py.
 
 A lineage's series is measured, not inherited (measured.py): in every quarter of the range, the
 firms with at least `reduce.firm_min_sentences` sentences about its subject, whether or not one of
@@ -37,7 +38,7 @@ import pyarrow as pa
 
 from ftm import layout
 from ftm.errors import UsageError
-from ftm.map.embedding import resolve_device
+from ftm.map import resolve_device
 from ftm.prefetch import read_manifest, run_command, sentence_rows
 from ftm.quarters import Quarter, quarters_label
 from ftm.schemas import (
@@ -50,6 +51,7 @@ from ftm.schemas import (
 )
 from ftm.settings import FtmSettings, TrendsSettings
 from ftm.storage import Store
+from ftm.tone import count_tone, net_tone
 from ftm.trends.lineages import QuarterThemes, assign, read_quarter_themes, read_registry
 from ftm.trends.measured import (
     LineageQueries,
@@ -58,7 +60,6 @@ from ftm.trends.measured import (
     measure_lineages,
     measured_frame,
 )
-from ftm.trends.tone import count_tone, net_tone
 
 
 @dataclass(frozen=True)
