@@ -128,7 +128,14 @@ def evaluate(root: Path, quarters: list[Quarter], label: str) -> dict[str, Any]:
         by_lineage = pairs.groupby("lineage_id").match.agg(["mean", "sum"])
         eligible = by_lineage[by_lineage["mean"] >= ELIGIBLE]
         if eligible.empty:
-            out[event] = {"lineage_id": None, "spearman": None, "quarters_present": 0, "series": {}}
+            out[event] = {
+                "lineage_id": None,
+                "spearman": None,
+                "spearman_theme": None,
+                "gap_2020": None,
+                "quarters_present": 0,
+                "series": {},
+            }
             continue
         lineage = int(eligible["sum"].idxmax())
         rows = trends[trends.lineage_id == lineage].set_index("quarter").reindex([str(q) for q in quarters])

@@ -25,6 +25,8 @@ heartbeat_s = 1.0
 cluster_processes = 1
 [reduce]
 min_firms = 2
+[trends]
+window = 1  # two quarters: 2016Q4 is flagged against 2016Q3
 """
 
 

@@ -69,8 +69,10 @@ BENCHMARKS = {
         "--quarters 2021Q2..2021Q3 --firms 3 --workers 1 --root {folder}/root --corpus {corpus}",
         (
             r"^ftm run 2021Q2\.\.2021Q3: \d+ s ",
-            r"^pandemic: lineage (\d+|None), Spearman \S+, in \d of 2 quarters$",
-            r"^inflation: lineage (\d+|None), Spearman \S+, in \d of 2 quarters$",
+            r"^\d+ lineages: \d+ vanish and come back, \d+ have a parent$",
+            r"^pandemic: lineage (\d+|None), Spearman measured \S+ \(theme's firms \S+\), "
+            r"largest 2020 gap None, a theme in \d of 2 quarters$",
+            r"^inflation: lineage (\d+|None), Spearman measured \S+ \(theme's firms \S+\), ",
         ),
     ),
     "measure.py": Benchmark(
@@ -79,7 +81,7 @@ BENCHMARKS = {
         (
             r"^ftm measure over 2021Q3: \d+ s on \d+ cores",
             rf"^pandemic +\d+ \| +{NUMBER} \({NUMBER}/{NUMBER}\)",
-            r"^scale: calibration over 10,000 sentences: 1 subject [\d.]+ s, 10 subjects [\d.]+ s$",
+            r"^scale: calibration over 10,000 random sentences: 1 subject [\d.]+ s, 10 subjects [\d.]+ s$",
         ),
     ),
     "map.py": Benchmark(

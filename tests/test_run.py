@@ -75,7 +75,9 @@ def test_a_range_runs_from_transcripts_to_trends_with_every_quarters_files(finis
     assert (lineages.groupby("lineage_id").quarter.nunique() == 2).any()
     trends = pq.read_table(root / layout.trends(RANGE)).to_pandas()
     assert len(trends) == lineages.lineage_id.nunique() * 2
-    assert set(trends[trends.quarter == "2016Q4"].trend.dropna()) <= {"emerging", "fading", "steady"}
+    last = trends[trends.quarter == "2016Q4"]
+    assert set(last.trend.dropna()) <= {"emerging", "fading", "steady"}
+    assert last.momentum.notna().all() and trends[trends.quarter == "2016Q3"].momentum.isna().all()
 
 
 def test_a_run_killed_with_sigkill_then_run_again_ends_with_identical_files(
@@ -175,6 +177,19 @@ def test_the_run_ends_with_the_ranges_report_a_line_chart_per_theme(finished: di
                 assert line[0] == [str(q) for q in QUARTERS]
                 assert line[1] == pytest.approx(expected[line[0]].tolist(), abs=0.01)
             page.locator("#themes-section summary").click()
+        # The trend table leads with the investment themes rising most in the last quarter, with
+        # the momentum trends.parquet has.
+        cells = page.locator("#trend-table tbody tr").evaluate_all(
+            "rows => rows.map(row => [...row.cells].map(cell => cell.innerText))"
+        )
+        kinds = [row[1] for row in cells]
+        assert kinds == sorted(kinds, key=lambda kind: kind != "theme")
+        shown = [float(row[2].removesuffix(" pts")) for row in cells if row[1] == "theme"]
+        assert shown == sorted(shown, reverse=True)
+        momentum = trends[trends.quarter == "2016Q4"].momentum * 100
+        assert sorted(float(row[2].removesuffix(" pts")) for row in cells) == pytest.approx(
+            sorted(momentum.round(1)), abs=0.051
+        )
         # A row of the trend table shows its lineage's latest theme.
         row = page.locator("#trend-table tbody tr").nth(0)
         name = row.locator("td").nth(0).inner_text()
