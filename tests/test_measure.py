@@ -24,7 +24,10 @@ import pytest
 
 import ftm
 from ftm import layout
-from ftm.measures.calibration import RELATIVE
+from ftm.map import Embedder
+from ftm.measures.calibration import RULE, calibrate
+from ftm.prefetch import read_manifest
+from ftm.reduce import mapped_state, read_sentences
 from ftm.settings import load_settings
 from ftm.storage import Store
 from ftm.tone import count_tone
@@ -105,9 +108,23 @@ def test_the_panel_is_what_the_evidence_says(source, measured) -> None:
 
 def test_the_threshold_is_recorded_and_reproducible(source, measured, tmp_path: Path) -> None:
     [calibration] = measured["subject"]["quarters"]
-    assert calibration["threshold"] == pytest.approx(
-        RELATIVE * calibration["pseudo_relevant_similarity"], abs=1e-5
+    # The rule, run here on the stored embeddings and the description, gives the recorded threshold.
+    store, settings = Store(str(measured["root"])), load_settings(source[1])
+    sentences = read_sentences(
+        store,
+        QUARTER,
+        read_manifest(store, QUARTER),
+        mapped_state(store, QUARTER, allow_partial=None).embedding_files,
+        with_text=False,
     )
+    query = Embedder(settings.embedding).encode([DESCRIPTION])[0]
+    [again_here] = calibrate(sentences.embeddings, (query / np.linalg.norm(query))[None, :])
+    assert calibration["threshold"] == pytest.approx(again_here.threshold, abs=1e-6)
+    assert calibration["pseudo_relevant_similarity"] == pytest.approx(
+        again_here.pseudo_relevant_similarity, abs=1e-6
+    )
+    assert calibration["n_selected"] == int(again_here.selected.sum())
+    assert measured["subject"]["rule"] == RULE
     assert measured["evidence"].similarity.min() >= calibration["threshold"] - 1e-6
     assert measured["subject"]["description"] == DESCRIPTION and measured["subject"]["ftm_version"]
     assert measured["summary"]["subjects"][NAME]["quarters"][0]["threshold"] == calibration["threshold"]

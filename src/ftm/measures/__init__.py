@@ -4,13 +4,12 @@ prefetched firms); each firm's exposure to each subject per quarter, with Loughr
 and the sentences behind it, out (`measures/NAME/`). Start with `measure.py`; `calibration.py`
 is the rule that says which sentences are about a subject, `subjects.py` reads what to measure."""
 
-from ftm.measures.calibration import PSEUDO_RELEVANT, RELATIVE, centred_similarities, nearest_median
+from ftm.measures.calibration import PSEUDO_RELEVANT, centred_similarities, nearest_median, threshold
 from ftm.measures.measure import MeasureProgress, MeasureResult, measure, measure_subjects
 from ftm.measures.subjects import Subject, name_from, read_subjects
 
 __all__ = [
     "PSEUDO_RELEVANT",
-    "RELATIVE",
     "MeasureProgress",
     "MeasureResult",
     "Subject",
@@ -20,4 +19,5 @@ __all__ = [
     "name_from",
     "nearest_median",
     "read_subjects",
+    "threshold",
 ]

@@ -11,11 +11,12 @@ its themes standing for the description:
 
 - its query is the unit mean of its themes' centroids over the range's quarters (a theme's
   centroid is already a point among sentences, so it is not re-centred on the nearest ones);
-- its threshold is calibrated where it has a theme, `RELATIVE` × the median centred cosine of the
-  `PSEUDO_RELEVANT` sentences nearest the query (or of as many as the theme has, when fewer),
-  averaged over those quarters, and then held for the whole range. A quarter where nobody talks
-  about the subject keeps the few sentences that come that near; calibrating there would call its
-  nearest sentences, whatever they are about, the subject.
+- its threshold is the measure's (`threshold`: where a two-component mixture of the quarter's
+  centred cosines gives the subject's component the rule's probability; its nearest sentences
+  are the `PSEUDO_RELEVANT` nearest the query, or as many as the theme has when fewer),
+  calibrated in the quarters where it has a theme, averaged over them, and held for the range.
+  A quarter where nobody talks about the subject keeps the few sentences that come that near;
+  calibrating there would call its nearest sentences, whatever they are about, the subject.
 
 Each quarter's embeddings are read twice (the map's parts, never embedded again): first to
 calibrate the lineages with a theme there, then to count, once every threshold is known. The
@@ -31,7 +32,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ftm.measures import PSEUDO_RELEVANT, RELATIVE, centred_similarities, nearest_median
+from ftm.measures import PSEUDO_RELEVANT, centred_similarities, nearest_median, threshold
 from ftm.prefetch import read_manifest
 from ftm.quarters import Quarter
 from ftm.reduce import QuarterSentences, mapped_state, mean_embedding, read_sentences, texts_of
@@ -96,7 +97,7 @@ def measure_lineages(
     on_progress: Callable[[str, Quarter], None] = lambda step, quarter: None,
 ) -> tuple[np.ndarray, dict[Quarter, MeasuredQuarter]]:
     """The lineages' thresholds (one per lineage, in `queries` order) and each quarter's measure."""
-    medians = np.zeros(len(queries.lineage_ids))
+    sums = np.zeros(len(queries.lineage_ids))
     homes = np.zeros(len(queries.lineage_ids))
     for quarter in quarters:
         on_progress("calibrating", quarter)
@@ -111,10 +112,11 @@ def measure_lineages(
         for group in _groups([row for row, _ in home]):
             similarity = centred_similarities(sentences.embeddings, mean, queries.vectors[group], device)
             for column, row in enumerate(group):
-                medians[row] += nearest_median(similarity[:, column], min(PSEUDO_RELEVANT, size[row]))
+                nearest = nearest_median(similarity[:, column], min(PSEUDO_RELEVANT, size[row]))
+                sums[row] += threshold(similarity[:, column], nearest)
                 homes[row] += 1
     # A lineage calibrated nowhere (its quarters' maps hold no sentence) selects nothing.
-    thresholds = np.where(homes > 0, RELATIVE * medians / np.maximum(homes, 1), np.inf)
+    thresholds = np.where(homes > 0, sums / np.maximum(homes, 1), np.inf)
     measured = {}
     for quarter in quarters:
         on_progress("measuring", quarter)
