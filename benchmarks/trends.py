@@ -27,6 +27,15 @@ centroid cosine, centroid cosine less each quarter's mean, keyword Jaccard), the
 theme's best match and of all pairs, mutual best matches, one-to-one matches above thresholds, and
 where each event's best theme of A goes in B.
 
+`--rules REPORT.json` measures threshold rules for the lineages' measured series on the run kept
+in `--root` (REPORT.json is that run's `--json` output, which names each event's lineage): the
+three event lineages' centred cosines are recomputed from the stored embeddings, and each rule
+(relative to the nearest sentences' median, matched to the theme's size, the two-component mixture
+at several posteriors) prints its Spearman correlation and largest 2020 gap against the exposed
+share, per event.
+
+    .venv/bin/python benchmarks/trends.py --rules /tmp/trends.json --root /tmp/ftm-bench-trends
+
 `--firms N` runs only the first N firms (by ticker) with a call in every quarter of the range:
 it exists for the smoke test (tests/test_benchmarks.py), which checks that this runs, not what it
 finds.
@@ -71,9 +80,13 @@ def main() -> None:
     parser.add_argument("--firms", type=int, help="only the first N firms in every quarter (default: all)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--methods", help="two reduced quarters of --root to compare matching methods on")
+    parser.add_argument("--rules", type=Path, help="a run's --json output: compare threshold rules on it")
     args = parser.parse_args()
     if args.methods:
         compare_methods(args.root, [Quarter.parse(q) for q in args.methods.split(",")])
+        return
+    if args.rules:
+        compare_rules(args.root, parse_quarters(args.quarters), json.loads(args.rules.read_text()))
         return
     corpus.require(args.corpus)
     quarters = parse_quarters(args.quarters)
@@ -160,6 +173,75 @@ def evaluate(root: Path, quarters: list[Quarter], label: str) -> dict[str, Any]:
             },
         }
     return out
+
+
+def compare_rules(root: Path, quarters: list[Quarter], report: dict[str, Any]) -> None:
+    """Each threshold rule's series of the event lineages (see the module docstring)."""
+    from ftm.measures import centred_similarities, nearest_median
+    from ftm.reduce import mean_embedding
+    from ftm.storage import Store
+    from ftm.trends.lineages import read_quarter_themes, read_registry
+    from ftm.trends.measured import _sentences, lineage_queries
+
+    store = Store(str(root))
+    found = {quarter: read_quarter_themes(store, quarter) for quarter in quarters}
+    entries = {entry.quarter: entry for entry in read_registry(store, 0.8).quarters}
+    queries = lineage_queries(found, entries)
+    events = {e: (r["lineage_id"], r["series"]["exposed_share"]) for e, r in report["events"].items()}
+    rows = [queries.lineage_ids.index(lineage) for lineage, _ in events.values()]
+    cosines, firms, n_firms = {}, {}, {}
+    for quarter in quarters:
+        sentences = _sentences(store, quarter)
+        mean = mean_embedding(sentences.embeddings)
+        cosines[quarter] = centred_similarities(sentences.embeddings, mean, queries.vectors[rows])
+        firms[quarter], n_firms[quarter] = sentences.firm, len(sentences.firms)
+    # Per event lineage: its home quarters and the number of its theme's sentences there.
+    home = [{q: dict(queries.home[q])[row] for q in quarters if row in dict(queries.home[q])} for row in rows]
+
+    def show(name: str, thresholds: list[float]) -> None:
+        cells = []
+        for column, (event, (_, truth)) in enumerate(events.items()):
+            share = []
+            for quarter in quarters:
+                chosen = firms[quarter][cosines[quarter][:, column] >= thresholds[column]]
+                share.append((np.bincount(chosen, minlength=n_firms[quarter]) >= 2).sum() / n_firms[quarter])
+            rho = spearmanr(share, truth).statistic
+            gap = max(abs(a - b) for a, b, q in zip(share, truth, quarters, strict=True) if q.year == 2020)
+            cells.append(f"{event} {rho:.3f} / {gap:.3f}")
+        print(f"{name:50s} " + " | ".join(cells))
+
+    def per_home(rule: Any) -> list[float]:
+        return [
+            float(np.mean([rule(cosines[q][:, column], size) for q, size in home[column].items()]))
+            for column in range(len(rows))
+        ]
+
+    print("rule: Spearman / largest 2020 gap per event")
+    for relative in (0.6, 0.7, 0.8, 0.9):
+        show(
+            f"{relative} x median of the 50 nearest",
+            per_home(lambda x, n, r=relative: r * nearest_median(x, min(50, n))),
+        )
+    show("0.6 x median of the 200 nearest", per_home(lambda x, n: 0.6 * nearest_median(x, min(200, n))))
+    show("the theme's own size", per_home(lambda x, n: np.sort(x)[::-1][min(n, len(x)) - 1]))
+    for posterior in (0.8, 0.9, 0.95):
+        show(
+            f"two-component mixture, posterior {posterior}",
+            per_home(lambda x, n, p=posterior: _mixture_threshold(x, nearest_median(x, min(50, n)), p)),
+        )
+
+
+def _mixture_threshold(cosines: np.ndarray, nearest: float, posterior: float) -> float:
+    """ftm's rule (`ftm.measures.threshold`) at another posterior."""
+    from sklearn.mixture import GaussianMixture
+
+    sample = cosines.astype(np.float64)
+    middle = float(np.median(sample))
+    mixture = GaussianMixture(2, means_init=[[middle], [nearest]], random_state=0).fit(sample[:, None])
+    grid = np.linspace(middle, float(sample.max()), 2_001)
+    subject = int(np.argmax(mixture.means_[:, 0]))
+    reached = np.flatnonzero(mixture.predict_proba(grid[:, None])[:, subject] >= posterior)
+    return float(grid[reached[0]]) if len(reached) else 0.6 * nearest
 
 
 def lineage_counts(root: Path, quarters: list[Quarter], label: str) -> dict[str, int]:
