@@ -45,8 +45,9 @@ PSEUDO_RELEVANT = 50  # the nearest sentences that stand for the description
 POSTERIOR = 0.95  # the mixture's probability that a sentence is the subject's
 RELATIVE = 0.6  # of the pseudo-relevant median cosine, where the mixture never reaches POSTERIOR
 # The mixture is fitted to at most this many cosines (every n-th sentence of a larger quarter):
-# two parameters per component need no more, and 2,000,000 would cost seconds per subject.
-MIXTURE_SAMPLE = 200_000
+# two parameters per component need no more, and a fit to 200,000 took 0.2 s, which `ftm trends`
+# pays for each of a range's hundreds of lineages (benchmarks/README.md, *Measure*).
+MIXTURE_SAMPLE = 50_000
 # Rows centred at a time: 8,192 float32 rows (12.6 MB) stay in cache for each query's product,
 # and a 2,000,000-sentence quarter is never copied whole.
 BLOCK = 8192
@@ -74,19 +75,30 @@ class Calibrated:
 
 
 def centred_similarities(
-    embeddings: np.ndarray, mean: np.ndarray, queries: np.ndarray, device: str = "cpu"
+    embeddings: np.ndarray,
+    mean: np.ndarray,
+    queries: np.ndarray,
+    device: str = "cpu",
+    *,
+    separately: bool = True,
 ) -> np.ndarray:
     """(n, m) cosines between each sentence and each query, both less `mean`, block by block on
-    `device` (torch: its float16 → float32 conversion and products use every core, or the GPU)."""
+    `device` (torch: its float16 → float32 conversion and products use every core, or the GPU).
+
+    `separately`, one product per query: a matrix product's rounding depends on its shape, and a
+    named subject's similarities must not depend on what is measured beside it. Without it, one
+    matrix product for all the queries, many times faster for hundreds of them (the lineages of a
+    range, which are the same set on every run of the range)."""
     centred = torch.from_numpy(_unit(queries.astype(np.float32) - mean)).to(device)
     centre = torch.from_numpy(mean.astype(np.float32)).to(device)
     out = np.empty((len(embeddings), len(centred)), np.float32)
     for start in range(0, len(embeddings), BLOCK):
         block = torch.from_numpy(embeddings[start : start + BLOCK]).to(device).float() - centre
         block /= block.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        if not separately:
+            out[start : start + len(block)] = (block @ centred.T).cpu().numpy()
+            continue
         for column, query in enumerate(centred):
-            # One product per query, not one for all: a matrix product's rounding depends on its
-            # shape, and a subject's similarities must not depend on what is measured beside it.
             out[start : start + len(block), column] = (block @ query).cpu().numpy()
     return out
 

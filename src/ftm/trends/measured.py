@@ -42,7 +42,8 @@ from ftm.tone import count_tone
 from ftm.trends.lineages import QuarterThemes
 
 # Lineages whose similarities are held at once: 64 columns of float32 are 512 MB at 2,000,000
-# sentences. Each column is its own product (centred_similarities), so grouping changes no value.
+# sentences. They are one matrix product per block: the same range always groups its lineages
+# the same way, so its files are the same on every run.
 _GROUP = 64
 
 
@@ -110,7 +111,9 @@ def measure_lineages(
         mean = mean_embedding(sentences.embeddings)
         size = dict(home)
         for group in _groups([row for row, _ in home]):
-            similarity = centred_similarities(sentences.embeddings, mean, queries.vectors[group], device)
+            similarity = centred_similarities(
+                sentences.embeddings, mean, queries.vectors[group], device, separately=False
+            )
             for column, row in enumerate(group):
                 nearest = nearest_median(similarity[:, column], min(PSEUDO_RELEVANT, size[row]))
                 sums[row] += threshold(similarity[:, column], nearest)
@@ -139,7 +142,9 @@ def _measure_quarter(
     if sentences.n:
         mean = mean_embedding(sentences.embeddings)
         for group in _groups(list(range(n))):
-            similarity = centred_similarities(sentences.embeddings, mean, queries.vectors[group], device)
+            similarity = centred_similarities(
+                sentences.embeddings, mean, queries.vectors[group], device, separately=False
+            )
             for column, row in enumerate(group):
                 picked[row] = np.flatnonzero(similarity[:, column] >= thresholds[row])
     # Where each mapped firm sits among every prefetched firm (a firm the map skipped has none).
