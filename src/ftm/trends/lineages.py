@@ -92,7 +92,7 @@ def assign(
     registry: LineageRegistry,
     themes: dict[Quarter, QuarterThemes],
     min_similarity: float,
-    parent_similarity: float = 1.0,
+    parent_similarity: float,
 ) -> tuple[LineageRegistry, list[str]]:
     """The registry with every quarter of `themes` matched; the quarters newly matched (oldest
     first). Known quarters whose themes are unchanged keep their lineages as they are."""

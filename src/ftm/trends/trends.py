@@ -272,12 +272,10 @@ def _grid(series: pd.DataFrame, themes: pd.DataFrame, parents: dict[int, int]) -
     grid["firm_share"] = grid.firm_share.fillna(0.0)
     grid["theme_id"] = grid.theme_id.astype("Int32")
     # A lineage's kind: its themes' most common kind in the range ("theme" first on a tie).
-    order = {"theme": 0, "routine": 1, "reporting": 2}
-    kinds = themes.groupby("lineage_id").kind.agg(
-        lambda values: min(values.value_counts().items(), key=lambda item: (-item[1], order.get(item[0], 3)))[
-            0
-        ]
-    )
+    counts = themes.groupby(["lineage_id", "kind"]).size().rename("n").reset_index()
+    counts["order"] = counts.kind.map({"theme": 0, "routine": 1, "reporting": 2}).fillna(3)
+    counts = counts.sort_values(["lineage_id", "n", "order"], ascending=[True, False, True])
+    kinds = counts.drop_duplicates("lineage_id").set_index("lineage_id").kind
     grid["lineage_kind"] = grid.lineage_id.map(kinds)
     grid["parent_lineage_id"] = grid.lineage_id.map(parents).astype("Int32")
     grid["net_tone"] = net_tone(grid.positive.to_numpy(), grid.negative.to_numpy())
@@ -314,7 +312,7 @@ def _momentum(
             frames.append(frame)
             continue
         now_firms, now = exposure[quarter]
-        rising = falling = exposed_now = exposed_then = 0
+        gained = lost = exposed_now = exposed_then = 0
         base = 0
         for earlier in window:
             then_firms, then = exposure[earlier]
@@ -322,8 +320,8 @@ def _momentum(
             if not len(common):
                 continue
             a, b = now[:, here], then[:, there]
-            rising = rising + (a & ~b).sum(axis=1)
-            falling = falling + (~a & b).sum(axis=1)
+            gained = gained + (a & ~b).sum(axis=1)  # firms exposed now and not then
+            lost = lost + (~a & b).sum(axis=1)
             exposed_now = exposed_now + a.sum(axis=1)
             exposed_then = exposed_then + b.sum(axis=1)
             base += len(common)
@@ -332,7 +330,7 @@ def _momentum(
             continue
         share_now, share_then = exposed_now / base, exposed_then / base
         with np.errstate(invalid="ignore", divide="ignore"):
-            z = np.where(rising + falling > 0, (rising - falling) / np.sqrt(rising + falling), 0.0)
+            z = np.where(gained + lost > 0, (gained - lost) / np.sqrt(gained + lost), 0.0)
         flag = np.full(len(queries.lineage_ids), "steady", dtype=object)
         flag[(share_now <= share_then / config.change_ratio) & (z <= -_Z)] = "fading"
         flag[(share_now >= config.change_ratio * share_then) & (z >= _Z)] = "emerging"
